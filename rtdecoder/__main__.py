@@ -1,0 +1,5 @@
+import sys
+
+from rtdecoder.cli import main
+
+sys.exit(main())

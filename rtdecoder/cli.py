@@ -1,0 +1,226 @@
+"""The ``rtdecoder`` command: ``serve``, ``emulate`` and ``demo``.
+
+``rtdecoder demo`` with no arguments runs the main job end to end: the service and the controller
+emulator on loopback, a distance-5 rotated surface-code Z memory (25 rounds, p = 0.001), printing
+the latency table and the logical error rate next to offline PyMatching's on the same shots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, load_config
+
+
+def _window(value: str) -> int:
+    if value.strip().lower() == "all":
+        return WINDOW_ALL
+    try:
+        w = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number of rounds nor 'all'") from None
+    if w < 1:
+        raise argparse.ArgumentTypeError("the window must be at least 1 round, or 'all'")
+    return w
+
+
+def _add_stream_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stream")
+    g.add_argument("--stream-id", type=int, default=0, help="stream id on the wire (default 0)")
+    g.add_argument("--circuit", default="surface_code:rotated_memory_z",
+                   help="stim generated circuit name, or a .stim file (default surface_code:rotated_memory_z)")
+    g.add_argument("--distance", type=int, default=5, help="code distance (default 5)")
+    g.add_argument("--rounds", type=int, default=None, help="syndrome rounds (default 5 * distance)")
+    g.add_argument("--p", type=float, default=0.001, help="circuit-level noise strength (default 0.001)")
+    g.add_argument("--decoder", default="matching", choices=["matching"], help="window decoder (default matching)")
+    g.add_argument("--window", type=_window, default=None, help="window W in rounds, or 'all' (default 2 * distance)")
+    g.add_argument("--commit", type=int, default=None, help="commit region C in rounds (default distance)")
+
+
+def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
+    g = p.add_argument_group("emulator")
+    g.add_argument("--shots", type=int, default=shots, help=f"shots to send (default {shots})")
+    g.add_argument("--rounds-per-packet", type=int, default=1, help="rounds per SYNDROME packet (default 1)")
+    g.add_argument("--cycle-us", type=float, default=1.0, help="time between rounds, µs (default 1.0)")
+    g.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for a shot's correction (default 1)")
+    g.add_argument("--seed", type=int, default=12345, help="stim sampling seed (default 12345)")
+    g.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    g.add_argument("--plot", metavar="PATH", help="write a PNG of the latency distribution")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
+    return StreamConfig(
+        id=a.stream_id, circuit=a.circuit, distance=a.distance,
+        rounds=a.rounds if a.rounds is not None else 5 * a.distance, p=a.p, decoder=a.decoder,
+        window=a.window, commit=a.commit,
+    )
+
+
+def _stream_argv(cfg: StreamConfig) -> list[str]:
+    return ["--stream-id", str(cfg.id), "--circuit", cfg.circuit, "--distance", str(cfg.distance),
+            "--rounds", str(cfg.rounds), "--p", repr(cfg.p), "--decoder", cfg.decoder,
+            "--window", "all" if cfg.window == WINDOW_ALL else str(cfg.window)] + (
+            ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else [])
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from rtdecoder.server import serve
+
+    if a.config:
+        cfg = load_config(a.config)
+        over = {k: v for k, v in (("host", a.host), ("port", a.port), ("metrics_host", a.metrics_host),
+                                  ("metrics_port", a.metrics_port)) if v is not None}
+        if over:
+            cfg = ServerConfig(**{**cfg.__dict__, **over})
+    else:
+        cfg = ServerConfig(
+            host=a.host or "127.0.0.1", port=7700 if a.port is None else a.port,
+            metrics_host=a.metrics_host or "127.0.0.1", metrics_port=9400 if a.metrics_port is None else a.metrics_port,
+            streams=(_stream_from_args(a),))
+    return serve(cfg)
+
+
+def _emulator_options(a: argparse.Namespace, host: str, port: int):
+    from rtdecoder.emulator import EmulatorOptions
+
+    if a.shots < 1:
+        raise ConfigError("--shots must be at least 1")
+    if a.rounds_per_packet < 1:
+        raise ConfigError("--rounds-per-packet must be at least 1")
+    if a.cycle_us < 0:
+        raise ConfigError("--cycle-us must not be negative")
+    return EmulatorOptions(host=host, port=port, shots=a.shots, rounds_per_packet=a.rounds_per_packet,
+                           cycle_us=a.cycle_us, timeout_s=a.timeout, seed=a.seed, progress=not a.no_progress)
+
+
+def _write_outputs(report, a: argparse.Namespace) -> None:
+    from rtdecoder.emulator import write_json, write_plot
+
+    if a.json:
+        write_json(report, a.json)
+    if a.plot:
+        write_plot(report, a.plot)
+
+
+def cmd_emulate(a: argparse.Namespace) -> int:
+    from rtdecoder.emulator import run_emulator
+    from rtdecoder.report import print_report
+
+    report = run_emulator(_stream_from_args(a), _emulator_options(a, a.host, a.port))
+    print_report(report)
+    _write_outputs(report, a)
+    return 0
+
+
+class ServiceProcess:
+    """``rtdecoder serve`` in a child process on free loopback ports (the demo's and the tests')."""
+
+    def __init__(self, stream_argv: list[str], startup_timeout_s: float = 600.0, extra: list[str] | None = None):
+        self.log = tempfile.TemporaryFile(mode="w+")
+        cmd = [sys.executable, "-m", "rtdecoder", "serve", "--port", "0", "--metrics-port", "0"] + stream_argv + (extra or [])
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        end = time.monotonic() + startup_timeout_s
+        line = ""
+        while time.monotonic() < end:
+            line = self.proc.stdout.readline()
+            if line.startswith("{"):
+                break
+            if self.proc.poll() is not None:
+                break
+        if not line.startswith("{"):
+            self.stop()
+            raise RuntimeError(f"rtdecoder serve did not start:\n{self.stderr()}")
+        ready = json.loads(line)
+        self.host, self.port, self.metrics_port = ready["host"], ready["port"], ready["metrics_port"]
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> "ServiceProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rtdecoder.emulator import run_emulator
+    from rtdecoder.report import print_report
+
+    cfg = _stream_from_args(a)
+    console = Console(stderr=True)
+    with console.status("starting rtdecoder serve (building window graphs, compiling kernels)..."):
+        service = ServiceProcess(_stream_argv(cfg))
+    with service:
+        console.print(f"service on udp {service.host}:{service.port}, metrics on "
+                      f"http://127.0.0.1:{service.metrics_port}/metrics")
+        report = run_emulator(cfg, _emulator_options(a, service.host, service.port))
+        metrics = service.scrape()
+    print_report(report, metrics_url=f"http://127.0.0.1:{service.metrics_port}/metrics (served while the demo ran)",
+                 metrics_text=metrics)
+    _write_outputs(report, a)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rtdecoder", description="Real-time QEC decoder service.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the decoding service")
+    s.add_argument("--config", help="TOML config file (see rtdecoder.config)")
+    s.add_argument("--host", default=None, help="UDP address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="UDP port (default 7700; 0 picks a free one)")
+    s.add_argument("--metrics-host", default=None, help="metrics address (default 127.0.0.1)")
+    s.add_argument("--metrics-port", type=int, default=None, help="metrics port (default 9400; 0 free; -1 off)")
+    _add_stream_flags(s)
+    s.set_defaults(func=cmd_serve)
+    e = sub.add_parser("emulate", help="run the controller emulator against a service")
+    e.add_argument("--host", default="127.0.0.1", help="the service's address (default 127.0.0.1)")
+    e.add_argument("--port", type=int, default=7700, help="the service's UDP port (default 7700)")
+    _add_stream_flags(e)
+    _add_emulator_flags(e, 2000)
+    e.set_defaults(func=cmd_emulate)
+    d = sub.add_parser("demo", help="service and emulator on loopback, print the latency table")
+    _add_stream_flags(d)
+    _add_emulator_flags(d, 3000)
+    d.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"rtdecoder: configuration error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"rtdecoder: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # EmulatorError and a service that did not start
+        print(f"rtdecoder: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,206 @@
+"""Typed, validated configuration: streams and the server.
+
+A stream is one decoding problem (DESIGN.md, "Streams, shots, rounds, windows"): a stim circuit
+(a generated one named like ``surface_code:rotated_memory_z`` with distance, rounds and circuit-level
+noise strength ``p``, or a ``.stim`` file), a decoder, and sliding-window parameters in rounds.
+
+Config files are TOML::
+
+    [server]
+    host = "127.0.0.1"
+    port = 7700
+    metrics_port = 9400
+
+    [[streams]]
+    id = 0
+    circuit = "surface_code:rotated_memory_z"
+    distance = 5
+    rounds = 25
+    p = 0.001
+    decoder = "matching"
+    window = 10        # rounds, or "all" to decode whole shots
+    commit = 5
+
+Every value is checked when loaded; an unknown key raises ``ConfigError`` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DECODERS = ("matching", "union_find")
+WINDOW_ALL = 0
+"""``window = "all"`` is stored as 0: the whole shot is one window."""
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One stream.
+
+    Attributes:
+        id: stream id on the wire (§2 ``stream_id``), 0..65535.
+        circuit: ``"family:task"`` for ``stim.Circuit.generated`` (for example
+            ``"surface_code:rotated_memory_z"``) or a path to a ``.stim`` file.
+        distance: code distance (generated circuits only).
+        rounds: syndrome-extraction rounds (generated circuits only).
+        p: circuit-level noise strength (generated circuits only): after-Clifford depolarization,
+            data depolarization before each round, measurement and reset flips, all ``p``.
+        decoder: ``"matching"`` or ``"union_find"``.
+        window: window length ``W`` in rounds; 0 (``"all"`` in files and flags) decodes whole shots.
+            Default ``2 * distance``.
+        commit: commit region ``C`` in rounds, ``1 <= C <= W``. Default ``distance``.
+        max_datagram: largest syndrome datagram accepted for this stream, bytes (§7).
+
+    Raises:
+        ConfigError: for any value out of range, with the fix in its message.
+    """
+
+    id: int = 0
+    circuit: str = "surface_code:rotated_memory_z"
+    distance: int = 5
+    rounds: int = 25
+    p: float = 0.001
+    decoder: str = "matching"
+    window: int | None = None
+    commit: int | None = None
+    max_datagram: int = 4096
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.id <= 0xFFFF:
+            raise ConfigError(f"stream id {self.id} is out of range: use 0..65535")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"stream {self.id}: unknown decoder {self.decoder!r}: use one of {', '.join(DECODERS)}")
+        if self.is_generated:
+            if self.distance < 2:
+                raise ConfigError(f"stream {self.id}: distance {self.distance} must be at least 2")
+            if self.rounds < 1:
+                raise ConfigError(f"stream {self.id}: rounds {self.rounds} must be at least 1")
+            if not 0.0 <= self.p < 0.5:
+                raise ConfigError(f"stream {self.id}: p {self.p} must be in [0, 0.5)")
+        elif not Path(self.circuit).is_file():
+            raise ConfigError(
+                f"stream {self.id}: circuit {self.circuit!r} is neither a generated circuit name "
+                "(like 'surface_code:rotated_memory_z') nor an existing .stim file"
+            )
+        window = 2 * self.distance if self.window is None else self.window
+        commit = self.distance if self.commit is None else self.commit
+        if window < 0:
+            raise ConfigError(f"stream {self.id}: window {window} must be a positive number of rounds or 'all'")
+        if window != WINDOW_ALL and not 1 <= commit <= window:
+            raise ConfigError(f"stream {self.id}: commit {commit} must be between 1 and the window ({window}) rounds")
+        if window != WINDOW_ALL and window < 2:
+            raise ConfigError(f"stream {self.id}: window {window} is too short: use at least 2 rounds or 'all'")
+        if not 64 + 40 <= self.max_datagram <= 65507:
+            raise ConfigError(f"stream {self.id}: max_datagram {self.max_datagram} must be in 104..65507 bytes")
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "commit", commit if window != WINDOW_ALL else 0)
+
+    @property
+    def is_generated(self) -> bool:
+        return ":" in self.circuit and not os.path.exists(self.circuit)
+
+    def describe(self) -> str:
+        w = "all" if self.window == WINDOW_ALL else f"{self.window}/{self.commit}"
+        src = f"{self.circuit} d={self.distance} rounds={self.rounds} p={self.p}" if self.is_generated else self.circuit
+        return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server: where it listens and which streams it decodes.
+
+    Attributes:
+        host, port: UDP address for syndrome traffic (port 0 picks a free one).
+        metrics_host, metrics_port: where ``/metrics`` is served (localhost by default; port 0
+            picks a free one; -1 disables it).
+        ring_slots: receive ring slots, a power of two.
+        streams: the streams, with distinct ids.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 7700
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9400
+    ring_slots: int = 1024
+    streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range: use 0..65535")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port {self.metrics_port} is out of range: use 0..65535, or -1 to disable")
+        if self.ring_slots < 2 or self.ring_slots & (self.ring_slots - 1):
+            raise ConfigError(f"ring_slots {self.ring_slots} must be a power of two, at least 2")
+        if not self.streams:
+            raise ConfigError("no streams configured: add a [[streams]] table or pass --circuit/--distance")
+        ids = [s.id for s in self.streams]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"stream ids must be distinct, got {sorted(ids)}")
+
+
+def _window_value(value: Any, where: str) -> int:
+    if isinstance(value, str):
+        if value.strip().lower() == "all":
+            return WINDOW_ALL
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: window {value!r} must be a number of rounds or 'all'") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: window {value!r} must be a number of rounds or 'all'")
+    return value
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields) - ({"streams"} if cls is ServerConfig else set()))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys are {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        if name == "window":
+            kwargs[name] = _window_value(value, where)
+            continue
+        expected = fields[name].type
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "str": isinstance(value, str),
+        }.get(str(expected).split(" ")[0], True)
+        if not ok:
+            raise ConfigError(f"{where}: {name} = {value!r} should be of type {expected}")
+        kwargs[name] = float(value) if expected == "float" else value
+    return cls(**kwargs)
+
+
+def load_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Load and validate a TOML server config (see the module docstring for the schema).
+
+    Raises:
+        ConfigError: the file is missing or not TOML, a key is unknown, or a value is invalid.
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    unknown = sorted(set(data) - {"server", "streams"})
+    if unknown:
+        raise ConfigError(f"{p}: unknown top-level key {unknown[0]!r}; use [server] and [[streams]]")
+    streams_raw = data.get("streams", [])
+    if not isinstance(streams_raw, list):
+        raise ConfigError(f"{p}: 'streams' must be an array of tables ([[streams]])")
+    streams = tuple(_build(StreamConfig, s, f"{p} [[streams]] #{i}") for i, s in enumerate(streams_raw))
+    server_table = dict(data.get("server", {}))
+    return _build(ServerConfig, {**server_table, "streams": streams}, f"{p} [server]")

@@ -1,0 +1,86 @@
+"""Window decoders: picklable descriptions that compile, for a stream's window plan, into
+objects that decode windows.
+
+The two phases follow sinter's ``Decoder`` / ``CompiledDecoder`` split: ``compile`` does every
+allocation, graph build and warm-up; ``decode_window`` then only decodes.
+
+A compiled decoder returns the *edges* it chose (indices into the window graph's edge arrays,
+``rtdecoder.windows.WindowGraph``), not observable flips: the commit/carry rule
+(``rtdecoder.kernels.stream.commit_window``) needs to know which edges lie in the commit region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rtdecoder.windows import WindowPlan
+
+
+class CompiledWindowDecoder(Protocol):
+    name: str
+
+    def decode_window(self, graph: int, events: np.ndarray) -> tuple[np.ndarray, int]:
+        """Decode one window.
+
+        Args:
+            graph: index into the plan's ``graphs``.
+            events: uint8 array of shape ``(num_nodes,)``, the window's detection events (0 or 1)
+                with the carry already applied.
+
+        Returns:
+            ``(chosen, n)``: the first ``n`` entries of the int64 array ``chosen`` are the chosen
+            edges. The array may be reused by the next call.
+
+        Raises:
+            ValueError: when no set of edges explains the detection events (a window graph
+                with a component that has no boundary and an odd number of detection events).
+        """
+        ...
+
+
+class WindowDecoder(Protocol):
+    name: str
+
+    def compile(self, plan: WindowPlan) -> CompiledWindowDecoder: ...
+
+
+@dataclass(frozen=True)
+class MatchingDecoder:
+    """Minimum-weight perfect matching with PyMatching's sparse blossom (Higgott and Gidney,
+    arXiv:2303.15933) on each window graph: the accuracy reference."""
+
+    name: str = "matching"
+
+    def compile(self, plan: WindowPlan) -> "CompiledMatching":
+        return CompiledMatching(plan)
+
+
+class CompiledMatching:
+    """PyMatching on the plan's window graphs (built in ``rtdecoder.windows``)."""
+
+    name = "matching"
+
+    def __init__(self, plan: WindowPlan):
+        self.graphs = plan.graphs
+        self._matchings = [g.matching for g in plan.graphs]
+        for g in plan.graphs:  # warm up: the first decode of a graph allocates PyMatching's search state
+            g.matching.decode_to_edges_array(np.zeros(g.num_nodes, np.uint8))
+
+    def decode_window(self, graph: int, events: np.ndarray) -> tuple[np.ndarray, int]:
+        pairs = self._matchings[graph].decode_to_edges_array(events)
+        chosen = self.graphs[graph].edges_of_pairs(pairs)
+        return chosen, len(chosen)
+
+
+def make_decoder(name: str) -> WindowDecoder:
+    """The decoder description called ``name``.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones).
+    """
+    if name == "matching":
+        return MatchingDecoder()
+    raise ValueError(f"unknown decoder {name!r}; known decoders: matching")

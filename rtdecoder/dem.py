@@ -1,0 +1,189 @@
+"""Circuits, detector error models and the detector → round map.
+
+A stream's circuit is turned, once, into its detector error model (DEM, stim's
+``Circuit.detector_error_model(decompose_errors=True)``), a *layout* that says which detectors
+belong to which round, and the DEM's graphlike *components* as flat arrays (one row per edge-like
+piece of an error: one or two detectors and the observables it flips). The window graphs of
+``rtdecoder.windows`` are cut from these arrays.
+
+Rounds come from detector coordinates (DESIGN.md): stim's generated circuits give every detector
+``(x, y, t)`` coordinates, and the detectors of round ``r`` are those with ``t == r``; the final
+data-qubit measurement forms the last block. rtdecoder numbers the distinct time coordinates
+``0 .. num_rounds - 1`` and requires detectors to be listed in non-decreasing round order, so that
+each round's detectors form one contiguous index range ``round_offsets[r] <= j < round_offsets[r + 1]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import stim
+
+from rtdecoder.config import ConfigError, StreamConfig
+
+MAX_OBSERVABLES = 64
+"""Observable flips travel as one uint64 mask on the hot path."""
+
+
+def make_circuit(cfg: StreamConfig) -> stim.Circuit:
+    """The stim circuit of a stream.
+
+    Generated circuits use stim's standard circuit-level noise with every strength equal to
+    ``cfg.p``: ``after_clifford_depolarization``, ``before_round_data_depolarization``,
+    ``before_measure_flip_probability`` and ``after_reset_flip_probability``.
+
+    Raises:
+        ConfigError: stim does not know the circuit name, or the file does not parse.
+    """
+    if cfg.is_generated:
+        try:
+            return stim.Circuit.generated(
+                cfg.circuit,
+                distance=cfg.distance,
+                rounds=cfg.rounds,
+                after_clifford_depolarization=cfg.p,
+                before_round_data_depolarization=cfg.p,
+                before_measure_flip_probability=cfg.p,
+                after_reset_flip_probability=cfg.p,
+            )
+        except ValueError as e:
+            raise ConfigError(
+                f"stream {cfg.id}: stim cannot generate {cfg.circuit!r} (d={cfg.distance}, rounds={cfg.rounds}): {e}. "
+                "Known names include surface_code:rotated_memory_z, surface_code:rotated_memory_x, "
+                "repetition_code:memory"
+            ) from None
+    try:
+        with open(cfg.circuit) as f:
+            return stim.Circuit(f.read())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"stream {cfg.id}: cannot read circuit file {cfg.circuit!r}: {e}") from None
+
+
+@dataclass(frozen=True)
+class DetectorLayout:
+    """Which detectors belong to which round.
+
+    Attributes:
+        num_detectors: detectors per shot.
+        num_observables: logical observables per shot (at most 64).
+        round_offsets: int64 array of shape ``(num_rounds + 1,)``; round ``r`` holds detectors
+            ``round_offsets[r] .. round_offsets[r + 1] - 1``.
+        round_bytes: bytes of one round block on the wire (§5):
+            ``ceil(max detectors in a round / 8)``.
+    """
+
+    num_detectors: int
+    num_observables: int
+    round_offsets: np.ndarray
+    round_bytes: int
+
+    @property
+    def num_rounds(self) -> int:
+        """Round blocks per shot, the final data-measurement block included."""
+        return len(self.round_offsets) - 1
+
+    @property
+    def det_round(self) -> np.ndarray:
+        """int64 array of shape ``(num_detectors,)``: the round of each detector."""
+        return np.repeat(np.arange(self.num_rounds, dtype=np.int64), np.diff(self.round_offsets))
+
+
+def detector_layout(circuit: stim.Circuit) -> DetectorLayout:
+    """Derive the round layout from the circuit's detector time coordinates.
+
+    Raises:
+        ConfigError: a detector has no time coordinate, detectors are not in round order, or the
+            circuit has more than 64 observables.
+    """
+    n = circuit.num_detectors
+    if n == 0:
+        raise ConfigError("the circuit has no detectors: there is nothing to decode")
+    if circuit.num_observables > MAX_OBSERVABLES:
+        raise ConfigError(f"the circuit has {circuit.num_observables} observables; rtdecoder supports at most {MAX_OBSERVABLES}")
+    coords = circuit.get_detector_coordinates()
+    t = np.empty(n, dtype=np.float64)
+    for j in range(n):
+        c = coords.get(j, [])
+        if len(c) == 0:
+            raise ConfigError(
+                f"detector D{j} has no coordinates: rtdecoder takes a detector's round from its last "
+                "coordinate; give every DETECTOR (x, y, t) coordinates"
+            )
+        t[j] = c[-1]
+    if np.any(np.diff(t) < 0):
+        bad = int(np.argmax(np.diff(t) < 0)) + 1
+        raise ConfigError(
+            f"detector D{bad} (t={t[bad]}) comes after a detector of a later round (t={t[bad - 1]}): "
+            "list the detectors of each round before those of the next"
+        )
+    _, first, counts = np.unique(t, return_index=True, return_counts=True)
+    offsets = np.concatenate([first, [n]]).astype(np.int64)
+    round_bytes = int((counts.max() + 7) // 8)
+    return DetectorLayout(n, circuit.num_observables, offsets, round_bytes)
+
+
+@dataclass(frozen=True)
+class Components:
+    """The graphlike components of a DEM, one row each, in DEM order.
+
+    An error ``error(p) D1 D2 ^ D3 L0`` has two components, ``(p, D1, D2, 0)`` and
+    ``(p, D3, -1, 1)``; matching treats each as an independent edge with the error's probability.
+
+    Attributes:
+        prob: float64 ``(k,)``.
+        d0: int64 ``(k,)``, the lower detector index.
+        d1: int64 ``(k,)``, the higher detector index, or -1 for an edge to the boundary.
+        obs: uint64 ``(k,)``, bit ``i`` set when the component flips observable ``i``.
+    """
+
+    prob: np.ndarray
+    d0: np.ndarray
+    d1: np.ndarray
+    obs: np.ndarray
+
+
+def dem_components(dem: stim.DetectorErrorModel) -> Components:
+    """Flatten ``dem`` into its graphlike components.
+
+    Components that flip no detector (undetectable errors) are dropped: no decoder can see them.
+
+    Raises:
+        ConfigError: a component flips more than two detectors (the DEM was not decomposed into
+            graphlike pieces; build it with ``decompose_errors=True``).
+    """
+    prob: list[float] = []
+    d0: list[int] = []
+    d1: list[int] = []
+    obs: list[int] = []
+    for inst in dem.flattened():
+        if inst.type != "error":
+            continue
+        p = inst.args_copy()[0]
+        dets: list[int] = []
+        mask = 0
+        for tgt in inst.targets_copy() + [stim.target_separator()]:
+            if tgt.is_separator():
+                if len(dets) > 2:
+                    raise ConfigError(
+                        f"an error of the DEM flips {len(dets)} detectors in one component ({inst}): "
+                        "the DEM must be decomposed into graphlike components (decompose_errors=True)"
+                    )
+                if dets:
+                    dets.sort()
+                    prob.append(p)
+                    d0.append(dets[0])
+                    d1.append(dets[1] if len(dets) == 2 else -1)
+                    obs.append(mask)
+                dets = []
+                mask = 0
+            elif tgt.is_relative_detector_id():
+                dets.append(tgt.val)
+            elif tgt.is_logical_observable_id():
+                mask ^= 1 << tgt.val
+    return Components(
+        np.asarray(prob, dtype=np.float64),
+        np.asarray(d0, dtype=np.int64),
+        np.asarray(d1, dtype=np.int64),
+        np.asarray(obs, dtype=np.uint64),
+    )

@@ -1,0 +1,231 @@
+"""Sliding-window plans and window graphs.
+
+A shot of ``T`` rounds is decoded in windows of ``W`` rounds that overlap by ``W - C``
+(Skoric et al., arXiv:2209.08552, "Parallel window decoding..."; Tan et al.,
+arXiv:2209.09219). Window ``k`` covers rounds ``[k*C, k*C + W)`` and is decoded as soon as its
+last round has arrived; the corrections in its first ``C`` rounds, the *commit region*, are
+committed, and committed edges that reach into the rest of the window (the *buffer*) flip those
+detectors for the next window. The first window ``k`` with ``k*C + W >= T`` is the last: it runs
+to the end of the shot and commits everything. ``W = 0`` ("all") makes the whole shot one window.
+
+The graph of window ``[s, e)`` has the detectors of rounds ``s .. e-1`` as nodes, numbered from
+0 in detector order, and the DEM's graphlike components that touch them:
+
+- a component with a detector in an earlier round (``< s``) is left out: those rounds are
+  committed, and the carry already accounts for the committed edges that cross into the window;
+- a component with a detector in a later round (``>= e``) becomes an edge to the boundary: the
+  future is not known yet, so the window's top is an open boundary;
+- components are kept in DEM order and handed to PyMatching's DEM loader, which merges parallel
+  edges; with ``W = 0`` the window graph is exactly the offline graph of the whole DEM.
+
+Windows whose graphs are identical (the interior windows of a stim-generated memory experiment)
+share one graph, so a stream builds a handful of graphs whatever its number of rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pymatching
+import stim
+
+from rtdecoder.dem import Components, DetectorLayout
+
+
+@dataclass
+class WindowGraph:
+    """The decoding graph of one or more windows.
+
+    Attributes:
+        num_nodes: detectors in the window; node ``i`` is detector ``round_offsets[s] + i``.
+        node_round: int64 ``(num_nodes,)``, each node's round relative to the window's first.
+        dem: the window's detector error model (nodes as ``D0 .. D{num_nodes-1}``).
+        matching: the PyMatching graph built from ``dem``.
+        edge_u, edge_v: int64 ``(num_edges,)``; ``edge_u < edge_v``, ``edge_v == -1`` for a
+            boundary edge. Sorted by ``(edge_u, edge_v)``.
+        edge_obs: uint64 ``(num_edges,)``, observable mask of each edge.
+        edge_weight: float64 ``(num_edges,)``, ``ln((1-p)/p)`` as PyMatching computed it.
+        edge_prob: float64 ``(num_edges,)``, merged error probability of each edge.
+        edge_keys: int64 ``(num_edges,)``, sorted lookup keys of ``(u, v)`` (see ``edge_key``).
+    """
+
+    num_nodes: int
+    node_round: np.ndarray
+    dem: stim.DetectorErrorModel
+    matching: pymatching.Matching
+    edge_u: np.ndarray
+    edge_v: np.ndarray
+    edge_obs: np.ndarray
+    edge_weight: np.ndarray
+    edge_prob: np.ndarray
+    edge_keys: np.ndarray
+
+    @property
+    def num_edges(self) -> int:
+        return len(self.edge_u)
+
+    def edge_key(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Lookup keys for node pairs ``(a, b)`` in either order, ``-1`` meaning the boundary."""
+        lo = np.minimum(a, b)
+        hi = np.maximum(a, b)
+        return (hi + 1) * (self.num_nodes + 1) + (lo + 1)
+
+    def edges_of_pairs(self, pairs: np.ndarray) -> np.ndarray:
+        """Edge indices of the node pairs that PyMatching's ``decode_to_edges_array`` returns.
+
+        Args:
+            pairs: int64 array of shape ``(k, 2)``.
+
+        Returns:
+            int64 array of shape ``(k,)``.
+        """
+        return np.searchsorted(self.edge_keys, self.edge_key(pairs[:, 0], pairs[:, 1]))
+
+
+def _graph_from_dem(num_nodes: int, node_round: np.ndarray, dem: stim.DetectorErrorModel) -> WindowGraph:
+    m = pymatching.Matching.from_detector_error_model(dem)
+    edges = m.edges()
+    k = len(edges)
+    u = np.empty(k, np.int64)
+    v = np.empty(k, np.int64)
+    obs = np.zeros(k, np.uint64)
+    w = np.empty(k, np.float64)
+    p = np.empty(k, np.float64)
+    for i, (a, b, attrs) in enumerate(edges):
+        b = -1 if b is None else b
+        u[i], v[i] = (min(a, b), max(a, b)) if b >= 0 else (a, -1)
+        mask = 0
+        for f in attrs.get("fault_ids", ()):
+            mask |= 1 << f
+        obs[i] = mask
+        w[i] = attrs["weight"]
+        ep = attrs.get("error_probability", -1.0)
+        p[i] = ep if ep is not None and ep >= 0 else np.exp(-w[i]) / (1 + np.exp(-w[i]))
+    g = WindowGraph(num_nodes, node_round, dem, m, u, v, obs, w, p, np.zeros(0, np.int64))
+    keys = g.edge_key(u, v)
+    order = np.argsort(keys, kind="stable")
+    g.edge_u, g.edge_v, g.edge_obs, g.edge_weight, g.edge_prob = u[order], v[order], obs[order], w[order], p[order]
+    g.edge_keys = keys[order]
+    if len(np.unique(g.edge_keys)) != k:
+        raise AssertionError("PyMatching returned parallel edges; window graphs must be simple")
+    return g
+
+
+@dataclass
+class WindowPlan:
+    """The windows of one stream's shots, and their graphs.
+
+    Attributes:
+        layout: the stream's detector layout.
+        window, commit: ``W`` and ``C`` in rounds as configured (``W = 0``: whole shots).
+        start, end, commit_end: int64 ``(num_windows,)``: window ``k`` covers rounds
+            ``[start[k], end[k])`` and commits ``[start[k], commit_end[k])``; the last window has
+            ``end == commit_end == num_rounds``.
+        graph: int64 ``(num_windows,)``: index into ``graphs``.
+        graphs: the distinct window graphs.
+    """
+
+    layout: DetectorLayout
+    window: int
+    commit: int
+    start: np.ndarray
+    end: np.ndarray
+    commit_end: np.ndarray
+    graph: np.ndarray
+    graphs: list[WindowGraph]
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.start)
+
+
+def window_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(start, end, commit_end)`` of each window, as described in the module docstring.
+
+    >>> [a.tolist() for a in window_schedule(26, 10, 5)]
+    [[0, 5, 10, 15, 20], [10, 15, 20, 25, 26], [5, 10, 15, 20, 26]]
+    >>> [a.tolist() for a in window_schedule(26, 0, 0)]
+    [[0], [26], [26]]
+    """
+    starts, ends, commits = [], [], []
+    s = 0
+    if window > 0:
+        while s + window < num_rounds:
+            starts.append(s)
+            ends.append(s + window)
+            commits.append(s + commit)
+            s += commit
+    starts.append(s)
+    ends.append(num_rounds)
+    commits.append(num_rounds)
+    return (np.asarray(starts, np.int64), np.asarray(ends, np.int64), np.asarray(commits, np.int64))
+
+
+def plan_windows(layout: DetectorLayout, comps: Components, window: int, commit: int) -> WindowPlan:
+    """Build the window schedule and every distinct window graph (done once per stream)."""
+    start, end, commit_end = window_schedule(layout.num_rounds, window, commit)
+    off = layout.round_offsets
+    det_round = layout.det_round
+    order = np.argsort(comps.d0, kind="stable")
+    d0_sorted = comps.d0[order]
+    graphs: list[WindowGraph] = []
+    seen: dict[bytes, int] = {}
+    graph_of = np.empty(len(start), np.int64)
+    for k in range(len(start)):
+        a, b = off[start[k]], off[end[k]]
+        lo, hi = np.searchsorted(d0_sorted, [a, b])
+        idx = np.sort(order[lo:hi])  # DEM order, so that W = all reproduces the offline graph
+        p = comps.prob[idx]
+        u = comps.d0[idx] - a
+        v = comps.d1[idx]
+        v = np.where((v < 0) | (v >= b), -1, v - a)
+        ob = comps.obs[idx]
+        n = int(b - a)
+        node_round = det_round[a:b] - start[k]
+        key = _signature(n, node_round, p, u, v, ob)
+        if key not in seen:
+            seen[key] = len(graphs)
+            graphs.append(_graph_from_dem(n, node_round, _window_dem(n, p, u, v, ob)))
+        graph_of[k] = seen[key]
+    return WindowPlan(layout, window, commit, start, end, commit_end, graph_of, graphs)
+
+
+def _signature(n: int, node_round: np.ndarray, p: np.ndarray, u: np.ndarray, v: np.ndarray,
+               obs: np.ndarray) -> bytes:
+    """Identity of a window graph, independent of the order of its components.
+
+    stim groups errors with the same symptoms differently from one repetition of a round to the
+    next, so two windows at different times can list different components that merge into the
+    same graph. The signature is that merged graph: components grouped by ``(u, v, obs)``, their
+    probabilities combined as independent flips (``(1 - prod(1 - 2 p_i)) / 2``, computed as a
+    sum of logs so that the order does not matter) and rounded to 12 significant digits.
+    """
+    group = np.lexsort((obs, v, u))
+    u, v, obs, p = u[group], v[group], obs[group], p[group]
+    new = np.ones(len(u), bool)
+    new[1:] = (u[1:] != u[:-1]) | (v[1:] != v[:-1]) | (obs[1:] != obs[:-1])
+    first = np.nonzero(new)[0]
+    merged = (1.0 - np.exp(np.add.reduceat(np.log1p(-2.0 * p), first))) / 2.0 if len(p) else p
+    sig = hashlib.blake2b(digest_size=16)
+    for arr in (np.asarray([n]), node_round, u[first], v[first], obs[first]):
+        sig.update(np.ascontiguousarray(arr, dtype=np.int64 if arr.dtype != np.uint64 else np.uint64).tobytes())
+    sig.update(np.array([float(f"{x:.12g}") for x in merged.tolist()], np.float64).tobytes())
+    return sig.digest()
+
+
+def _window_dem(n: int, p: np.ndarray, u: np.ndarray, v: np.ndarray, obs: np.ndarray) -> stim.DetectorErrorModel:
+    lines = []
+    for pi, ui, vi, oi in zip(p.tolist(), u.tolist(), v.tolist(), obs.tolist()):
+        parts = [f"error({pi!r}) D{ui}"]
+        if vi >= 0:
+            parts.append(f"D{vi}")
+        o = int(oi)
+        while o:
+            bit = (o & -o).bit_length() - 1
+            parts.append(f"L{bit}")
+            o &= o - 1
+        lines.append(" ".join(parts))
+    lines.append(f"detector D{n - 1}")
+    return stim.DetectorErrorModel("\n".join(lines))
