@@ -1,0 +1,126 @@
+"""Sliding-window decoding: the schedule, the commit/carry rule, and accuracy against offline
+PyMatching on the same shots."""
+
+import math
+
+import numpy as np
+import pymatching
+import pytest
+import stim
+
+from rtdecoder.config import StreamConfig
+from rtdecoder.dem import dem_components
+from rtdecoder.engine import Engine
+from rtdecoder.kernels import stream as K
+from rtdecoder.windows import window_schedule
+
+
+@pytest.mark.parametrize("T, W, C", [(26, 10, 5), (7, 6, 3), (101, 14, 7), (5, 2, 1), (4, 10, 5), (30, 8, 8)])
+def test_schedule_commit_regions_tile_the_shot(T, W, C):
+    start, end, commit = window_schedule(T, W, C)
+    assert start[0] == 0 and end[-1] == T and commit[-1] == T
+    assert np.array_equal(start[1:], commit[:-1])  # each window starts where the last committed
+    assert np.all(end - start <= W) and np.all(end[:-1] - start[:-1] == W)
+    assert np.all(end[:-1] < T)  # only the last window reaches the final round
+
+
+def test_interior_windows_share_one_graph_whatever_the_rounds():
+    short = Engine([StreamConfig(distance=3, rounds=30, window=6, commit=3)]).streams[0].plan
+    long = Engine([StreamConfig(distance=3, rounds=300, window=6, commit=3)]).streams[0].plan
+    assert len(short.graphs) == len(long.graphs) <= 4
+    assert long.num_windows > 10 * len(long.graphs)
+
+
+def _sample(eng, shots, seed):
+    rt = eng.streams[0]
+    dets, obs = rt.circuit.compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
+    offline = pymatching.Matching.from_detector_error_model(rt.dem).decode_batch(dets)
+    return dets, obs, offline
+
+
+def test_whole_shot_window_equals_offline_decode_batch():
+    eng = Engine([StreamConfig(distance=5, rounds=15, p=0.006, window=0)])
+    dets, obs, offline = _sample(eng, 2000, seed=7)
+    assert np.array_equal(eng.decode_shots(0, dets, rounds_per_packet=4), offline)
+    assert (offline != obs).any()  # the shots do contain logical errors to get right
+
+
+def test_windowed_logical_error_rate_agrees_with_offline_matching():
+    """d=5, 25 rounds, p=0.5%, W=2d, C=d, 4000 shots (about 250 logical errors offline).
+
+    The comparison is paired (both decoders see the same shots), so the sampling noise of the
+    error rate itself cancels; what is left is how often the two decoders disagree. McNemar's test:
+    with b shots that only the window decoder gets wrong and c that only offline matching gets
+    wrong, b - c has standard deviation sqrt(b + c) if the two are equally accurate. The test
+    allows 3 standard deviations; a window decoder that lost accuracy to its windows (a wrong
+    carry, past edges left in, the future boundary missing) fails it by a wide margin.
+    """
+    eng = Engine([StreamConfig(distance=5, rounds=25, p=0.005)])
+    dets, obs, offline = _sample(eng, 4000, seed=11)
+    win = eng.decode_shots(0, dets, rounds_per_packet=5)
+    w_wrong = np.any(win != obs, axis=1)
+    o_wrong = np.any(offline != obs, axis=1)
+    b = int(np.sum(w_wrong & ~o_wrong))
+    c = int(np.sum(o_wrong & ~w_wrong))
+    assert o_wrong.sum() > 100
+    assert b - c <= 3 * math.sqrt(b + c) + 1, (b, c, int(w_wrong.sum()), int(o_wrong.sum()))
+
+
+def _single_faults(dem: stim.DetectorErrorModel):
+    n = dem.num_detectors
+    events, masks = [], []
+    for inst in dem.flattened():
+        if inst.type != "error":
+            continue
+        row = np.zeros(n, np.uint8)
+        mask = np.zeros(dem.num_observables, np.uint8)
+        for t in inst.targets_copy():
+            if t.is_relative_detector_id():
+                row[t.val] ^= 1
+            elif t.is_logical_observable_id():
+                mask[t.val] ^= 1
+        if row.any():
+            events.append(row)
+            masks.append(mask)
+    return np.array(events), np.array(masks)
+
+
+@pytest.mark.parametrize("circuit", ["surface_code:rotated_memory_z", "surface_code:rotated_memory_x"])
+@pytest.mark.parametrize("d", [3, 5])
+def test_every_single_fault_is_decoded_to_its_observable(circuit, d):
+    eng = Engine([StreamConfig(circuit=circuit, distance=d, rounds=5 * d, p=0.001)])
+    events, masks = _single_faults(eng.streams[0].dem)
+    assert len(events) > 100
+    preds = eng.decode_shots(0, events, rounds_per_packet=eng.streams[0].layout.num_rounds)
+    wrong = np.nonzero(np.any(preds != masks, axis=1))[0]
+    assert len(wrong) == 0, f"{len(wrong)} of {len(events)} single faults misdecoded, e.g. #{wrong[:5]}"
+
+
+def test_window_decoder_commits_only_commit_region():
+    eng = Engine([StreamConfig(distance=3, rounds=6, p=0.001, window=6, commit=3)])
+    plan = eng.streams[0].plan
+    g = plan.graphs[plan.graph[0]]
+    rnd = g.node_round
+    u, v, obs = g.edge_u, g.edge_v, g.edge_obs
+    in_commit = np.nonzero((v >= 0) & (rnd[u] < 3) & (rnd[np.maximum(v, 0)] < 3) & (obs != 0))[0]
+    boundary_commit = np.nonzero((v < 0) & (rnd[u] < 3) & (obs != 0))[0]
+    in_buffer = np.nonzero((rnd[u] >= 3) & (obs != 0))[0]  # wholly in the buffer, boundary edges included
+    crossing = np.nonzero((v >= 0) & (rnd[u] == 2) & (rnd[np.maximum(v, 0)] == 3))[0]
+    e_commit = (in_commit if len(in_commit) else boundary_commit)[0]
+    e_buffer, e_cross = in_buffer[0], crossing[0]
+    st = eng.st
+    st[0, K.S_HAS_SHOT] = 1
+    st[0, K.S_NEXT_ROUND] = 6
+    syn_before = eng.syn.copy()
+    chosen = np.array([e_commit, e_buffer, e_cross], np.int64)
+    size = K.commit_window(st, eng.offs, eng.syn, eng.win, eng.gbase, eng.node_round, eng.edges, 0, 0,
+                           chosen, 3, eng.tx, eng.counters)
+    from rtdecoder import protocol as P
+
+    c = P.decode_correction(eng.tx[:size].tobytes(), 1)
+    assert not c.final and c.header.first_round == 0 and c.header.num_rounds == 3
+    assert int(c.flips[0]) == int(obs[e_commit] ^ obs[e_cross]) & 1
+    assert obs[e_buffer] != 0  # so that committing it by mistake would show in the flips
+    changed = np.nonzero(eng.syn != syn_before)[0].tolist()
+    assert changed == [int(v[e_cross])]  # the crossing edge's buffer endpoint is carried; nothing else
+    assert st[0, K.S_NEXT_WIN] == 1
