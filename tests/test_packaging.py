@@ -1,0 +1,37 @@
+"""The package imports, under one path per module, from the checkout and from a built wheel."""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import rtdecoder.kernels
+import rtdecoder.transport
+
+
+def test_checkout_maps_kernels_and_transport_under_rtdecoder(root):
+    assert os.path.dirname(rtdecoder.kernels.__file__) == str(root / "kernels")
+    assert os.path.dirname(rtdecoder.transport.__file__) == str(root / "transport")
+
+
+def test_wheel_installs_and_imports_without_the_checkout(root, tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(root)], check=True, capture_output=True, timeout=300)
+    (whl,) = wheels.glob("rtdecoder-*.whl")
+    names = zipfile.ZipFile(whl).namelist()
+    assert "rtdecoder/kernels/stream.py" in names and "rtdecoder/transport/udp.py" in names
+    assert not any(n.startswith(("kernels/", "transport/")) for n in names)  # no top-level 'kernels'
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("import rtdecoder.kernels.stream as k, rtdecoder.transport.udp as u, rtdecoder.engine;"
+            "import importlib.util as iu;"
+            "print(k.__file__); print(u.__file__); print(iu.find_spec('kernels') is None)")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    kfile, ufile, no_top_level = r.stdout.split()
+    assert kfile.startswith(str(target)) and ufile.startswith(str(target))
+    assert no_top_level == "True"
