@@ -453,3 +453,32 @@ def observe(hist, row, value_ns):
     hist[row, b] += 1
     hist[row, NUM_BUCKETS] += 1
     hist[row, NUM_BUCKETS + 1] += value_ns
+
+
+@njit(cache=True)
+def edges_of_pairs(keys, num_nodes, pairs, chosen):
+    """Map node pairs to edge indices of a window graph.
+
+    Args:
+        keys: int64 ``(num_edges,)``, the graph's sorted edge keys
+            (``(hi + 1) * (num_nodes + 1) + (lo + 1)`` with ``lo = -1`` for the boundary; see
+            ``rtdecoder.windows.WindowGraph.edge_key``).
+        pairs: int64 ``(k, 2)`` node pairs, ``-1`` for the boundary (PyMatching's
+            ``decode_to_edges_array``).
+        chosen: int64 output array, at least ``k`` long.
+
+    Returns:
+        ``k``, with ``chosen[:k]`` holding the edge indices; -1 if a pair is not an edge.
+    """
+    k = pairs.shape[0]
+    for i in range(k):
+        a = pairs[i, 0]
+        b = pairs[i, 1]
+        lo = min(a, b)
+        hi = max(a, b)
+        key = (hi + 1) * (num_nodes + 1) + (lo + 1)
+        j = np.searchsorted(keys, key)
+        if j >= keys.shape[0] or keys[j] != key:
+            return -1
+        chosen[i] = j
+    return k

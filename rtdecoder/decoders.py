@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rtdecoder.kernels.stream import edges_of_pairs
 from rtdecoder.windows import WindowPlan
 
 
@@ -66,13 +67,19 @@ class CompiledMatching:
     def __init__(self, plan: WindowPlan):
         self.graphs = plan.graphs
         self._matchings = [g.matching for g in plan.graphs]
-        for g in plan.graphs:  # warm up: the first decode of a graph allocates PyMatching's search state
-            g.matching.decode_to_edges_array(np.zeros(g.num_nodes, np.uint8))
+        self._keys = [g.edge_keys for g in plan.graphs]
+        self._nodes = [g.num_nodes for g in plan.graphs]
+        # A matching uses each edge at most once, so no graph's answer is longer than its edge list.
+        self._chosen = np.zeros(max(g.num_edges for g in plan.graphs) + 1, np.int64)
+        for i, g in enumerate(plan.graphs):  # warm up PyMatching's search state and the kernel
+            self.decode_window(i, np.zeros(g.num_nodes, np.uint8))
 
     def decode_window(self, graph: int, events: np.ndarray) -> tuple[np.ndarray, int]:
         pairs = self._matchings[graph].decode_to_edges_array(events)
-        chosen = self.graphs[graph].edges_of_pairs(pairs)
-        return chosen, len(chosen)
+        n = edges_of_pairs(self._keys[graph], self._nodes[graph], pairs, self._chosen)
+        if n < 0:
+            raise ValueError(f"PyMatching returned a node pair that is not an edge of window graph {graph}")
+        return self._chosen, n
 
 
 def make_decoder(name: str) -> WindowDecoder:

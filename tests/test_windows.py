@@ -124,3 +124,21 @@ def test_window_decoder_commits_only_commit_region():
     changed = np.nonzero(eng.syn != syn_before)[0].tolist()
     assert changed == [int(v[e_cross])]  # the crossing edge's buffer endpoint is carried; nothing else
     assert st[0, K.S_NEXT_WIN] == 1
+
+
+def test_a_decoder_failure_poisons_the_shot_and_answers_internal():
+    from rtdecoder import protocol as P
+
+    eng = Engine([StreamConfig(distance=3, rounds=3, p=0.001, window=0)])
+    rb = eng.streams[0].layout.round_bytes
+
+    class Broken:
+        def decode_window(self, graph, events):
+            raise ValueError("no")
+
+    eng.decoders[0] = Broken()
+    replies = []
+    for r in range(4):
+        replies += eng.handle(P.encode(P.Header(P.MsgType.SYNDROME, shot_id=1, first_round=r, num_rounds=1), bytes(rb)))
+    assert [P.decode_error(x)[1] for x in replies] == [P.Status.INTERNAL]
+    assert eng.counters[P.Status.INTERNAL] == 1
