@@ -72,17 +72,6 @@ class WindowGraph:
         hi = np.maximum(a, b)
         return (hi + 1) * (self.num_nodes + 1) + (lo + 1)
 
-    def edges_of_pairs(self, pairs: np.ndarray) -> np.ndarray:
-        """Edge indices of the node pairs that PyMatching's ``decode_to_edges_array`` returns.
-
-        Args:
-            pairs: int64 array of shape ``(k, 2)``.
-
-        Returns:
-            int64 array of shape ``(k,)``.
-        """
-        return np.searchsorted(self.edge_keys, self.edge_key(pairs[:, 0], pairs[:, 1]))
-
 
 def _graph_from_dem(num_nodes: int, node_round: np.ndarray, dem: stim.DetectorErrorModel) -> WindowGraph:
     m = pymatching.Matching.from_detector_error_model(dem)

@@ -15,9 +15,16 @@ def test_checkout_maps_kernels_and_transport_under_rtdecoder(root):
 
 
 def test_wheel_installs_and_imports_without_the_checkout(root, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"  # build from a copy, so that no build/ directory is left in the checkout
+    for name in ("rtdecoder", "kernels", "transport"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(root)], check=True, capture_output=True, timeout=300)
+                    str(wheels), str(src)], check=True, capture_output=True, timeout=300)
     (whl,) = wheels.glob("rtdecoder-*.whl")
     names = zipfile.ZipFile(whl).namelist()
     assert "rtdecoder/kernels/stream.py" in names and "rtdecoder/transport/udp.py" in names

@@ -89,3 +89,15 @@ def test_serve_with_a_bad_config_exits_with_the_fix(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "unknown key 'windoww'" in r.stderr
+
+
+def test_console_script_runs_outside_the_checkout(tmp_path):
+    """The installed ``rtdecoder`` command imports the package without the checkout on sys.path,
+    and a bad stream is reported as a configuration error that names the fix."""
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "rtdecoder"
+    r = subprocess.run([str(script), "serve", "--circuit", "surface_code:nonsense", "--metrics-port", "-1"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "configuration error" in r.stderr and "Known names include" in r.stderr
