@@ -39,7 +39,8 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distance", type=int, default=5, help="code distance (default 5)")
     g.add_argument("--rounds", type=int, default=None, help="syndrome rounds (default 5 * distance)")
     g.add_argument("--p", type=float, default=0.001, help="circuit-level noise strength (default 0.001)")
-    g.add_argument("--decoder", default="matching", choices=["matching"], help="window decoder (default matching)")
+    g.add_argument("--decoder", default="matching", choices=["matching", "union_find"],
+                   help="window decoder (default matching)")
     g.add_argument("--window", type=_window, default=None, help="window W in rounds, or 'all' (default 2 * distance)")
     g.add_argument("--commit", type=int, default=None, help="commit region C in rounds (default distance)")
 

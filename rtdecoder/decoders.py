@@ -82,12 +82,51 @@ class CompiledMatching:
         return self._chosen, n
 
 
+@dataclass(frozen=True)
+class UnionFindDecoder:
+    """Weighted union-find with peeling (``rtdecoder.kernels.union_find``) on each window graph:
+    the same graphs as ``MatchingDecoder``, edge weights ``ln((1-p)/p)`` quantised to integers."""
+
+    name: str = "union_find"
+
+    def compile(self, plan: WindowPlan) -> "CompiledUnionFind":
+        return CompiledUnionFind(plan)
+
+
+class CompiledUnionFind:
+    """Union-find on the plan's window graphs; one workspace shared by all of them."""
+
+    name = "union_find"
+
+    def __init__(self, plan: WindowPlan):
+        from rtdecoder.kernels import union_find as uf
+
+        self._decode = uf.decode
+        self._graphs = [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in plan.graphs]
+        ws = uf.Workspace(max(g.num_nodes for g in plan.graphs), max(g.num_edges for g in plan.graphs))
+        self._ws = ws.arrays()
+        self._chosen = ws.chosen
+        for i, g in enumerate(plan.graphs):  # compile (or load) the kernel now, not on the first packet
+            self.decode_window(i, np.zeros(g.num_nodes, np.uint8))
+
+    def decode_window(self, graph: int, events: np.ndarray) -> tuple[np.ndarray, int]:
+        n = self._decode(*self._graphs[graph], events, *self._ws)
+        if n < 0:
+            raise ValueError(f"union-find found no correction for window graph {graph}: "
+                             "a component with an odd number of detection events and no boundary")
+        return self._chosen, n
+
+
+DECODERS = {"matching": MatchingDecoder, "union_find": UnionFindDecoder}
+
+
 def make_decoder(name: str) -> WindowDecoder:
     """The decoder description called ``name``.
 
     Raises:
         ValueError: for an unknown name (the message lists the known ones).
     """
-    if name == "matching":
-        return MatchingDecoder()
-    raise ValueError(f"unknown decoder {name!r}; known decoders: matching")
+    try:
+        return DECODERS[name]()
+    except KeyError:
+        raise ValueError(f"unknown decoder {name!r}; known decoders: {', '.join(DECODERS)}") from None

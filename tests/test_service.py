@@ -14,32 +14,37 @@ from rtdecoder.config import StreamConfig
 from rtdecoder.emulator import EmulatorOptions, run_emulator
 from rtdecoder.engine import Engine
 
-CFG = StreamConfig(id=4, distance=3, rounds=9, p=0.01)
+CONFIGS = {name: StreamConfig(id=4, distance=3, rounds=9, p=0.01, decoder=name) for name in ("matching", "union_find")}
 
 
-@pytest.fixture(scope="module")
-def service():
-    with ServiceProcess(_stream_argv(CFG)) as s:
-        yield s
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def decoder_service(request):
+    cfg = CONFIGS[request.param]
+    with ServiceProcess(_stream_argv(cfg)) as s:
+        yield cfg, s
     assert s.proc.returncode == 0, s.stderr()  # SIGTERM stops it cleanly
 
 
-def test_every_shot_gets_the_in_process_decoders_correction(service):
+def test_every_shot_gets_the_in_process_decoders_correction(decoder_service):
+    cfg, service = decoder_service
     opts = EmulatorOptions(host=service.host, port=service.port, shots=300, rounds_per_packet=2, cycle_us=1.0,
                            timeout_s=2.0, seed=5, progress=False)
-    report = run_emulator(CFG, opts)
+    report = run_emulator(cfg, opts)
     assert report.lost == 0 and report.errors == 0
     assert report.answered.all()
-    rt = Engine([CFG]).streams[CFG.id]
+    rt = Engine([cfg]).streams[cfg.id]
     dets, _ = rt.circuit.compile_detector_sampler(seed=5).sample(300, separate_observables=True)
-    in_process = Engine([CFG]).decode_shots(CFG.id, dets, rounds_per_packet=2)
+    in_process = Engine([cfg]).decode_shots(cfg.id, dets, rounds_per_packet=2)
     assert np.array_equal(report.predictions, in_process)
     assert report.logical_error_rate > 0  # p=1% at d=3: the shots have logical errors to get right
     assert all(v > 0 for v in report.latency_us.values())
 
 
-def test_metrics_endpoint_exports_histograms_and_counters(service):
+def test_metrics_endpoint_exports_histograms_and_counters(decoder_service):
+    """Runs after the end-to-end test on the same service, so its histograms have counts."""
     import socket
+
+    cfg, service = decoder_service
 
     from rtdecoder import protocol as P
 
@@ -58,8 +63,10 @@ def test_metrics_endpoint_exports_histograms_and_counters(service):
     assert les[0] == "1e-06" and "0.01" in les and les[-1] == "+Inf"
     count = next(s.value for s in lat.samples if s.name.endswith("_count"))
     assert count > 0
-    dec = [s for s in families["rtdecoder_decode_seconds"].samples if s.name.endswith("_count")]
-    assert {s.labels["decoder"] for s in dec} == {"matching", "union_find"}
+    dec = {s.labels["decoder"]: s.value for s in families["rtdecoder_decode_seconds"].samples
+           if s.name.endswith("_count")}
+    assert set(dec) == {"matching", "union_find"}
+    assert dec[cfg.decoder] > 0 and sum(dec.values()) == dec[cfg.decoder]
     rejected = {s.labels["reason"]: s.value for s in families["rtdecoder_packets_rejected"].samples}
     assert {"round_gap", "duplicate", "bad_magic", "too_large"} <= set(rejected)
     assert rejected["bad_magic"] == 1

@@ -85,10 +85,11 @@ def _single_faults(dem: stim.DetectorErrorModel):
     return np.array(events), np.array(masks)
 
 
+@pytest.mark.parametrize("decoder", ["matching", "union_find"])
 @pytest.mark.parametrize("circuit", ["surface_code:rotated_memory_z", "surface_code:rotated_memory_x"])
 @pytest.mark.parametrize("d", [3, 5])
-def test_every_single_fault_is_decoded_to_its_observable(circuit, d):
-    eng = Engine([StreamConfig(circuit=circuit, distance=d, rounds=5 * d, p=0.001)])
+def test_every_single_fault_is_decoded_to_its_observable(circuit, d, decoder):
+    eng = Engine([StreamConfig(circuit=circuit, distance=d, rounds=5 * d, p=0.001, decoder=decoder)])
     events, masks = _single_faults(eng.streams[0].dem)
     assert len(events) > 100
     preds = eng.decode_shots(0, events, rounds_per_packet=eng.streams[0].layout.num_rounds)
