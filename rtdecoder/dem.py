@@ -89,8 +89,8 @@ class DetectorLayout:
         return np.repeat(np.arange(self.num_rounds, dtype=np.int64), np.diff(self.round_offsets))
 
 
-def detector_layout(circuit: stim.Circuit) -> DetectorLayout:
-    """Derive the round layout from the circuit's detector time coordinates.
+def detector_layout(circuit: stim.Circuit | stim.DetectorErrorModel) -> DetectorLayout:
+    """Derive the round layout from the detector time coordinates of a circuit or its DEM.
 
     Raises:
         ConfigError: a detector has no time coordinate, detectors are not in round order, or the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import stim
@@ -36,7 +36,7 @@ class StreamRuntime:
     """One configured stream: its circuit, DEM, layout, window plan and compiled decoder."""
 
     cfg: StreamConfig
-    circuit: stim.Circuit
+    circuit: stim.Circuit | None
     dem: stim.DetectorErrorModel
     layout: DetectorLayout
     plan: WindowPlan
@@ -60,8 +60,14 @@ class StreamRuntime:
 def build_stream(cfg: StreamConfig, graph_base: int = 0) -> StreamRuntime:
     """Everything one stream needs, built once (raises ``ConfigError`` on a bad stream)."""
     circuit = make_circuit(cfg)
-    layout = detector_layout(circuit)
-    dem = circuit.detector_error_model(decompose_errors=True)
+    return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit, graph_base)
+
+
+def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: stim.Circuit | None = None,
+                   graph_base: int = 0) -> StreamRuntime:
+    """A stream decoding ``dem`` (graphlike, with detector time coordinates) with ``cfg``'s
+    decoder and windows; ``cfg``'s circuit fields are not used."""
+    layout = detector_layout(dem)
     plan = plan_windows(layout, dem_components(dem), cfg.window, cfg.commit)
     decoder = make_decoder(cfg.decoder).compile(plan)
     return StreamRuntime(cfg, circuit, dem, layout, plan, decoder, graph_base)
@@ -71,21 +77,23 @@ class Engine:
     """The configured streams and the preallocated tables the hot path works on.
 
     Args:
-        streams: stream configurations with distinct ids.
+        streams: stream configurations (or streams already built, ``stream_for_dem``) with
+            distinct ids.
         slot_bytes: size of a receive slot; datagrams longer than this are rejected TOO_LARGE.
 
     Raises:
         ConfigError: a stream cannot be built (the message says which and why).
     """
 
-    def __init__(self, streams: tuple[StreamConfig, ...] | list[StreamConfig], slot_bytes: int = P.DEFAULT_MAX_DATAGRAM):
+    def __init__(self, streams: Sequence[StreamConfig | StreamRuntime], slot_bytes: int = P.DEFAULT_MAX_DATAGRAM):
         self.slot_bytes = slot_bytes
         self.streams: dict[int, StreamRuntime] = {}
         gb = 0
-        for cfg in streams:
-            rt = build_stream(cfg, gb)
+        for item in streams:
+            rt = item if isinstance(item, StreamRuntime) else build_stream(item, gb)
+            rt.graph_base = gb
             gb += len(rt.plan.graphs)
-            self.streams[cfg.id] = rt
+            self.streams[rt.cfg.id] = rt
         self._build_tables()
         self.warm_up()
 
