@@ -371,14 +371,6 @@ def next_window(st, win, sid):
 
 
 @njit(cache=True)
-def window_detectors(st, offs, win, sid, k):
-    """``(lo, hi)``: window ``k``'s detection events are ``syn[lo:hi]``, node ``i`` at ``syn[lo + i]``."""
-    base = st[sid, C_OFF_BASE]
-    sbase = st[sid, C_SYN_BASE]
-    return sbase + offs[base + win[k, W_START]], sbase + offs[base + win[k, W_END]]
-
-
-@njit(cache=True)
 def commit_window(st, offs, syn, win, gbase, node_round, edges, sid, k, chosen, nchosen, tx, counters):
     """Commit window ``k`` of stream ``sid`` from its decoder's chosen edges; write the CORRECTION.
 

@@ -161,7 +161,9 @@ def decode(ptr, adj_edge, adj_other, eu, ev, w, events,
                 v = nxt[v]
                 if v == r:
                     break
-        # 2. grow every edge leaving an active cluster by `step` per growing end
+        # 2. grow every edge leaving an active cluster by `step` per growing end. (The test for
+        # 'leaves the cluster' repeats pass 1's on purpose: sharing it through a jitted helper
+        # made this decode 3x slower at d=13, 72 -> 240 us per window, as numba compiled it.)
         nc = 0
         for a in range(na):
             r = active[a]

@@ -41,7 +41,6 @@ class StreamRuntime:
     layout: DetectorLayout
     plan: WindowPlan
     decoder: CompiledWindowDecoder
-    graph_base: int
 
     @property
     def info(self) -> P.StreamInfo:
@@ -57,20 +56,19 @@ class StreamRuntime:
         )
 
 
-def build_stream(cfg: StreamConfig, graph_base: int = 0) -> StreamRuntime:
+def build_stream(cfg: StreamConfig) -> StreamRuntime:
     """Everything one stream needs, built once (raises ``ConfigError`` on a bad stream)."""
     circuit = make_circuit(cfg)
-    return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit, graph_base)
+    return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit)
 
 
-def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: stim.Circuit | None = None,
-                   graph_base: int = 0) -> StreamRuntime:
+def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: stim.Circuit | None = None) -> StreamRuntime:
     """A stream decoding ``dem`` (graphlike, with detector time coordinates) with ``cfg``'s
     decoder and windows; ``cfg``'s circuit fields are not used."""
     layout = detector_layout(dem)
     plan = plan_windows(layout, dem_components(dem), cfg.window, cfg.commit)
     decoder = make_decoder(cfg.decoder).compile(plan)
-    return StreamRuntime(cfg, circuit, dem, layout, plan, decoder, graph_base)
+    return StreamRuntime(cfg, circuit, dem, layout, plan, decoder)
 
 
 class Engine:
@@ -88,11 +86,8 @@ class Engine:
     def __init__(self, streams: Sequence[StreamConfig | StreamRuntime], slot_bytes: int = P.DEFAULT_MAX_DATAGRAM):
         self.slot_bytes = slot_bytes
         self.streams: dict[int, StreamRuntime] = {}
-        gb = 0
         for item in streams:
-            rt = item if isinstance(item, StreamRuntime) else build_stream(item, gb)
-            rt.graph_base = gb
-            gb += len(rt.plan.graphs)
+            rt = item if isinstance(item, StreamRuntime) else build_stream(item)
             self.streams[rt.cfg.id] = rt
         self._build_tables()
         self.warm_up()
@@ -102,7 +97,9 @@ class Engine:
         max_sid = max(self.streams)
         self.st = np.zeros((max_sid + 1, K.NUM_COLS), np.int64)
         offs, win, gbase, node_round, edges = [], [], [], [], []
-        off_base = syn_base = win_base = node_base = edge_base = 0
+        off_base = syn_base = win_base = node_base = edge_base = graph_base = 0
+        spans: list[tuple[int, int]] = []  # each window's detectors in syn, all streams in order
+        local_graph: list[int] = []
         for rt in rts:
             sid, lay, plan = rt.cfg.id, rt.layout, rt.plan
             row = self.st[sid]
@@ -122,10 +119,14 @@ class Engine:
             row[K.C_DECODER] = P.DECODER_IDS[rt.cfg.decoder]
             offs.append(lay.round_offsets)
             off_base += len(lay.round_offsets)
+            spans += [(syn_base + int(lay.round_offsets[a]), syn_base + int(lay.round_offsets[b]))
+                      for a, b in zip(plan.start, plan.end)]
+            local_graph += [int(g) for g in plan.graph]
             syn_base += lay.num_detectors
-            w = np.stack([plan.start, plan.end, plan.commit_end, plan.graph + rt.graph_base], axis=1)
+            w = np.stack([plan.start, plan.end, plan.commit_end, plan.graph + graph_base], axis=1)
             win.append(w)
             win_base += plan.num_windows
+            graph_base += len(plan.graphs)
             for g in plan.graphs:
                 gbase.append((node_base, edge_base))
                 node_round.append(g.node_round)
@@ -146,10 +147,12 @@ class Engine:
         self.tx_views = [whole[:i] for i in range(TX_BYTES + 1)]  # one per reply length, made once
         self.out = np.zeros(3, np.int64)
         self.decoders = [None] * (max_sid + 1)
-        self.graph_base = np.zeros(max_sid + 1, np.int64)
         for rt in rts:
             self.decoders[rt.cfg.id] = rt.decoder
-            self.graph_base[rt.cfg.id] = rt.graph_base
+        # Per global window, made once: its detection events (a view of syn, carry included) and
+        # its graph's index within its stream's decoder. The window loop only looks them up.
+        self.window_events = [self.syn[lo:hi] for lo, hi in spans]
+        self.window_graph = local_graph
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel, then zero the counters."""
@@ -157,9 +160,8 @@ class Engine:
         ping = P.encode(P.Header(P.MsgType.PING))
         buf[: len(ping)] = np.frombuffer(ping, np.uint8)
         K.ingest(buf, len(ping), 0, self.st, self.offs, self.syn, self.counters, self.tx, self.out)
-        K.next_window(self.st, self.win, next(iter(self.streams)))
         sid = next(iter(self.streams))
-        K.window_detectors(self.st, self.offs, self.win, sid, 0)
+        K.next_window(self.st, self.win, sid)
         chosen = np.zeros(1, np.int64)
         st_copy, syn_copy, c_copy = self.st.copy(), self.syn.copy(), self.counters.copy()
         K.commit_window(st_copy, self.offs, syn_copy, self.win, self.gbase, self.node_round, self.edges,
@@ -202,6 +204,7 @@ class Engine:
             The number of windows decoded.
         """
         st, win, syn, tx, hist, views = self.st, self.win, self.syn, self.tx, self.hist, self.tx_views
+        window_graph, window_events = self.window_graph, self.window_events
         dec = self.decoders[sid]
         row = HIST_DECODE + st[sid, K.C_DECODER]
         done = 0
@@ -209,10 +212,9 @@ class Engine:
             k = K.next_window(st, win, sid)
             if k < 0:
                 return done
-            lo, hi = K.window_detectors(st, self.offs, win, sid, k)
             t0 = clock()
             try:
-                chosen, n = dec.decode_window(int(win[k, K.W_GRAPH] - self.graph_base[sid]), syn[lo:hi])
+                chosen, n = dec.decode_window(window_graph[k], window_events[k])
             except ValueError:
                 st[sid, K.S_POISONED] = 1
                 self.counters[P.Status.INTERNAL] += 1

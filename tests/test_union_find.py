@@ -44,7 +44,6 @@ def test_odd_component_without_boundary_is_reported():
 
 
 def test_workspace_is_clear_after_a_failed_decode():
-    edges = [(0, 1), (1, 2)]
     g = uf.build_graph(3, np.array([0, 1]), np.array([1, 2]), np.ones(2))
     ws = uf.Workspace(3, 2)
     assert uf.decode(*g, np.array([1, 0, 0], np.uint8), *ws.arrays()) == -1
@@ -82,12 +81,19 @@ def test_correction_explains_the_syndrome_of_every_window(d5):
 
 
 def test_repeated_decodes_are_identical(d5):
+    """The workspace is shared and reset incrementally: decoding the same windows again, in the
+    opposite order, gives the same edges in the same order."""
     _, rt, dets = d5
     dec = rt.decoder
     g = int(rt.plan.graph[1])
     lo, hi = rt.layout.round_offsets[rt.plan.start[1]], rt.layout.round_offsets[rt.plan.end[1]]
-    first = [sorted(dec.decode_window(g, s[lo:hi].copy())[0][:dec.decode_window(g, s[lo:hi].copy())[1]].tolist())
-             for s in dets[:100]]
-    again = [sorted(dec.decode_window(g, s[lo:hi].copy())[0][:dec.decode_window(g, s[lo:hi].copy())[1]].tolist())
-             for s in dets[:100][::-1]][::-1]
+    windows = [s[lo:hi].copy() for s in dets[:100]]
+
+    def edges(events):
+        chosen, n = dec.decode_window(g, events)
+        return chosen[:n].tolist()
+
+    first = [edges(w) for w in windows]
+    again = [edges(w) for w in windows[::-1]][::-1]
+    assert sum(len(x) > 0 for x in first) > 50
     assert first == again
