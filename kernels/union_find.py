@@ -5,29 +5,40 @@ Algorithm: Delfosse and Nickerson, "Almost-linear time decoding algorithm for to
 weighted growth as in Huang, Newman and Brown, "Fault-tolerant weighted union-find decoding on the
 toric code" (arXiv:2004.04693).
 
-1. Every node with a detection event starts an odd cluster. While some cluster is *active* (odd
-   and not touching the boundary), every active cluster grows all edges leaving it. Edge ``e`` has
-   an integer length ``w[e]`` (its weight ``ln((1-p)/p)`` quantised, see ``quantise_weights``) and a
-   growth counter; an edge grown from both ends grows twice as fast. Each step advances by the
-   exact amount that completes the next edge (so the number of steps is the number of edges
-   completed, not the sum of lengths), and completed edges merge the clusters at their ends.
-   An edge to the boundary that completes marks its cluster as touching the boundary.
-2. Peeling: each cluster's completed edges are searched breadth-first from a node where the
+1. Every node with a detection event starts an odd cluster. A cluster is *active* while it is odd
+   and does not touch the boundary. Edge ``e`` has an integer length (its weight
+   ``ln((1-p)/p)`` quantised, see ``quantise_weights``) and grows by one unit per unit of time
+   from each end that lies in an active cluster (so twice as fast between two active clusters).
+   When its growth reaches its length the edge is complete: the clusters at its ends merge, or,
+   for an edge to the boundary, its cluster now touches the boundary.
+2. Peeling: each cluster's complete edges are searched breadth-first from a node where the
    cluster touches the boundary (if it does), and the tree is peeled from the leaves: a leaf with
    a detection event takes its tree edge, which moves the event to its parent; an event left at
    the root goes out through the boundary edge.
 
-Ties: edges completing in the same step are merged in ascending order of the active clusters'
-node lists, and breadth-first search visits edges in the graph's CSR order, so a decode is a pure
-function of the graph and the detection events.
+Growth is simulated event by event, not step by step. Each cluster keeps its *radius* (how long
+it has been active) as a linear function of time, and each node the cluster's radius when it
+joined, so an edge's growth at any time is the sum over its ends of (cluster radius now - radius
+when that end joined). An edge's completion time is put in a bucket queue (times are integers and
+never more than the longest edge ahead of the present, so a circular array of buckets suffices).
+When a cluster starts or stops growing (a merge changes its parity, it reaches the boundary, a
+node joins it) the edges at its nodes are rescheduled, and an edge that stops growing has its
+entry voided; an entry is acted on only if it is the edge's current one, and an edge whose ends
+have come to lie in one cluster is dropped when its entry comes up. A decode costs time in
+proportion to the edges around the clusters, plus one branch-free pass over the window's
+detection events.
 
-Graph arrays (built by ``build_graph`` once per window graph):
-``ptr`` int64 ``(n + 1,)`` and ``adj_edge``/``adj_other`` int64 ``(2 * m,)``, the CSR adjacency
-(``adj_other == -1`` for the boundary); ``eu``/``ev`` int64 ``(m,)`` endpoints (``ev == -1`` for a
-boundary edge); ``w`` int64 ``(m,)`` lengths.
+Ties: edges that complete at the same time are taken in the bucket's order (last scheduled
+first); a decode is a pure function of the graph and the detection events.
 
-Workspace (``Workspace``, made once for the largest graph, reset incrementally by each decode):
-every array is sized to nodes or edges and left all-clear between decodes.
+Graph (``build_graph``, once per window graph): ``ptr`` int64 ``(n + 1,)`` and ``slot`` int64
+``(2 m,)``, the CSR adjacency with each slot packed as ``edge << 40 | (other + 1) << 16 | length``
+(``other == -1`` for the boundary, ``length`` the edge's, see ``quantise_weights``); ``eu``/``ev``
+int32 ``(m,)``, the endpoints (``ev == -1`` for a boundary edge).
+
+Workspace (``Workspace``, made once for the largest graph of a stream): every array is left
+all-clear by each decode, which resets only what it touched. All arithmetic is int64.
+Compiled with ``_nrt=False``: the kernel allocates nothing and takes no reference counts.
 """
 
 from __future__ import annotations
@@ -38,17 +49,35 @@ from numba import njit
 WEIGHT_RESOLUTION = 64
 """Integer length units per unit of edge weight (natural log of odds)."""
 
+MAX_LENGTH = (1 << 16) - 1
+MAX_INDEX = (1 << 24) - 1
+
 
 def quantise_weights(weight: np.ndarray) -> np.ndarray:
-    """Integer edge lengths ``max(1, round(WEIGHT_RESOLUTION * weight))`` (int64)."""
-    return np.maximum(1, np.rint(np.asarray(weight, np.float64) * WEIGHT_RESOLUTION)).astype(np.int64)
+    """Integer edge lengths ``clip(round(WEIGHT_RESOLUTION * weight), 1, MAX_LENGTH)`` (int32)."""
+    q = np.rint(np.asarray(weight, np.float64) * WEIGHT_RESOLUTION)
+    return np.clip(q, 1, MAX_LENGTH).astype(np.int32)
 
 
 def build_graph(num_nodes: int, eu: np.ndarray, ev: np.ndarray, weight: np.ndarray):
-    """CSR adjacency and integer lengths of a graph: ``(ptr, adj_edge, adj_other, eu, ev, w)``."""
+    """The decoding graph's arrays ``(ptr, slot, eu, ev)`` (see the module docstring).
+
+    Args:
+        num_nodes: nodes (detectors) of the graph.
+        eu, ev: int ``(m,)``, each edge's endpoints, ``ev == -1`` for an edge to the boundary.
+        weight: float ``(m,)``, each edge's weight ``ln((1-p)/p)``.
+
+
+    Raises:
+        ValueError: more than ``MAX_INDEX`` nodes or edges.
+    """
     eu = np.asarray(eu, np.int64)
     ev = np.asarray(ev, np.int64)
     m = len(eu)
+    if num_nodes > MAX_INDEX or m > MAX_INDEX:
+        raise ValueError(f"union-find graphs hold at most {MAX_INDEX} nodes and edges "
+                         f"(got {num_nodes} nodes, {m} edges)")
+    w = quantise_weights(weight)
     ends = np.concatenate([eu, ev])
     other = np.concatenate([ev, eu])
     edge = np.concatenate([np.arange(m), np.arange(m)])
@@ -58,42 +87,53 @@ def build_graph(num_nodes: int, eu: np.ndarray, ev: np.ndarray, weight: np.ndarr
     ptr = np.zeros(num_nodes + 1, np.int64)
     np.add.at(ptr, ends + 1, 1)
     ptr = np.cumsum(ptr)
-    return (ptr, edge[order].astype(np.int64), other[order].astype(np.int64), eu, ev, quantise_weights(weight))
+    edge, other = edge[order], other[order]
+    slot = (edge << 40) | ((other + 1) << 16) | w[edge].astype(np.int64)
+    return ptr, slot, eu.astype(np.int32), ev.astype(np.int32)
 
 
 class Workspace:
-    """Scratch arrays for graphs of up to ``num_nodes`` nodes and ``num_edges`` edges."""
+    """Scratch arrays for graphs of up to ``num_nodes`` nodes, ``num_edges`` edges and edge
+    lengths up to ``max_length``."""
 
-    def __init__(self, num_nodes: int, num_edges: int):
-        n, m = num_nodes, num_edges
-        self.parent = np.arange(n, dtype=np.int64)
-        self.size = np.ones(n, np.int64)
-        self.odd = np.zeros(n, np.uint8)          # root: cluster has an odd number of events
-        self.bnode = np.full(n, -1, np.int64)     # root: a node where the cluster meets the boundary
-        self.bedge = np.full(n, -1, np.int64)     # root: the completed boundary edge at bnode
-        self.nxt = np.arange(n, dtype=np.int64)   # circular list of each cluster's nodes
-        self.in_cluster = np.zeros(n, np.uint8)   # node has joined a cluster (touched)
+    def __init__(self, num_nodes: int, num_edges: int, max_length: int = MAX_LENGTH):
+        n, m = max(num_nodes, 1), max(num_edges, 1)
+        p = 1
+        while p <= max_length:
+            p *= 2
+        i32 = np.int32
+        self.parent = np.arange(n, dtype=i32)
+        self.size = np.ones(n, i32)
+        self.nxt = np.arange(n, dtype=i32)       # circular list of each cluster's nodes
+        self.odd = np.zeros(n, np.uint8)         # root: the cluster has an odd number of events
+        self.bnode = np.full(n, -1, i32)         # root: a node where the cluster meets the boundary
+        self.bedge = np.full(n, -1, i32)         # root: the complete boundary edge at bnode
+        self.radius = np.zeros(n, i32)           # root: time active, as of `since`
+        self.since = np.zeros(n, i32)
+        self.offset = np.zeros(n, i32)           # node: its cluster's radius when it joined
+        self.in_cluster = np.zeros(n, np.uint8)
         self.defect = np.zeros(n, np.uint8)
         self.visited = np.zeros(n, np.uint8)
-        self.parent_edge = np.full(n, -1, np.int64)
-        self.touched = np.zeros(n, np.int64)
-        self.active = np.zeros(n, np.int64)
-        self.next_active = np.zeros(n, np.int64)
-        self.mark = np.zeros(n, np.uint8)
-        self.order = np.zeros(n, np.int64)
-        self.grown = np.zeros(m, np.int64)
-        self.done = np.zeros(m, np.uint8)
-        self.grown_list = np.zeros(m, np.int64)
-        self.completed = np.zeros(m, np.int64)
+        self.parent_edge = np.full(n, -1, i32)
+        self.touched = np.zeros(n, i32)
+        self.order = np.zeros(n, i32)
+        self.due = np.full(m, -1, i32)           # edge: its scheduled completion time
+        self.done = np.zeros(m, np.uint8)        # edge: complete
+        self.seen = np.zeros(m, i32)             # the edges ever scheduled, for the reset
+        self.bucket = np.full(p, -1, i32)        # queue: first entry of each time bucket
+        self.entry_edge = np.zeros(2 * m + 64, i32)
+        self.entry_next = np.zeros(2 * m + 64, i32)
+        self.count = np.zeros(3, np.int64)       # [edges seen, entries used, entries queued]
         self.chosen = np.zeros(2 * n + 1, np.int64)  # a tree edge per node, a boundary edge per cluster
 
     def arrays(self):
-        return (self.parent, self.size, self.odd, self.bnode, self.bedge, self.nxt, self.in_cluster,
-                self.defect, self.visited, self.parent_edge, self.touched, self.active, self.next_active,
-                self.mark, self.order, self.grown, self.done, self.grown_list, self.completed, self.chosen)
+        return (self.parent, self.size, self.nxt, self.odd, self.bnode, self.bedge, self.radius, self.since,
+                self.offset, self.in_cluster, self.defect, self.visited, self.parent_edge, self.touched,
+                self.order, self.due, self.done, self.seen, self.bucket, self.entry_edge, self.entry_next,
+                self.count, self.chosen)
 
 
-@njit(cache=True, inline="always")
+@njit(_nrt=False, cache=True, inline="always")
 def _find(parent, v):
     r = v
     while parent[r] != r:
@@ -105,14 +145,101 @@ def _find(parent, v):
     return r
 
 
-@njit(cache=True)
-def decode(ptr, adj_edge, adj_other, eu, ev, w, events,
-           parent, size, odd, bnode, bedge, nxt, in_cluster, defect, visited, parent_edge, touched,
-           active, next_active, mark, order, grown, done, grown_list, completed, chosen):
+@njit(_nrt=False, cache=True, inline="always")
+def _growth(r, v, now, odd, bnode, radius, since, offset):
+    """How far edges at node v (in the cluster rooted at r) have grown from v's side by `now`,
+    and whether they are still growing from it."""
+    act = odd[r] == 1 and bnode[r] < 0
+    return np.int64(radius[r]) + (now - since[r]) * act - offset[v], np.int64(act)
+
+
+@njit(_nrt=False, cache=True)
+def _rebuild_queue(bucket, entry_edge, entry_next, due, done, seen, num_seen):
+    """Refill the queue from ``due`` when its entry pool is used up (stale entries dropped)."""
+    bucket[:] = -1
+    mask = bucket.shape[0] - 1
+    n = 0
+    for i in range(num_seen):
+        e = seen[i]
+        if not done[e] and due[e] >= 0:
+            b = due[e] & mask
+            entry_edge[n] = e
+            entry_next[n] = bucket[b]
+            bucket[b] = n
+            n += 1
+    return n
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def _enqueue(e, t, due, done, seen, bucket, entry_edge, entry_next, count):
+    d = due[e]
+    if t == d:
+        return  # already queued for that time
+    if d == -1:
+        seen[count[0]] = e
+        count[0] += 1
+    due[e] = t
+    n = count[1]
+    if n == entry_edge.shape[0]:
+        n = _rebuild_queue(bucket, entry_edge, entry_next, due, done, seen, count[0])
+        count[2] = n
+    b = t & (bucket.shape[0] - 1)
+    entry_edge[n] = e
+    entry_next[n] = bucket[b]
+    bucket[b] = n
+    count[1] = n + 1
+    count[2] += 1
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def _due(now, rem, k):
+    """The completion time of an edge `rem` short of its length, growing from `k` ends; -1 if
+    it is not growing. (No division: k is 0, 1 or 2.)"""
+    if rem <= 0:
+        return now
+    if k == 0:
+        return -1
+    if k == 1:
+        return now + rem
+    return now + ((rem + 1) >> 1)
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def _schedule_node(v, rv, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+                   due, done, seen, bucket, entry_edge, entry_next, count):
+    """(Re)schedule every incomplete edge at node v (in the cluster rooted at rv) from the rates
+    at `now`; edges inside the cluster are skipped."""
+    g_v, k_v = _growth(rv, v, now, odd, bnode, radius, since, offset)
+    for j in range(ptr[v], ptr[v + 1]):
+        s = slot[j]
+        e = s >> 40
+        if done[e]:
+            continue
+        u = ((s >> 16) & 0xFFFFFF) - 1
+        g = g_v
+        k = k_v
+        if u >= 0 and in_cluster[u]:
+            ru = _find(parent, u)
+            if ru == rv:
+                continue
+            g_u, k_u = _growth(ru, u, now, odd, bnode, radius, since, offset)
+            g += g_u
+            k += k_u
+        t = _due(now, (s & 0xFFFF) - g, k)
+        if t >= 0:
+            _enqueue(e, t, due, done, seen, bucket, entry_edge, entry_next, count)
+        elif due[e] >= 0:
+            due[e] = -2  # not growing: its queued entry is void
+
+
+@njit(_nrt=False, cache=True)
+def decode(ptr, slot, eu, ev, events,
+           parent, size, nxt, odd, bnode, bedge, radius, since, offset, in_cluster, defect, visited,
+           parent_edge, touched, order, due, done, seen, bucket, entry_edge, entry_next, count, chosen):
     """Decode one window with weighted union-find and peeling.
 
     Args:
-        ptr, adj_edge, adj_other, eu, ev, w: the graph (see the module docstring).
+        ptr, slot, eu, ev: the graph (see the module docstring).
         events: uint8 ``(num_nodes,)``, detection events (0 or 1).
         parent ... chosen: a ``Workspace``'s arrays, all-clear on entry and on return.
 
@@ -122,124 +249,110 @@ def decode(ptr, adj_edge, adj_other, eu, ev, w, events,
         neutralised (a component of the graph with an odd number of events and no boundary).
     """
     n = ptr.shape[0] - 1
+    mask = bucket.shape[0] - 1
     nt = 0
-    na = 0
-    for v in range(n):
-        if events[v]:
-            in_cluster[v] = 1
-            odd[v] = 1
-            defect[v] = 1
-            touched[nt] = v
-            nt += 1
-            active[na] = v
-            na += 1
-    ng = 0
+    nactive = 0
+    for v in range(n):  # branch-free: detection events are sparse and unpredictable
+        touched[nt] = v
+        nt += events[v] != 0
+    for i in range(nt):
+        v = touched[i]
+        in_cluster[v] = 1
+        odd[v] = 1
+        defect[v] = 1
+    nactive = nt
+    for i in range(nt):
+        v = touched[i]
+        _schedule_node(v, v, 0, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+                       due, done, seen, bucket, entry_edge, entry_next, count)
     ok = True
-    while na > 0:
-        # 1. the growth step: the least amount that completes some edge leaving an active cluster
-        step = np.int64(1) << 62
-        for a in range(na):
-            r = active[a]
-            v = r
-            while True:
-                for j in range(ptr[v], ptr[v + 1]):
-                    e = adj_edge[j]
-                    if done[e]:
-                        continue
-                    u = adj_other[j]
-                    k = 1
-                    if u >= 0:
-                        ru = _find(parent, u) if in_cluster[u] else -1
-                        if ru == r:
-                            continue
-                        if ru >= 0 and odd[ru] and bnode[ru] < 0:
-                            k = 2
-                    rem = w[e] - grown[e]
-                    t = (rem + k - 1) // k
-                    if t < step:
-                        step = t
-                v = nxt[v]
-                if v == r:
-                    break
-        # 2. grow every edge leaving an active cluster by `step` per growing end. (The test for
-        # 'leaves the cluster' repeats pass 1's on purpose: sharing it through a jitted helper
-        # made this decode 3x slower at d=13, 72 -> 240 us per window, as numba compiled it.)
-        nc = 0
-        for a in range(na):
-            r = active[a]
-            v = r
-            while True:
-                for j in range(ptr[v], ptr[v + 1]):
-                    e = adj_edge[j]
-                    if done[e]:
-                        continue
-                    u = adj_other[j]
-                    if u >= 0 and in_cluster[u] and _find(parent, u) == r:
-                        continue
-                    if grown[e] == 0:
-                        grown_list[ng] = e
-                        ng += 1
-                    grown[e] += step
-                    if grown[e] >= w[e]:
-                        grown[e] = w[e]
-                        done[e] = 1
-                        completed[nc] = e
-                        nc += 1
-                v = nxt[v]
-                if v == r:
-                    break
-        # 3. merge along completed edges
-        for c in range(nc):
-            e = completed[c]
-            a = eu[e]
-            b = ev[e]
-            if b < 0:  # an edge to the boundary only grows from its cluster's side
-                ra = _find(parent, a)
-                if bnode[ra] < 0:
-                    bnode[ra] = a
-                    bedge[ra] = e
-                continue
-            # either end may be new to the clusters: the edge may have grown from the other one
-            if not in_cluster[a]:
-                in_cluster[a] = 1
-                touched[nt] = a
-                nt += 1
-            if not in_cluster[b]:
-                in_cluster[b] = 1
-                touched[nt] = b
-                nt += 1
-            ra = _find(parent, a)
-            rb = _find(parent, b)
-            if ra == rb:
-                continue
-            if size[ra] < size[rb]:
-                ra, rb = rb, ra
-            parent[rb] = ra
-            size[ra] += size[rb]
-            odd[ra] ^= odd[rb]
-            if bnode[ra] < 0 and bnode[rb] >= 0:
-                bnode[ra] = bnode[rb]
-                bedge[ra] = bedge[rb]
-            t = nxt[ra]
-            nxt[ra] = nxt[rb]
-            nxt[rb] = t
-        # 4. the clusters still active
-        nn = 0
-        for a in range(na):
-            r = _find(parent, active[a])
-            if odd[r] and bnode[r] < 0 and not mark[r]:
-                mark[r] = 1
-                next_active[nn] = r
-                nn += 1
-        for a in range(nn):
-            mark[next_active[a]] = 0
-            active[a] = next_active[a]
-        na = nn
-        if nc == 0 and na > 0:  # nothing left to grow: an odd component without boundary
+    now = 0
+    while nactive > 0:
+        if count[2] == 0:  # nothing left to grow: an odd component without boundary
             ok = False
             break
+        while bucket[now & mask] < 0:
+            now += 1
+        q = bucket[now & mask]
+        bucket[now & mask] = entry_next[q]
+        count[2] -= 1
+        e = entry_edge[q]
+        if done[e] or due[e] != now:
+            continue  # stale: completed, cancelled or rescheduled to another time
+        a = eu[e]
+        b = ev[e]
+        ra = _find(parent, a) if in_cluster[a] else -1
+        rb = _find(parent, b) if b >= 0 and in_cluster[b] else -1
+        if ra == rb and ra >= 0:
+            continue  # inside one cluster now: it never needs to complete
+        done[e] = 1
+        if b < 0:  # the cluster reaches the boundary and stops growing
+            if bnode[ra] >= 0:
+                continue
+            bnode[ra] = a
+            bedge[ra] = e
+            if odd[ra]:  # it was growing: stop its edges
+                nactive -= 1
+                radius[ra] += now - since[ra]
+                since[ra] = now
+                v = ra
+                while True:
+                    _schedule_node(v, ra, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+                                   due, done, seen, bucket, entry_edge, entry_next, count)
+                    v = nxt[v]
+                    if v == ra:
+                        break
+            continue
+        if ra < 0:  # a node new to the clusters joins as an even cluster of its own
+            ra = a
+            in_cluster[a] = 1
+            touched[nt] = a
+            nt += 1
+            since[a] = now
+        if rb < 0:
+            rb = b
+            in_cluster[b] = 1
+            touched[nt] = b
+            nt += 1
+            since[b] = now
+        if size[ra] < size[rb]:
+            ra, rb = rb, ra
+        act_a = odd[ra] == 1 and bnode[ra] < 0
+        act_b = odd[rb] == 1 and bnode[rb] < 0
+        rad_a = radius[ra] + (now - since[ra]) * act_a
+        rad_b = radius[rb] + (now - since[rb]) * act_b
+        radius[ra] = rad_a
+        since[ra] = now
+        v = rb  # rb's nodes move under ra: each keeps the growth it has
+        while True:
+            offset[v] += rad_a - rad_b
+            v = nxt[v]
+            if v == rb:
+                break
+        parent[rb] = ra
+        size[ra] += size[rb]
+        odd[ra] ^= odd[rb]
+        if bnode[ra] < 0 and bnode[rb] >= 0:
+            bnode[ra] = bnode[rb]
+            bedge[ra] = bedge[rb]
+        act = odd[ra] == 1 and bnode[ra] < 0
+        nactive += np.int64(act) - np.int64(act_a) - np.int64(act_b)
+        for side in range(2):  # reschedule the edges of a side that started or stopped growing
+            r = ra if side == 0 else rb
+            if (act_a if side == 0 else act_b) == act:
+                continue
+            v = r
+            while True:
+                _schedule_node(v, ra, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+                               due, done, seen, bucket, entry_edge, entry_next, count)
+                v = nxt[v]
+                if v == r:
+                    break
+        t = nxt[ra]
+        nxt[ra] = nxt[rb]
+        nxt[rb] = t
 
-    # Peeling, cluster by cluster, over completed edges.
+    # Peeling, cluster by cluster, over complete edges.
     nchosen = 0
     for i in range(nt):
         s = touched[i]
@@ -257,8 +370,9 @@ def decode(ptr, adj_edge, adj_other, eu, ev, w, events,
             v = order[head]
             head += 1
             for j in range(ptr[v], ptr[v + 1]):
-                u = adj_other[j]
-                e = adj_edge[j]
+                sl = slot[j]
+                u = ((sl >> 16) & 0xFFFFFF) - 1
+                e = sl >> 40
                 if u < 0 or not done[e] or visited[u]:
                     continue
                 visited[u] = 1
@@ -287,16 +401,24 @@ def decode(ptr, adj_edge, adj_other, eu, ev, w, events,
         v = touched[i]
         parent[v] = v
         size[v] = 1
+        nxt[v] = v
         odd[v] = 0
         bnode[v] = -1
         bedge[v] = -1
-        nxt[v] = v
+        radius[v] = 0
+        since[v] = 0
+        offset[v] = 0
         in_cluster[v] = 0
         defect[v] = 0
         visited[v] = 0
         parent_edge[v] = -1
-    for i in range(ng):
-        e = grown_list[i]
-        grown[e] = 0
+    for i in range(count[0]):
+        e = seen[i]
+        due[e] = -1
         done[e] = 0
+    if count[2] > 0:
+        bucket[:] = -1
+    count[0] = 0
+    count[1] = 0
+    count[2] = 0
     return nchosen if ok else -1

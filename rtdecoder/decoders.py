@@ -94,7 +94,13 @@ class UnionFindDecoder:
 
 
 class CompiledUnionFind:
-    """Union-find on the plan's window graphs; one workspace shared by all of them."""
+    """Union-find on the plan's window graphs; one workspace shared by all of them.
+
+    Attributes:
+        graphs: per window graph, the kernel's arrays (``rtdecoder.kernels.union_find.build_graph``).
+        workspace: the kernel's scratch arrays (``Workspace.arrays()``), sized for the largest graph.
+        chosen: the workspace's int64 output array (the chosen edges).
+    """
 
     name = "union_find"
 
@@ -102,19 +108,20 @@ class CompiledUnionFind:
         from rtdecoder.kernels import union_find as uf
 
         self._decode = uf.decode
-        self._graphs = [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in plan.graphs]
-        ws = uf.Workspace(max(g.num_nodes for g in plan.graphs), max(g.num_edges for g in plan.graphs))
-        self._ws = ws.arrays()
-        self._chosen = ws.chosen
+        self.graphs = [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in plan.graphs]
+        ws = uf.Workspace(max(g.num_nodes for g in plan.graphs), max(g.num_edges for g in plan.graphs),
+                          max(int(uf.quantise_weights(g.edge_weight).max(initial=1)) for g in plan.graphs))
+        self.workspace = ws.arrays()
+        self.chosen = ws.chosen
         for i, g in enumerate(plan.graphs):  # compile (or load) the kernel now, not on the first packet
             self.decode_window(i, np.zeros(g.num_nodes, np.uint8))
 
     def decode_window(self, graph: int, events: np.ndarray) -> tuple[np.ndarray, int]:
-        n = self._decode(*self._graphs[graph], events, *self._ws)
+        n = self._decode(*self.graphs[graph], events, *self.workspace)
         if n < 0:
             raise ValueError(f"union-find found no correction for window graph {graph}: "
                              "a component with an odd number of detection events and no boundary")
-        return self._chosen, n
+        return self.chosen, n
 
 
 DECODERS = {"matching": MatchingDecoder, "union_find": UnionFindDecoder}

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from rtdecoder.config import StreamConfig
 from rtdecoder.engine import Engine
@@ -97,3 +98,87 @@ def test_repeated_decodes_are_identical(d5):
     again = [edges(w) for w in windows[::-1]][::-1]
     assert sum(len(x) > 0 for x in first) > 50
     assert first == again
+
+
+def _syndrome(num_nodes, eu, ev, chosen):
+    flips = np.zeros(num_nodes, np.uint8)
+    for e in chosen:
+        flips[eu[e]] ^= 1
+        if ev[e] >= 0:
+            flips[ev[e]] ^= 1
+    return flips
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_random_graphs_are_explained_or_refused(data):
+    """On random graphs (parallel edges, isolated nodes, components without a boundary), a
+    decode's edges explain the events exactly, and -1 comes only from an odd component that has
+    no boundary edge."""
+    n = data.draw(st.integers(1, 12))
+    m = data.draw(st.integers(1, 30))
+    eu = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m)))
+    ev = np.array(data.draw(st.lists(st.integers(-1, n - 1), min_size=m, max_size=m)))
+    ev[ev == eu] = -1
+    weights = np.array(data.draw(st.lists(st.floats(0.05, 12.0), min_size=m, max_size=m)))
+    events = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8)
+    g = uf.build_graph(n, eu, ev, weights)
+    ws = uf.Workspace(n, m, int(uf.quantise_weights(weights).max()))
+    k = uf.decode(*g, events, *ws.arrays())
+    # the components, by a plain union over all edges
+    comp = list(range(n))
+
+    def root(v):
+        while comp[v] != v:
+            v = comp[v]
+        return v
+    for a, b in zip(eu, ev):
+        if b >= 0:
+            comp[root(a)] = root(b)
+    has_boundary = {root(a) for a, b in zip(eu, ev) if b < 0}
+    parity = {}
+    for v in range(n):
+        parity[root(v)] = parity.get(root(v), 0) ^ int(events[v])
+    solvable = all(p == 0 or r in has_boundary for r, p in parity.items())
+    if solvable:
+        assert k >= 0
+        chosen = ws.chosen[:k]
+        assert len(set(chosen.tolist())) == k
+        assert np.array_equal(_syndrome(n, eu, ev, chosen), events)
+    else:
+        assert k == -1
+    # and the workspace is all-clear again: a decode of no events chooses nothing
+    assert uf.decode(*g, np.zeros(n, np.uint8), *ws.arrays()) == 0
+
+
+def test_queue_rebuild_when_the_entry_pool_runs_out():
+    """The entry pool is sized so that it rarely fills; when it does, the queue is rebuilt from
+    the edges' current completion times and the answer is unchanged."""
+    rng = np.random.default_rng(5)
+    size = 8  # an 8x8 grid with boundary edges on two sides; at 30% events, 18 of 20 decodes
+    n = size * size  # queue more entries than the small pool holds (checked by instrumenting)
+    eu, ev = [], []
+    for r in range(size):
+        for c in range(size):
+            v = r * size + c
+            if c + 1 < size:
+                eu.append(v), ev.append(v + 1)
+            if r + 1 < size:
+                eu.append(v), ev.append(v + size)
+            if c in (0, size - 1):
+                eu.append(v), ev.append(-1)
+    eu, ev = np.array(eu), np.array(ev)
+    weights = rng.uniform(0.5, 6.0, len(eu))
+    g = uf.build_graph(n, eu, ev, weights)
+    big = uf.Workspace(n, len(eu), int(uf.quantise_weights(weights).max()))
+    small = uf.Workspace(n, len(eu), int(uf.quantise_weights(weights).max()))
+    # the smallest pool that is safe: one entry more than there are edges (live entries <= edges)
+    small.entry_edge = np.zeros(len(eu) + 1, np.int32)
+    small.entry_next = np.zeros(len(eu) + 1, np.int32)
+    for _ in range(20):
+        events = (rng.random(n) < 0.3).astype(np.uint8)
+        k1 = uf.decode(*g, events, *big.arrays())
+        k2 = uf.decode(*g, events, *small.arrays())
+        assert k1 == k2 >= 0
+        assert sorted(big.chosen[:k1].tolist()) == sorted(small.chosen[:k2].tolist())
+        assert np.array_equal(_syndrome(n, eu, ev, small.chosen[:k2]), events)
