@@ -280,7 +280,7 @@ def plot(results: list[Result], out: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.set_xlabel("distance d (window 2d rounds)")
         ax.set_ylabel("decode time per window (us)")
-        ax.set_title(f"p = {p}")
+        ax.set_title(f"p = {p} (memory {bases[0].upper()} solid" + (f", {bases[-1].upper()} faded)" if len(bases) > 1 else ")"))
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
