@@ -168,7 +168,8 @@ def run_task(task: Task) -> Result:
         # delta method on the paired counts: var(a) + var(b) - 2 cov(a, b), binomial/multinomial
         qa, qb, qab = a / n, b / n, both / n
         var = (qa * (1 - qa) + res.ratio ** 2 * qb * (1 - qb) - 2 * res.ratio * (qab - qa * qb)) / (n * qb * qb)
-        res.ratio_err = math.sqrt(max(var, 0.0))
+        # with few errors the paired estimate is meaningless (8 shared errors give +-0): leave it out
+        res.ratio_err = math.sqrt(max(var, 0.0)) if b >= MIN_ERRORS_FOR_RATIO else None
 
     # Timing on the recorded windows.
     windows = rec.windows
@@ -338,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         t = r.time_us
         table.add_row(r.basis.upper(), str(r.distance), str(r.p), f"{r.shots:,}", _fmt_ler(r, "matching"),
                       _fmt_ler(r, "union_find"),
-                      "-" if r.ratio is None else f"{r.ratio:.2f}±{r.ratio_err:.2f}", f"{r.mean_events:.1f}",
+                      "-" if r.ratio is None else (f"{r.ratio:.2f}±{r.ratio_err:.2f}" if r.ratio_err is not None
+                                                   else f"({r.errors['union_find']}/{r.errors['matching']} err)"),
+                      f"{r.mean_events:.1f}",
                       f"{t['pymatching_decode']['p50']:.2f}", f"{t['pymatching_decode']['p99']:.1f}",
                       f"{t['union_find']['p50']:.2f}", f"{t['union_find']['p99']:.1f}",
                       f"{t['union_find']['p50_per_round']:.3f}", f"{r.speedup_p50:.2f}x")
