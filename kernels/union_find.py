@@ -232,6 +232,20 @@ def _schedule_node(v, rv, now, ptr, slot, parent, odd, bnode, radius, since, off
             due[e] = -2  # not growing: its queued entry is void
 
 
+@njit(_nrt=False, cache=True, inline="always")
+def _schedule_list(first, root, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
+                   due, done, seen, bucket, entry_edge, entry_next, count):
+    """``_schedule_node`` for every node on the circular node list through ``first`` (a cluster,
+    or one side of a merge before its list is spliced), whose root is now ``root``."""
+    v = first
+    while True:
+        _schedule_node(v, root, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+                       due, done, seen, bucket, entry_edge, entry_next, count)
+        v = nxt[v]
+        if v == first:
+            break
+
+
 @njit(_nrt=False, cache=True)
 def decode(ptr, slot, eu, ev, events,
            parent, size, nxt, odd, bnode, bedge, radius, since, offset, in_cluster, defect, visited,
@@ -295,13 +309,8 @@ def decode(ptr, slot, eu, ev, events,
                 nactive -= 1
                 radius[ra] += now - since[ra]
                 since[ra] = now
-                v = ra
-                while True:
-                    _schedule_node(v, ra, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
-                                   due, done, seen, bucket, entry_edge, entry_next, count)
-                    v = nxt[v]
-                    if v == ra:
-                        break
+                _schedule_list(ra, ra, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
+                               due, done, seen, bucket, entry_edge, entry_next, count)
             continue
         if ra < 0:  # a node new to the clusters joins as an even cluster of its own
             ra = a
@@ -337,17 +346,13 @@ def decode(ptr, slot, eu, ev, events,
             bedge[ra] = bedge[rb]
         act = odd[ra] == 1 and bnode[ra] < 0
         nactive += np.int64(act) - np.int64(act_a) - np.int64(act_b)
-        for side in range(2):  # reschedule the edges of a side that started or stopped growing
-            r = ra if side == 0 else rb
-            if (act_a if side == 0 else act_b) == act:
-                continue
-            v = r
-            while True:
-                _schedule_node(v, ra, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
-                               due, done, seen, bucket, entry_edge, entry_next, count)
-                v = nxt[v]
-                if v == r:
-                    break
+        # reschedule the edges of a side that started or stopped growing (lists not yet spliced)
+        if act_a != act:
+            _schedule_list(ra, ra, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
+                           due, done, seen, bucket, entry_edge, entry_next, count)
+        if act_b != act:
+            _schedule_list(rb, ra, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
+                           due, done, seen, bucket, entry_edge, entry_next, count)
         t = nxt[ra]
         nxt[ra] = nxt[rb]
         nxt[rb] = t
