@@ -105,14 +105,11 @@ def _timing_loop():
     from rtdecoder.kernels.union_find import decode
 
     @njit(cache=True)
-    def loop(ptr, slot, eu, ev, edge_obs, windows, out_ns, out_obs, parent, size, nxt, odd, bnode, bedge, radius,
-             since, offset, in_cluster, defect, visited, parent_edge, touched, order, due, done, seen, bucket,
-             entry_edge, entry_next, count, chosen):
+    def loop(graph, edge_obs, windows, out_ns, out_obs, workspace):
+        chosen = workspace[-1]
         for i in range(windows.shape[0]):
             t0 = monotonic_ns()
-            k = decode(ptr, slot, eu, ev, windows[i], parent, size, nxt, odd, bnode, bedge, radius, since, offset,
-                       in_cluster, defect, visited, parent_edge, touched, order, due, done, seen, bucket,
-                       entry_edge, entry_next, count, chosen)
+            k = decode(*graph, windows[i], *workspace)
             obs = np.uint64(0)
             for j in range(max(k, 0)):
                 obs ^= edge_obs[chosen[j]]
@@ -161,7 +158,7 @@ def run_task(task: Task) -> Result:
     for name, k in wrong.items():
         q = k / n
         res.ler[name] = q
-        res.ler_err[name] = math.sqrt(max(q * (1 - q), 1.0 / n) / n) if k else 1.0 / n
+        res.ler_err[name] = math.sqrt(q * (1 - q) / n)  # binomial; 0 errors are shown as < 1/shots
     if wrong["matching"] > 0:
         a, b = wrong["union_find"], wrong["matching"]
         res.ratio = a / b
@@ -193,8 +190,8 @@ def run_task(task: Task) -> Result:
         out = np.zeros(len(batch), np.int64)
         obs_out = np.zeros(len(batch), np.uint64)
         g = dec.graphs[gi]
-        loop(*g, graph.edge_obs, arr[:1], out[:1], obs_out[:1], *ws)  # compile or load, warm up
-        loop(*g, graph.edge_obs, arr, out, obs_out, *ws)
+        loop(g, graph.edge_obs, arr[:1], out[:1], obs_out[:1], ws)  # compile or load, warm up
+        loop(g, graph.edge_obs, arr, out, obs_out, ws)
         uf_ns.extend(out.tolist())
     for name, ns in (("pymatching_decode", pm_ns), ("union_find", uf_ns)):
         a = np.array(ns, np.float64) / 1e3

@@ -53,6 +53,12 @@ MAX_LENGTH = (1 << 16) - 1
 MAX_INDEX = (1 << 24) - 1
 
 
+def max_length(graph) -> int:
+    """The longest edge length in a ``build_graph`` graph (what ``Workspace`` needs to know)."""
+    slot = graph[1]
+    return int((slot & 0xFFFF).max()) if len(slot) else 1
+
+
 def quantise_weights(weight: np.ndarray) -> np.ndarray:
     """Integer edge lengths ``clip(round(WEIGHT_RESOLUTION * weight), 1, MAX_LENGTH)`` (int32)."""
     q = np.rint(np.asarray(weight, np.float64) * WEIGHT_RESOLUTION)
@@ -66,7 +72,6 @@ def build_graph(num_nodes: int, eu: np.ndarray, ev: np.ndarray, weight: np.ndarr
         num_nodes: nodes (detectors) of the graph.
         eu, ev: int ``(m,)``, each edge's endpoints, ``ev == -1`` for an edge to the boundary.
         weight: float ``(m,)``, each edge's weight ``ln((1-p)/p)``.
-
 
     Raises:
         ValueError: more than ``MAX_INDEX`` nodes or edges.
@@ -265,7 +270,6 @@ def decode(ptr, slot, eu, ev, events,
     n = ptr.shape[0] - 1
     mask = bucket.shape[0] - 1
     nt = 0
-    nactive = 0
     for v in range(n):  # branch-free: detection events are sparse and unpredictable
         touched[nt] = v
         nt += events[v] != 0

@@ -110,7 +110,7 @@ class CompiledUnionFind:
         self._decode = uf.decode
         self.graphs = [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in plan.graphs]
         ws = uf.Workspace(max(g.num_nodes for g in plan.graphs), max(g.num_edges for g in plan.graphs),
-                          max(int(uf.quantise_weights(g.edge_weight).max(initial=1)) for g in plan.graphs))
+                          max(uf.max_length(g) for g in self.graphs))
         self.workspace = ws.arrays()
         self.chosen = ws.chosen
         for i, g in enumerate(plan.graphs):  # compile (or load) the kernel now, not on the first packet
