@@ -72,21 +72,34 @@ def _stream_argv(cfg: StreamConfig) -> list[str]:
             ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else [])
 
 
+def _cpus(value: str) -> tuple[int, ...]:
+    """``"2,3"`` or ``"2-5"`` or ``"2,4-6"`` → CPU numbers."""
+    out: list[int] = []
+    try:
+        for part in value.split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                out += range(int(lo), int(hi) + 1)
+            elif part.strip():
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a CPU list like 2,3 or 2-5") from None
+    return tuple(out)
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
     from rtdecoder.server import serve
 
+    over = {k: v for k, v in (("host", a.host), ("port", a.port), ("metrics_host", a.metrics_host),
+                              ("metrics_port", a.metrics_port), ("cpus", a.cpus), ("busy_poll_us", a.busy_poll_us),
+                              ("recv_batch", a.recv_batch)) if v is not None}
     if a.config:
         cfg = load_config(a.config)
-        over = {k: v for k, v in (("host", a.host), ("port", a.port), ("metrics_host", a.metrics_host),
-                                  ("metrics_port", a.metrics_port)) if v is not None}
         if over:
             cfg = ServerConfig(**{**cfg.__dict__, **over})
     else:
-        cfg = ServerConfig(
-            host=a.host or "127.0.0.1", port=7700 if a.port is None else a.port,
-            metrics_host=a.metrics_host or "127.0.0.1", metrics_port=9400 if a.metrics_port is None else a.metrics_port,
-            streams=(_stream_from_args(a),))
-    return serve(cfg)
+        cfg = ServerConfig(**{"port": 7700, "metrics_port": 9400, **over, "streams": (_stream_from_args(a),)})
+    return serve(cfg, echo=a.echo)
 
 
 def _emulator_options(a: argparse.Namespace, host: str, port: int):
@@ -197,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="UDP port (default 7700; 0 picks a free one)")
     s.add_argument("--metrics-host", default=None, help="metrics address (default 127.0.0.1)")
     s.add_argument("--metrics-port", type=int, default=None, help="metrics port (default 9400; 0 free; -1 off)")
+    s.add_argument("--cpus", type=_cpus, default=None,
+                   help="pin one worker to each of these CPUs, e.g. 2,3 (default: one worker, not pinned)")
+    s.add_argument("--busy-poll-us", type=int, default=None, help="SO_BUSY_POLL to ask for, µs (default 50; 0 off)")
+    s.add_argument("--recv-batch", type=int, default=None, help="most datagrams per recvmmsg (default 16)")
+    s.add_argument("--echo", action="store_true",
+                   help="send every datagram back unchanged and decode nothing (the transport floor)")
     _add_stream_flags(s)
     s.set_defaults(func=cmd_serve)
     e = sub.add_parser("emulate", help="run the controller emulator against a service")

@@ -10,6 +10,8 @@ Config files are TOML::
     host = "127.0.0.1"
     port = 7700
     metrics_port = 9400
+    cpus = [2, 3]      # one pinned worker per CPU; stream s goes to worker s % 2
+    busy_poll_us = 50
 
     [[streams]]
     id = 0
@@ -122,7 +124,11 @@ class ServerConfig:
         host, port: UDP address for syndrome traffic (port 0 picks a free one).
         metrics_host, metrics_port: where ``/metrics`` is served (localhost by default; port 0
             picks a free one; -1 disables it).
-        ring_slots: receive ring slots, a power of two.
+        ring_slots: receive ring slots per worker, a power of two.
+        cpus: CPUs to pin one worker each to (``()``: one worker, not pinned). Stream ``s`` is
+            handled by worker ``s % len(cpus)``.
+        busy_poll_us: ``SO_BUSY_POLL`` to ask of the kernel, µs (0: off).
+        recv_batch: most datagrams taken per ``recvmmsg`` (1..ring_slots).
         streams: the streams, with distinct ids.
     """
 
@@ -131,6 +137,9 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9400
     ring_slots: int = 1024
+    cpus: tuple[int, ...] = ()
+    busy_poll_us: int = 50
+    recv_batch: int = 16
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -140,6 +149,14 @@ class ServerConfig:
             raise ConfigError(f"metrics_port {self.metrics_port} is out of range: use 0..65535, or -1 to disable")
         if self.ring_slots < 2 or self.ring_slots & (self.ring_slots - 1):
             raise ConfigError(f"ring_slots {self.ring_slots} must be a power of two, at least 2")
+        if not isinstance(self.cpus, tuple) or not all(isinstance(c, int) and c >= 0 for c in self.cpus):
+            raise ConfigError(f"cpus {self.cpus!r} must be a list of CPU numbers, e.g. [2, 3]")
+        if len(set(self.cpus)) != len(self.cpus):
+            raise ConfigError(f"cpus {list(self.cpus)} lists a CPU twice: one worker per CPU")
+        if not 0 <= self.busy_poll_us <= 1_000_000:
+            raise ConfigError(f"busy_poll_us {self.busy_poll_us} must be in 0..1000000")
+        if not 1 <= self.recv_batch <= self.ring_slots:
+            raise ConfigError(f"recv_batch {self.recv_batch} must be in 1..ring_slots ({self.ring_slots})")
         if not self.streams:
             raise ConfigError("no streams configured: add a [[streams]] table or pass --circuit/--distance")
         ids = [s.id for s in self.streams]
@@ -178,6 +195,10 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
         }.get(str(expected).split(" ")[0], True)
         if not ok:
             raise ConfigError(f"{where}: {name} = {value!r} should be of type {expected}")
+        if name == "cpus":
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}: cpus = {value!r} should be a list of CPU numbers")
+            value = tuple(value)
         kwargs[name] = float(value) if expected == "float" else value
     return cls(**kwargs)
 

@@ -2,33 +2,29 @@
 
 Building an ``Engine`` does all the work that DESIGN.md keeps off the hot path: stim circuits,
 DEMs, window plans and graphs, decoder compilation, and the preallocated arrays of
-``rtdecoder.kernels.stream``. After that, a datagram is handled by ``Engine.handle`` (or the
-same steps inlined in ``rtdecoder.server``): ``ingest`` checks it and appends its rounds; each
-window that became complete is decoded and committed, and its CORRECTION goes back.
+``rtdecoder.kernels.stream`` and ``rtdecoder.dataplane``. After that, a datagram is handled by
+``rtdecoder.dataplane.process_datagram``, in the server's compiled loop or in process through
+``Engine.handle``: ``ingest`` checks it and appends its rounds; each window that became complete
+is decoded and committed, and its CORRECTION goes back.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import stim
 
+from rtdecoder import dataplane as D
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
-from rtdecoder.decoders import CompiledWindowDecoder, make_decoder
+from rtdecoder.decoders import CompiledUnionFind, CompiledWindowDecoder, make_decoder
 from rtdecoder.dem import DetectorLayout, dem_components, detector_layout, make_circuit
 from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import union_find as uf
 from rtdecoder.windows import WindowPlan, plan_windows
-
-HIST_SERVER = 0
-"""Row of ``Engine.hist``: receive of the syndrome packet that completed a window → its
-CORRECTION sent."""
-HIST_DECODE = 1
-"""Rows ``HIST_DECODE + decoder id`` of ``Engine.hist``: time inside the window decoder."""
-TX_BYTES = 256
 
 
 @dataclass
@@ -139,99 +135,96 @@ class Engine:
         self.gbase = np.asarray(gbase, np.int64).reshape(-1, 2)
         self.node_round = np.concatenate(node_round).astype(np.int64)
         self.edges = np.ascontiguousarray(np.concatenate(edges).astype(np.int64))
-        self.counters = np.zeros(K.NUM_COUNTERS, np.int64)
-        self.hist = np.zeros((HIST_DECODE + len(P.DECODER_IDS), K.NUM_BUCKETS + 2), np.int64)
-        self.tx = np.zeros(TX_BYTES, np.uint8)
-        self.tx64 = self.tx.view(np.uint64)
-        whole = memoryview(self.tx)
-        self.tx_views = [whole[:i] for i in range(TX_BYTES + 1)]  # one per reply length, made once
-        self.out = np.zeros(3, np.int64)
+        self._build_union_find(rts)
+        self.tables = (self.st, self.offs, self.syn, self.win, self.gbase, self.node_round, self.edges,
+                       self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev)
+        self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
+        self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)
         for rt in rts:
             self.decoders[rt.cfg.id] = rt.decoder
         # Per global window, made once: its detection events (a view of syn, carry included) and
-        # its graph's index within its stream's decoder. The window loop only looks them up.
+        # its graph's index within its stream's decoder; the matching escape only looks them up.
         self.window_events = [self.syn[lo:hi] for lo, hi in spans]
         self.window_graph = local_graph
+        # The in-process path's worker state: room for every reply one datagram can produce.
+        self.local = D.WorkerState(self, tx_slots=self.max_windows + 4)
+        self.counters = self.local.counters
+        self.hist = self.local.hist
+        self.tx = self.local.tx.buf[0]
+
+    def _build_union_find(self, rts: list[StreamRuntime]) -> None:
+        """Every union-find window graph's arrays, concatenated in global graph order, with
+        ``uf_base[g] = (ptr start, nodes, slot start, slots, edge start, edges)`` (zeros for the
+        graphs of matching streams)."""
+        parts: list[tuple] = []
+        for rt in rts:
+            if isinstance(rt.decoder, CompiledUnionFind):
+                parts += rt.decoder.graphs
+            else:
+                parts += [None] * len(rt.plan.graphs)
+        base = np.zeros((len(parts), 6), np.int64)
+        ptrs, slots, eus, evs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
+        pb = sb = eb = 0
+        max_nodes = max_edges = max_len = 1
+        for g, graph in enumerate(parts):
+            if graph is None:
+                continue
+            ptr, slot, eu, ev = graph
+            n, m = len(ptr) - 1, len(eu)
+            base[g] = (pb, n, sb, len(slot), eb, m)
+            ptrs.append(ptr)
+            slots.append(slot)
+            eus.append(eu)
+            evs.append(ev)
+            pb, sb, eb = pb + n + 1, sb + len(slot), eb + m
+            max_nodes, max_edges, max_len = max(max_nodes, n), max(max_edges, m), max(max_len, uf.max_length(graph))
+        self.uf_base = base
+        self.uf_ptr = np.concatenate(ptrs).astype(np.int64)
+        self.uf_slot = np.concatenate(slots).astype(np.int64)
+        self.uf_eu = np.concatenate(eus).astype(np.int32)
+        self.uf_ev = np.concatenate(evs).astype(np.int32)
+        self.uf_max_nodes, self.uf_max_edges, self.uf_max_length = max_nodes, max_edges, max_len
 
     def warm_up(self) -> None:
-        """Compile (or load from numba's cache) every kernel, then zero the counters."""
-        buf = np.zeros(self.slot_bytes, np.uint8)
-        ping = P.encode(P.Header(P.MsgType.PING))
-        buf[: len(ping)] = np.frombuffer(ping, np.uint8)
-        K.ingest(buf, len(ping), 0, self.st, self.offs, self.syn, self.counters, self.tx, self.out)
-        sid = next(iter(self.streams))
-        K.next_window(self.st, self.win, sid)
-        chosen = np.zeros(1, np.int64)
-        st_copy, syn_copy, c_copy = self.st.copy(), self.syn.copy(), self.counters.copy()
-        K.commit_window(st_copy, self.offs, syn_copy, self.win, self.gbase, self.node_round, self.edges,
-                        sid, 0, chosen, 0, self.tx.copy(), c_copy)
-        K.observe(self.hist.copy(), 0, 1)
-        self.counters[:] = 0
+        """Compile (or load from numba's cache) every kernel and run one all-zero shot through
+        every stream (the matching escape's object-mode block compiles on its first call), then
+        reset the streams and zero the counters, histograms and trace."""
+        self.handle(P.encode(P.Header(P.MsgType.PING)), rx_ns=0)
+        for sid, rt in self.streams.items():
+            lay = rt.layout
+            per = max(1, (min(rt.cfg.max_datagram, self.slot_bytes) - P.HEADER_LEN) // lay.round_bytes)
+            for first in range(0, lay.num_rounds, per):
+                nr = min(per, lay.num_rounds - first)
+                self.handle(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=sid, shot_id=1, first_round=first,
+                                              num_rounds=nr), bytes(nr * lay.round_bytes)), rx_ns=0)
+            self.handle(P.encode(P.Header(P.MsgType.RESET, stream_id=sid)), rx_ns=0)
+        loc = self.local
+        for a in (loc.counters, loc.hist, loc.trace, loc.tmeta):
+            a[:] = 0
 
     # -- in-process path (tests, the demo's cross-check, benchmarks) -------------------------
     def handle(self, datagram: bytes | bytearray | np.ndarray, rx_ns: int | None = None,
-               clock: Callable[[], int] = time.perf_counter_ns) -> list[bytes]:
+               tx_ns: int | None = None) -> list[bytes]:
         """Process one datagram as the server does and return the replies it would send.
 
-        Allocates (it copies the datagram into a slot and the replies into ``bytes``); the
-        server's loop runs the same steps on a ring slot and sends from ``tx`` directly.
+        Runs ``rtdecoder.dataplane.process_datagram``, the server's code, on a copy of the
+        datagram (so it allocates; the server receives into a ring slot and sends from its
+        transmit batch directly). ``rx_ns`` is the receive time to record and ``tx_ns`` the send
+        time to stamp (default: the clock's).
         """
         buf = np.zeros(self.slot_bytes, np.uint8)
         data = np.frombuffer(bytes(datagram), np.uint8)
         buf[: min(len(data), self.slot_bytes)] = data[: self.slot_bytes]
-        rx = clock() if rx_ns is None else rx_ns
-        replies: list[bytes] = []
-        K.ingest(buf, len(data), rx, self.st, self.offs, self.syn, self.counters, self.tx, self.out)
-        if self.out[K.OUT_REPLY_LEN]:
-            if self.out[K.OUT_STAMP]:
-                self.tx64[K.STAMP_OFFSET // 8] = clock()
-            replies.append(self.tx[: self.out[K.OUT_REPLY_LEN]].tobytes())
-        sid = int(self.out[K.OUT_STREAM])
-        if sid >= 0:
-            self.run_windows(sid, lambda view, acc: acc.append(bytes(view)), replies, clock)
-        return replies
-
-    def run_windows(self, sid: int, send: Callable[[memoryview, object], object], dest: object,
-                    clock: Callable[[], int] = time.perf_counter_ns) -> int:
-        """Decode and commit every complete window of stream ``sid``.
-
-        Each CORRECTION is built in ``self.tx``, stamped with its send time, and handed to
-        ``send(view, dest)`` (the server passes ``socket.sendto`` and the controller's address).
-        A decoder failure poisons the shot and sends an INTERNAL error instead.
-
-        Returns:
-            The number of windows decoded.
-        """
-        st, win, syn, tx, hist, views = self.st, self.win, self.syn, self.tx, self.hist, self.tx_views
-        window_graph, window_events = self.window_graph, self.window_events
-        dec = self.decoders[sid]
-        row = HIST_DECODE + st[sid, K.C_DECODER]
-        done = 0
-        while True:
-            k = K.next_window(st, win, sid)
-            if k < 0:
-                return done
-            t0 = clock()
-            try:
-                chosen, n = dec.decode_window(window_graph[k], window_events[k])
-            except ValueError:
-                st[sid, K.S_POISONED] = 1
-                self.counters[P.Status.INTERNAL] += 1
-                size = K.write_error(tx, tx, 0, int(P.Status.INTERNAL), st[sid, K.S_SHOT], win[k, K.W_START],
-                                     st[sid, K.S_RX_NS])
-                K.wr(tx, P.OFF_STREAM, 2, sid)
-                send(views[size], dest)
-                return done
-            t1 = clock()
-            size = K.commit_window(st, self.offs, syn, win, self.gbase, self.node_round, self.edges,
-                                   sid, k, chosen, n, tx, self.counters)
-            K.observe(hist, row, t1 - t0)
-            t2 = clock()
-            self.tx64[K.STAMP_OFFSET // 8] = t2
-            send(views[size], dest)
-            K.observe(hist, HIST_SERVER, t2 - st[sid, K.S_RX_NS])
-            done += 1
+        rx = time.perf_counter_ns() if rx_ns is None else rx_ns
+        loc = self.local
+        D.process_datagram(buf, len(data), rx, 0, 0, D.FLUSH_NONE, loc.wid, self.tables, loc.arrays,
+                           loc.workspace, loc.tx_arrays)
+        D.flush(D.FLUSH_NONE, *loc.tx_arrays, loc.counters, loc.hist, loc.trace, loc.tmeta)
+        if tx_ns is not None:
+            for j in np.nonzero(loc.txflag[: loc.txq[0]])[0]:
+                K.wr(loc.tx.buf[j], K.STAMP_OFFSET, 8, tx_ns)
+        return loc.replies()
 
     def decode_shots(self, sid: int, events: np.ndarray, rounds_per_packet: int = 1) -> np.ndarray:
         """Decode whole shots in process, through the same packets and state machine as the server.

@@ -1,8 +1,9 @@
 """Prometheus export: a collector that reads the hot loop's preallocated arrays at scrape time.
 
-The hot loop never calls ``observe()`` or ``inc()``: it adds to int64 arrays
-(``Engine.counters``, ``Engine.hist``), and ``EngineCollector`` turns them into metric families
-when Prometheus scrapes. Times are exported in seconds, with buckets from 1 µs to 10 ms
+The hot loop never calls ``observe()`` or ``inc()``: each worker adds to its own int64 arrays
+(``rtdecoder.dataplane.WorkerState``: counters, histograms, trace ring), and
+``EngineCollector`` sums them over the workers and turns them into metric families when
+Prometheus scrapes. Times are exported in seconds, with buckets from 1 µs to 10 ms
 (``rtdecoder.kernels.stream.BUCKETS_NS``): the client library's default buckets start at 5 ms and
 would hide everything that matters here.
 
@@ -11,8 +12,16 @@ Metrics (all prefixed ``rtdecoder_``):
 - ``server_latency_seconds`` histogram: receive of the syndrome packet that completed a window →
   that window's CORRECTION handed to the socket.
 - ``decode_seconds{decoder}`` histogram: time inside the window decoder, per window.
+- ``stage_seconds{stage}`` histogram, per window: ``check`` (received → datagram checked and its
+  rounds appended), ``decode`` (checked → window decoded and committed), ``send`` (decoded →
+  ``sendmmsg`` returned); see ``rtdecoder.dataplane``.
+- ``stage_recent_seconds{stage, quantile}`` gauge: p50/p99/p99.9 of each stage (and ``server``,
+  received → sent) over the last windows in the workers' trace rings (up to 4096 each).
+- ``matching_escape_seconds`` histogram: per matching window, time spent entering and leaving
+  the Python call to PyMatching beyond the call itself.
 - ``packets_received_total``, ``bytes_received_total``, ``syndrome_packets_total``,
-  ``corrections_sent_total``, ``shots_decoded_total``, ``shots_abandoned_total`` counters.
+  ``corrections_sent_total``, ``shots_decoded_total``, ``shots_abandoned_total``,
+  ``receive_errors_total``, ``replies_dropped_total`` counters.
 - ``packets_rejected_total{reason}`` counter, one ``reason`` per status code of
   ``docs/wire-protocol.md`` §6.
 - ``streams`` gauge, ``build_info`` info.
@@ -21,15 +30,16 @@ Metrics (all prefixed ``rtdecoder_``):
 from __future__ import annotations
 
 import platform
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from rtdecoder import __version__
+from rtdecoder import dataplane as D
 from rtdecoder import protocol as P
-from rtdecoder.engine import HIST_DECODE, HIST_SERVER, Engine
+from rtdecoder.engine import Engine
 from rtdecoder.kernels import stream as K
 
 BUCKET_BOUNDS_S = [f"{b / 1e9:.6g}" for b in K.BUCKETS_NS] + ["+Inf"]
@@ -56,17 +66,22 @@ def build_info() -> dict[str, str]:
     }
 
 
-class EngineCollector(Collector):
-    """Exports an ``Engine``'s counters and histograms (see the module docstring)."""
+STAGES = (("check", D.HIST_CHECK, D.TR_RECEIVED, D.TR_CHECKED), ("decode", D.HIST_STAGE_DECODE, D.TR_CHECKED, D.TR_DECODED),
+          ("send", D.HIST_SEND, D.TR_DECODED, D.TR_SENT))
 
-    def __init__(self, engine: Engine):
+
+class EngineCollector(Collector):
+    """Exports an engine's and its workers' counters and histograms (see the module docstring)."""
+
+    def __init__(self, engine: Engine, workers: Sequence[D.WorkerState] = ()):
         self.engine = engine
+        self.states = [engine.local, *workers]
         self._info = build_info()
 
     def collect(self) -> Iterator:
-        e = self.engine
-        c = e.counters.copy()
-        buckets, total = _buckets(e.hist[HIST_SERVER])
+        c = sum(s.counters.copy() for s in self.states)
+        hist = sum(s.hist.copy() for s in self.states)
+        buckets, total = _buckets(hist[D.HIST_SERVER])
         yield HistogramMetricFamily(
             "rtdecoder_server_latency_seconds",
             "Receive of the syndrome packet that completed a window to its correction sent, seconds.",
@@ -74,9 +89,20 @@ class EngineCollector(Collector):
         dec = HistogramMetricFamily("rtdecoder_decode_seconds", "Time inside the window decoder per window, seconds.",
                                     labels=["decoder"])
         for name, i in P.DECODER_IDS.items():
-            b, s = _buckets(e.hist[HIST_DECODE + i])
+            b, s = _buckets(hist[D.HIST_DECODE + i])
             dec.add_metric([name], b, s)
         yield dec
+        stage = HistogramMetricFamily("rtdecoder_stage_seconds", "Per window, time in each stage of the data plane, "
+                                      "seconds (check, decode, send).", labels=["stage"])
+        for name, row, _, _ in STAGES:
+            b, s = _buckets(hist[row])
+            stage.add_metric([name], b, s)
+        yield stage
+        b, s = _buckets(hist[D.HIST_ESCAPE])
+        yield HistogramMetricFamily("rtdecoder_matching_escape_seconds", "Per matching window, time entering and "
+                                    "leaving the Python call to PyMatching beyond the call itself, seconds.",
+                                    buckets=b, sum_value=s)
+        yield self._recent()
         for name, idx, doc in (
             ("rtdecoder_packets_received", K.CNT_PACKETS, "Datagrams received."),
             ("rtdecoder_bytes_received", K.CNT_BYTES, "Bytes received in datagrams."),
@@ -84,6 +110,8 @@ class EngineCollector(Collector):
             ("rtdecoder_corrections_sent", K.CNT_CORRECTIONS, "CORRECTION messages sent."),
             ("rtdecoder_shots_decoded", K.CNT_SHOTS, "Shots whose final correction was sent."),
             ("rtdecoder_shots_abandoned", K.CNT_ABANDONED, "Shots the controller left unfinished by starting another."),
+            ("rtdecoder_receive_errors", D.CNT_RECV_ERRORS, "recvmmsg failures other than 'nothing to receive'."),
+            ("rtdecoder_replies_dropped", D.CNT_SEND_DROPPED, "Replies the kernel refused to send."),
         ):
             yield CounterMetricFamily(name, doc, value=float(c[idx]))
         rej = CounterMetricFamily("rtdecoder_packets_rejected", "Datagrams answered with an error, by status code.",
@@ -92,12 +120,27 @@ class EngineCollector(Collector):
             if status != P.Status.OK:
                 rej.add_metric([status.name.lower()], float(c[status]))
         yield rej
-        yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(e.streams))
+        yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(self.engine.streams))
+        yield GaugeMetricFamily("rtdecoder_workers", "Data-plane workers.", value=len(self.states) - 1)
         yield InfoMetricFamily("rtdecoder_build", "Versions of rtdecoder and what it decodes with.", value=self._info)
 
+    def _recent(self) -> GaugeMetricFamily:
+        g = GaugeMetricFamily("rtdecoder_stage_recent_seconds", "Quantiles of each stage over the workers' trace "
+                              "rings (the last windows decoded), seconds.", labels=["stage", "quantile"])
+        rows = [s.trace[s.trace[:, D.TR_SENT] > 0] for s in self.states]
+        t = np.concatenate(rows) if rows else np.zeros((0, D.TR_WIDTH), np.int64)
+        if len(t) == 0:
+            return g
+        spans = [(name, t[:, b] - t[:, a]) for name, _, a, b in STAGES]
+        spans.append(("server", t[:, D.TR_SENT] - t[:, D.TR_RECEIVED]))
+        for name, v in spans:
+            for q, x in zip(("0.5", "0.99", "0.999"), np.percentile(v, [50, 99, 99.9])):
+                g.add_metric([name, q], float(x) / 1e9)
+        return g
 
-def make_registry(engine: Engine) -> CollectorRegistry:
+
+def make_registry(engine: Engine, workers: Sequence[D.WorkerState] = ()) -> CollectorRegistry:
     """A fresh registry holding only the engine's collector (tests make one each)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine))
+    registry.register(EngineCollector(engine, workers))
     return registry

@@ -1,48 +1,107 @@
 """``rtdecoder serve``: the decoding service.
 
-Start-up builds the ``Engine`` (every graph, decoder and table), the pinned receive ring, the
-UDP socket and the metrics endpoint, then prints one JSON line ``{"event": "ready", ...}`` on
-standard output with the bound ports, and enters the data-plane loop.
+Start-up builds the ``Engine`` (every graph, decoder and table), then one worker per configured
+CPU (one unpinned worker when ``cpus`` is empty), each with its own UDP socket in the port's
+``SO_REUSEPORT`` group, its own pinned receive ring, transmit batch, counters, histograms and
+union-find workspace (``rtdecoder.dataplane.WorkerState``), and the metrics endpoint. It
+compiles (or loads from numba's cache) the data plane, prints one JSON line
+``{"event": "ready", ...}`` on standard output with the bound ports, and starts the workers.
 
-The loop runs to completion on one core (DESIGN.md, "The hot path"): it busy-polls the
-non-blocking socket, receives into the next ring slot, lets ``ingest`` check the datagram and
-append its rounds, decodes and commits every window that became complete, and sends each reply
-from the preallocated ``tx`` buffer. Per packet it builds no graph or buffer and formats or logs
-nothing; it does run Python bytecode (the socket calls and the PyMatching call), which a later
-stage removes by compiling the whole loop with numba.
+Each worker is a thread that pins itself to its CPU and runs
+``rtdecoder.dataplane.serve_loop`` to completion, with the GIL released: no Python bytecode runs
+per datagram (matching windows excepted: see ``rtdecoder.dataplane``). Streams are sharded
+``stream_id % workers``, steered by the kernel (``rtdecoder.transport.udp``). The main thread
+only waits for signals; the metrics thread reads the workers' arrays at scrape time.
 
-SIGINT and SIGTERM stop the loop after the datagram in hand; the process then exits 0.
+SIGINT and SIGTERM set each worker's stop word; the loops return after the datagram in hand and
+the process exits 0.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import threading
 import time
-from typing import Callable, TextIO
+from typing import TextIO
 
+import numpy as np
 from prometheus_client import start_http_server
 
-from rtdecoder.config import ServerConfig
+from rtdecoder import dataplane as D
+from rtdecoder.config import ConfigError, ServerConfig
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import stream as K
 from rtdecoder.metrics import make_registry
 from rtdecoder.ring import PinnedRing
-from rtdecoder.transport.udp import MSG_TRUNC, UdpTransport
+from rtdecoder.transport import libc as L
+from rtdecoder.transport.udp import UdpTransport
+
+
+class Worker:
+    """One data-plane worker: a socket, a receive ring, a ``WorkerState``, a thread.
+
+    Attributes:
+        cpu: the CPU it pins itself to, or None.
+        ctl: int64 control words (``CTL_STOP`` set by ``stop``; ``CTL_RUNNING`` while looping).
+        handled: datagrams handled, once the loop has returned.
+    """
+
+    def __init__(self, engine: Engine, fd: int, ring: PinnedRing, cpu: int | None, batch: int, echo: bool):
+        self.engine = engine
+        self.fd = fd
+        self.ring = ring
+        self.cpu = cpu
+        self.batch = batch
+        self.echo = echo
+        self.state = D.WorkerState(engine)
+        self.rx = L.MessageBatch(ring.slots, ring.slot_bytes, buffers=ring.array)
+        self.ctl = np.zeros(2, np.int64)
+        self.handled = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"rtdecoder-worker-{cpu}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            if self.cpu is not None:
+                os.sched_setaffinity(0, {self.cpu})  # 0: the calling thread
+            s = self.state
+            self.handled = D.serve_loop(self.fd, self.ctl, self.rx.hdr, self.ring.array, self.batch, self.echo,
+                                        s.wid, self.engine.tables, s.arrays, s.workspace, s.tx_arrays)
+        except BaseException as e:  # reported by Server.run; the process then exits non-zero
+            self.error = e
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.ctl[D.CTL_STOP] = 1
 
 
 class Server:
-    """A configured service: engine, ring, transport and metrics endpoint.
+    """A configured service: engine, transport, workers and metrics endpoint.
+
+    Args:
+        echo: answer every datagram with itself and do nothing else (the transport floor that
+            ``bench/latency.py`` measures; also a link check for controller vendors).
 
     Raises:
-        ConfigError: a stream cannot be built.
+        ConfigError: a stream cannot be built, or a CPU in ``cpus`` is not available to this
+            process.
         OSError: an address cannot be bound.
     """
 
-    def __init__(self, cfg: ServerConfig, log: TextIO = sys.stderr):
+    def __init__(self, cfg: ServerConfig, log: TextIO = sys.stderr, echo: bool = False):
+        L.require_supported()
         self.cfg = cfg
         self.log = log
+        allowed = os.sched_getaffinity(0)
+        missing = [c for c in cfg.cpus if c not in allowed]
+        if missing:
+            raise ConfigError(f"cpus {missing} are not available to this process (allowed: {sorted(allowed)}); "
+                              "pick from those, or check taskset/cgroup limits")
         t0 = time.perf_counter()
         slot_bytes = 1 << max(s.max_datagram for s in cfg.streams).bit_length()
         self.engine = Engine(cfg.streams, slot_bytes=slot_bytes)
@@ -51,78 +110,83 @@ class Server:
                   f"{rt.layout.num_rounds} rounds, {rt.plan.num_windows} windows on "
                   f"{len(rt.plan.graphs)} distinct graphs", file=log)
         print(f"rtdecoder: streams built in {time.perf_counter() - t0:.1f} s", file=log)
-        self.ring = PinnedRing(cfg.ring_slots, slot_bytes)
-        print(f"rtdecoder: ring {cfg.ring_slots} x {slot_bytes} bytes, {self.ring.pinned_reason}", file=log)
-        self.transport = UdpTransport(cfg.host, cfg.port)
+        cpus: list[int | None] = list(cfg.cpus) or [None]
+        self.transport = UdpTransport(cfg.host, cfg.port, workers=len(cpus), busy_poll_us=cfg.busy_poll_us)
         print(f"rtdecoder: transport udp on {self.transport.address[0]}:{self.transport.address[1]} "
-              "(busy-polled; RDMA is not built yet)", file=log)
+              f"(chosen: RDMA is not built yet), {self.transport.busy_poll}", file=log)
+        self.workers: list[Worker] = []
+        for cpu, fd in zip(cpus, self.transport.fds()):
+            ring = PinnedRing(cfg.ring_slots, slot_bytes)
+            self.workers.append(Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo))
+        owned = {i: sorted(s for s in self.engine.streams if s % len(cpus) == i) for i in range(len(cpus))}
+        for i, w in enumerate(self.workers):
+            where = f"pinned to CPU {w.cpu}" if w.cpu is not None else "not pinned (give --cpus to pin)"
+            print(f"rtdecoder: worker {i} {where}, streams {owned[i]}, ring {w.ring.slots} x {w.ring.slot_bytes} "
+                  f"bytes {w.ring.pinned_reason}", file=log)
+        if echo:
+            print("rtdecoder: ECHO mode: every datagram is sent back unchanged; nothing is decoded", file=log)
+        self._warm_up()
         self.metrics_port = -1
         if cfg.metrics_port >= 0:
-            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=make_registry(self.engine))
+            registry = make_registry(self.engine, [w.state for w in self.workers])
+            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
             self.metrics_port = httpd.server_port
             print(f"rtdecoder: metrics on http://{cfg.metrics_host}:{self.metrics_port}/metrics", file=log)
-        self.running = [True]
+
+    def _warm_up(self) -> None:
+        """Compile (or load from cache) the loop: run it once with its stop word already set."""
+        t0 = time.perf_counter()
+        w = self.workers[0]
+        ctl = np.array([1, 0], np.int64)
+        s = w.state
+        D.serve_loop(w.fd, ctl, w.rx.hdr, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables, s.arrays,
+                     s.workspace, s.tx_arrays)
+        print(f"rtdecoder: data plane compiled in {time.perf_counter() - t0:.1f} s", file=self.log)
 
     def ready_line(self) -> str:
         return json.dumps({"event": "ready", "host": self.transport.address[0], "port": self.transport.address[1],
-                           "metrics_port": self.metrics_port})
+                           "metrics_port": self.metrics_port, "workers": len(self.workers)})
 
     def stop(self, *_: object) -> None:
-        self.running[0] = False
+        for w in self.workers:
+            w.stop()
 
-    def run(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
-        """The data-plane loop; returns when ``stop()`` is called (or a signal handler calls it)."""
-        e = self.engine
-        st, offs, syn, counters, tx, out, tx64, views = e.st, e.offs, e.syn, e.counters, e.tx, e.out, e.tx64, e.tx_views
-        ingest = K.ingest
-        run_windows = e.run_windows
-        sock = self.transport.sock
-        recv = sock.recvfrom_into
-        sendto = sock.sendto
-        slot_views = self.ring.views
-        slot_arrays = [self.ring.array[i] for i in range(self.ring.slots)]
-        mask = self.ring.mask
-        stamp = K.STAMP_OFFSET // 8
-        running = self.running
-        slot = 0
-        while running[0]:
-            try:
-                n, addr = recv(slot_views[slot], 0, MSG_TRUNC)
-            except BlockingIOError:
-                continue
-            except ConnectionRefusedError:  # an ICMP error from an earlier send: nothing to do
-                continue
-            rx = clock()
-            ingest(slot_arrays[slot], n, rx, st, offs, syn, counters, tx, out)
-            size = out[0]
-            if size:
-                if out[2]:
-                    tx64[stamp] = clock()
-                try:
-                    sendto(views[size], addr)
-                except OSError:
-                    pass
-            if out[1] >= 0:
-                try:
-                    run_windows(out[1], sendto, addr, clock)
-                except OSError:
-                    pass
-            slot = (slot + 1) & mask
+    def run(self) -> int:
+        """Start the workers and wait until they stop (``stop()`` or a signal handler calling it).
+
+        Returns:
+            0, or 1 if a worker failed (its exception is printed).
+        """
+        for w in self.workers:
+            w.start()
+        while any(w.thread.is_alive() for w in self.workers):
+            for w in self.workers:
+                w.thread.join(timeout=0.2)  # wakes up for signal handlers on the main thread
+                if w.error is not None:
+                    self.stop()
+        failed = [w for w in self.workers if w.error is not None]
+        for w in failed:
+            print(f"rtdecoder: worker on CPU {w.cpu} failed: {w.error!r}", file=self.log)
+        return 1 if failed else 0
+
+    def counters(self) -> np.ndarray:
+        """Every worker's counters (and the in-process path's), summed."""
+        return self.engine.counters + sum(w.state.counters for w in self.workers)
 
     def close(self) -> None:
         self.transport.close()
 
 
-def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout) -> int:
+def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False) -> int:
     """Build the service, announce readiness on ``stdout``, and serve until SIGINT or SIGTERM."""
-    server = Server(cfg)
+    server = Server(cfg, echo=echo)
     signal.signal(signal.SIGTERM, server.stop)
     signal.signal(signal.SIGINT, server.stop)
     print(server.ready_line(), file=stdout, flush=True)
     try:
-        server.run()
+        rc = server.run()
     finally:
         server.close()
-        c = server.engine.counters
+        c = server.counters()
         print(f"rtdecoder: stopped after {c[K.CNT_PACKETS]} packets, {c[K.CNT_SHOTS]} shots decoded", file=server.log)
-    return 0
+    return rc

@@ -95,8 +95,7 @@ def test_server_answers_vectors_with_vector_bytes(vectors, d3_engine):
     # RESET → RESET_ACK.
     assert d3_engine.handle(by_name["reset"]) == [by_name["reset_ack"]]
     # PING → PONG with the vector's server stamps.
-    stamps = iter([10, 11])
-    assert d3_engine.handle(by_name["ping"], clock=lambda: next(stamps)) == [by_name["pong"]]
+    assert d3_engine.handle(by_name["ping"], rx_ns=10, tx_ns=11) == [by_name["pong"]]
 
 
 def test_kernel_writes_the_error_vector(vectors):

@@ -1,0 +1,317 @@
+"""The compiled data plane: receive → check → append rounds → decode → send, in numba.
+
+DESIGN.md, "The hot path". ``serve_loop`` busy-polls one UDP socket with ``recvmmsg``
+(``MSG_DONTWAIT``) straight into the receive ring's slots, hands each datagram to
+``process_datagram`` and sends the replies that datagram produced with one ``sendmmsg``, all in
+nopython code: no Python bytecode runs per datagram when the stream decodes with union-find.
+
+``process_datagram`` is the one implementation of a datagram's handling; the in-process path
+(``Engine.handle``, used by tests, ``Engine.decode_shots`` and sinter) calls it too.
+
+Matching: PyMatching is C++ behind a Python API, so a matching window leaves compiled code for
+exactly one call, a numba ``objmode`` block that takes the GIL, calls
+``CompiledMatching.decode_window`` on the window's detection events (a view of ``syn`` made at
+configuration) and copies the chosen edges into a preallocated array; only three integers cross
+the boundary. What the escape costs beyond the decoder's own time is measured on every matching
+window (histogram row ``HIST_ESCAPE``).
+
+Per-stage timestamps (ns, CLOCK_MONOTONIC, ``rtdecoder.kernels.clock``) of every decoded window
+go to a preallocated trace ring and per-stage histograms that the Prometheus collector reads at
+scrape time:
+
+- *received*: ``recvmmsg`` returned the batch holding the datagram that completed the window;
+- *checked*: ``ingest`` checked the datagram and appended its rounds;
+- *decoded*: the window was decoded and committed, its CORRECTION written;
+- *sent*: ``sendmmsg`` returned for the datagram's replies.
+
+Stages: ``check`` = checked − received, ``decode`` = decoded − checked (with several windows
+completed by one datagram, the earlier windows' time counts toward the later ones), ``send`` =
+sent − decoded; ``HIST_SERVER`` is sent − received.
+
+Send policy: the replies a datagram produces (an error or control reply, one CORRECTION per
+window it completed) are queued in the transmit batch and sent together when the datagram has
+been handled, or earlier when the batch is full. A shot's final CORRECTION is always the last
+reply its datagram produces, so it leaves as soon as it is decoded.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numba import njit, objmode
+
+from rtdecoder import protocol as P
+from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import union_find as uf
+from rtdecoder.kernels.clock import monotonic_ns
+from rtdecoder.transport import libc as L
+
+# --- histogram rows (per worker; ``rtdecoder.metrics`` names them) ----------------------------
+HIST_SERVER = 0
+"""received → sent, per window."""
+HIST_DECODE = 1
+"""Rows ``HIST_DECODE + decoder id``: time inside the window decoder, per window."""
+HIST_CHECK = HIST_DECODE + len(P.DECODER_IDS)
+HIST_STAGE_DECODE = HIST_CHECK + 1
+HIST_SEND = HIST_CHECK + 2
+HIST_ESCAPE = HIST_CHECK + 3
+"""Matching only: time in the objmode escape beyond PyMatching's own call, per window."""
+NUM_HIST_ROWS = HIST_CHECK + 4
+
+# --- trace ring ------------------------------------------------------------------------------
+TRACE_LEN = 4096
+TR_STREAM = 0
+TR_FIRST_ROUND = 1
+TR_RECEIVED = 2
+TR_CHECKED = 3
+TR_DECODED = 4
+TR_SENT = 5
+TR_WIDTH = 6
+M_NEXT = 0      # tmeta: trace entries written so far (the ring index is this modulo TRACE_LEN)
+M_PENDING = 1   # tmeta: first entry whose datagram's replies are not sent yet
+
+# --- control words (``ctl``), written by the Python side ---------------------------------------
+CTL_STOP = 0
+CTL_RUNNING = 1
+
+# --- counters past those of rtdecoder.kernels.stream ------------------------------------------
+CNT_RECV_ERRORS = K.CNT_BASE + 9
+CNT_SEND_DROPPED = K.CNT_BASE + 10
+CNT_BATCHES = K.CNT_BASE + 11
+assert CNT_BATCHES < K.NUM_COUNTERS
+
+ST_INTERNAL = int(P.Status.INTERNAL)
+DEC_MATCHING = P.DECODER_IDS["matching"]
+DEC_UNION_FIND = P.DECODER_IDS["union_find"]
+TX_BYTES = 256
+"""Transmit buffer per reply; the longest reply (a CORRECTION for 64 observables) is 72 bytes."""
+FLUSH_NONE = -1
+"""``fd`` for the in-process path: replies stay queued for the caller."""
+
+_HOOKS: list = []
+"""Registered ``WorkerState``s, indexed by their ``wid``; the matching escape looks its state
+up here (only integers cross into object mode)."""
+
+
+def _decode_matching(wid: int, sid: int, k: int) -> int:
+    """Object-mode side of the matching escape: decode global window ``k`` of stream ``sid``."""
+    state = _HOOKS[wid]
+    e = state.engine
+    t0 = time.perf_counter_ns()
+    try:
+        chosen, n = e.decoders[sid].decode_window(e.window_graph[k], e.window_events[k])
+        state.chosen_m[:n] = chosen[:n]
+    except ValueError:
+        n = -1
+    state.escape[1] = time.perf_counter_ns() - t0
+    return n
+
+
+@njit(cache=True)
+def _queue_reply(txq, txhdr, txiov, txflag, length, stamp, name_addr, namelen):
+    q = txq[0]
+    txiov[q, 1] = length
+    txhdr[q, L.H_NAME] = name_addr
+    txhdr[q, L.H_NAMELEN] = namelen
+    txflag[q] = stamp
+    txq[0] = q + 1
+
+
+@njit(cache=True)
+def flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta):
+    """Stamp the queued replies' send times, send them (``fd >= 0``), and close their windows'
+    trace entries and histograms. With ``fd == FLUSH_NONE`` the replies stay queued."""
+    q = txq[0]
+    if q == 0:
+        return
+    now = monotonic_ns()
+    for j in range(q):
+        if txflag[j]:
+            K.wr(txbuf[j], K.STAMP_OFFSET, 8, now)
+    if fd >= 0:
+        sent = 0
+        tries = 0
+        while sent < q:
+            r = L.sendmmsg(fd, txhdr.ctypes.data + sent * (8 * L.HDR_WORDS), q - sent, L.MSG_DONTWAIT)
+            if r > 0:
+                sent += r
+                continue
+            e = L.errno()
+            if (e == L.EAGAIN or e == L.EINTR) and tries < 100_000:
+                tries += 1  # the socket's send buffer is full: the kernel drains it in microseconds
+                continue
+            counters[CNT_SEND_DROPPED] += 1  # this reply cannot be sent (its address is unreachable)
+            sent += 1
+        txq[0] = 0
+    t_sent = monotonic_ns()
+    for i in range(tmeta[M_PENDING], tmeta[M_NEXT]):
+        row = trace[i % TRACE_LEN]
+        row[TR_SENT] = t_sent
+        K.observe(hist, HIST_SERVER, t_sent - row[TR_RECEIVED])
+        K.observe(hist, HIST_SEND, t_sent - row[TR_DECODED])
+    tmeta[M_PENDING] = tmeta[M_NEXT]
+
+
+@njit(cache=True)
+def process_datagram(buf, n, rx, name_addr, namelen, fd, wid, tables, state, ws, tx):
+    """Handle one received datagram: check it, append its rounds, decode and commit every window
+    it completed, and queue the replies (docs/wire-protocol.md §6, §7).
+
+    Args:
+        buf: uint8 array, the ring slot holding the datagram; ``n`` its length as the kernel
+            reported it (it may exceed ``len(buf)``: then it is rejected TOO_LARGE).
+        rx: receive time, ns.
+        name_addr, namelen: the sender's ``sockaddr`` (address, bytes); replies go there.
+        fd: the socket to flush a full transmit batch to (``FLUSH_NONE`` in process).
+        wid: this worker's index in ``_HOOKS`` (for the matching escape).
+        tables: ``Engine.tables``; state: ``WorkerState.arrays``; ws: the union-find workspace;
+        tx: ``WorkerState.tx_arrays``.
+    """
+    st, offs, syn, win, gbase, node_round, edges, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev = tables
+    counters, hist, out, trace, tmeta, chosen_m, escape = state
+    txbuf, txhdr, txiov, txflag, txq = tx
+    cap = txbuf.shape[0]
+    if txq[0] == cap:
+        flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
+    q = txq[0]
+    K.ingest(buf, n, rx, st, offs, syn, counters, txbuf[q], out)
+    if out[K.OUT_REPLY_LEN]:
+        _queue_reply(txq, txhdr, txiov, txflag, out[K.OUT_REPLY_LEN], out[K.OUT_STAMP], name_addr, namelen)
+    sid = out[K.OUT_STREAM]
+    if sid < 0:
+        return
+    checked = monotonic_ns()
+    K.observe(hist, HIST_CHECK, checked - rx)
+    dec = st[sid, K.C_DECODER]
+    sbase = st[sid, K.C_SYN_BASE]
+    obase = st[sid, K.C_OFF_BASE]
+    while True:
+        k = K.next_window(st, win, sid)
+        if k < 0:
+            return
+        if txq[0] == cap:
+            flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
+        q = txq[0]
+        t0 = monotonic_ns()
+        if dec == DEC_UNION_FIND:
+            g = win[k, K.W_GRAPH]
+            pb, nn, sb, ns, eb, m = uf_base[g, 0], uf_base[g, 1], uf_base[g, 2], uf_base[g, 3], uf_base[g, 4], uf_base[g, 5]
+            lo = sbase + offs[obase + win[k, K.W_START]]
+            nchosen = uf.decode(uf_ptr[pb:pb + nn + 1], uf_slot[sb:sb + ns], uf_eu[eb:eb + m], uf_ev[eb:eb + m],
+                                syn[lo:lo + nn], *ws)
+            chosen = ws[-1]
+            t1 = monotonic_ns()
+        else:
+            with objmode(nchosen="int64"):
+                nchosen = _decode_matching(wid, sid, k)
+            chosen = chosen_m
+            t1 = monotonic_ns()
+            K.observe(hist, HIST_ESCAPE, max(t1 - t0 - escape[1], 0))
+        if nchosen < 0:  # no correction explains the events: poison the shot, say INTERNAL
+            st[sid, K.S_POISONED] = 1
+            counters[ST_INTERNAL] += 1
+            size = K.write_error(txbuf[q], txbuf[q], 0, ST_INTERNAL, st[sid, K.S_SHOT], win[k, K.W_START],
+                                 st[sid, K.S_RX_NS])
+            K.wr(txbuf[q], K.OFF_STREAM, 2, sid)
+            _queue_reply(txq, txhdr, txiov, txflag, size, 0, name_addr, namelen)
+            return
+        size = K.commit_window(st, offs, syn, win, gbase, node_round, edges, sid, k, chosen, nchosen,
+                               txbuf[q], counters)
+        decoded = monotonic_ns()
+        K.observe(hist, HIST_DECODE + dec, t1 - t0)
+        K.observe(hist, HIST_STAGE_DECODE, decoded - checked)
+        _queue_reply(txq, txhdr, txiov, txflag, size, 1, name_addr, namelen)
+        row = trace[tmeta[M_NEXT] % TRACE_LEN]
+        row[TR_STREAM] = sid
+        row[TR_FIRST_ROUND] = win[k, K.W_START]
+        row[TR_RECEIVED] = rx
+        row[TR_CHECKED] = checked
+        row[TR_DECODED] = decoded
+        row[TR_SENT] = 0
+        tmeta[M_NEXT] += 1
+
+
+@njit(cache=True, nogil=True)
+def serve_loop(fd, ctl, rxhdr, rxbuf, batch, echo, wid, tables, state, ws, tx):
+    """Busy-poll ``fd`` until ``ctl[CTL_STOP]`` is set; handle every datagram (see the module
+    docstring). ``rxhdr``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a power of
+    two of slots); ``batch`` bounds the datagrams taken per ``recvmmsg``. With ``echo`` set, each
+    datagram is sent back unchanged and nothing else happens (the transport floor).
+
+    Returns:
+        The number of datagrams handled.
+    """
+    counters = state[0]
+    txbuf, txhdr, txiov, txflag, txq = tx
+    hist, trace, tmeta = state[1], state[3], state[4]
+    slots = rxbuf.shape[0]
+    mask = slots - 1
+    slot = 0
+    handled = 0
+    ctl[CTL_RUNNING] = 1
+    while L.load_acquire(ctl, CTL_STOP) == 0:
+        r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), min(batch, slots - slot),
+                       L.MSG_DONTWAIT | L.MSG_TRUNC)
+        if r <= 0:
+            if r < 0:
+                e = L.errno()
+                if e != L.EAGAIN and e != L.EINTR:
+                    counters[CNT_RECV_ERRORS] += 1
+            continue
+        rx = monotonic_ns()
+        counters[CNT_BATCHES] += 1
+        for i in range(r):
+            s = slot + i
+            n = rxhdr[s, L.H_LEN] & 0xFFFFFFFF
+            name_addr = rxhdr[s, L.H_NAME]
+            namelen = rxhdr[s, L.H_NAMELEN] & 0xFFFFFFFF
+            if echo:
+                m = min(n, rxbuf.shape[1], txbuf.shape[1])
+                q = txq[0]
+                txbuf[q, :m] = rxbuf[s, :m]
+                _queue_reply(txq, txhdr, txiov, txflag, m, 0, name_addr, namelen)
+            else:
+                process_datagram(rxbuf[s], n, rx, name_addr, namelen, fd, wid, tables, state, ws, tx)
+            flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
+            rxhdr[s, L.H_NAMELEN] = L.SOCKADDR_BYTES  # value-result: reset for the next receive
+        slot = (slot + r) & mask
+        handled += r
+    ctl[CTL_RUNNING] = 0
+    return handled
+
+
+class WorkerState:
+    """One worker's preallocated arrays: counters, histograms, trace ring, transmit batch and
+    union-find workspace. Registered in ``_HOOKS`` for the matching escape.
+
+    Attributes:
+        counters: int64 ``(K.NUM_COUNTERS,)``; hist: int64 ``(NUM_HIST_ROWS, K.NUM_BUCKETS + 2)``
+            (``rtdecoder.kernels.stream.observe``); trace: int64 ``(TRACE_LEN, TR_WIDTH)``.
+        tx: the transmit ``MessageBatch`` (``tx_slots`` replies of ``TX_BYTES``).
+    """
+
+    def __init__(self, engine, tx_slots: int = 64):
+        self.engine = engine
+        self.wid = len(_HOOKS)
+        _HOOKS.append(self)
+        self.counters = np.zeros(K.NUM_COUNTERS, np.int64)
+        self.hist = np.zeros((NUM_HIST_ROWS, K.NUM_BUCKETS + 2), np.int64)
+        self.out = np.zeros(3, np.int64)
+        self.trace = np.zeros((TRACE_LEN, TR_WIDTH), np.int64)
+        self.tmeta = np.zeros(2, np.int64)
+        self.chosen_m = np.zeros(engine.max_edges + 1, np.int64)
+        self.escape = np.zeros(2, np.int64)
+        self.tx = L.MessageBatch(tx_slots, TX_BYTES)
+        self.txflag = np.zeros(tx_slots, np.int64)
+        self.txq = np.zeros(1, np.int64)
+        self.workspace = uf.Workspace(engine.uf_max_nodes, engine.uf_max_edges, engine.uf_max_length).arrays()
+        self.arrays = (self.counters, self.hist, self.out, self.trace, self.tmeta, self.chosen_m, self.escape)
+        self.tx_arrays = (self.tx.buf, self.tx.hdr, self.tx.iov, self.txflag, self.txq)
+
+    def replies(self) -> list[bytes]:
+        """The queued replies (in-process path), as ``bytes``; empties the queue."""
+        q = int(self.txq[0])
+        out = [self.tx.buf[j, : self.tx.iov[j, 1]].tobytes() for j in range(q)]
+        self.txq[0] = 0
+        return out
