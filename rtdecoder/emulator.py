@@ -6,7 +6,7 @@ cycle time, receives the corrections, and reports:
 
 - per-shot round-trip latency, last round sent → final correction received, in µs
   (p50/p90/p99/p99.9/max), and the server's own share (its receive → send stamps);
-- throughput in rounds per second;
+- throughput in rounds per second of shot time (first round measured → final correction);
 - the logical error rate of the service's predictions against stim's true observables, and that
   of offline PyMatching (``decode_batch`` on the whole DEM) on the very same shots;
 - lost shots (no final correction within the timeout) and error replies.
@@ -15,6 +15,8 @@ Pacing (DESIGN.md): round ``r`` of a shot is measured at ``t0 + (r + 1) * cycle`
 sent when its last round has been measured, against absolute deadlines, so a late send is caught
 up on rather than pushing every later round back. A shot's correction is awaited before the next
 shot starts, so that shots do not queue behind each other and each latency is one shot's own.
+Sending, pacing and receiving run in compiled code (``drive_shot``, the C library's ``send`` and
+``recv`` from numba), so the controller adds no interpreter time to the latencies it measures.
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ from __future__ import annotations
 import json
 import math
 import socket
-import struct
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pymatching
+from numba import njit
 
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.dem import detector_layout, make_circuit
+from rtdecoder.kernels import stream as K
+from rtdecoder.kernels.clock import monotonic_ns
+from rtdecoder.transport import libc as L
 
 HEADER_DTYPE = np.dtype([
     ("magic", "<u4"), ("version", "u1"), ("msg_type", "u1"), ("flags", "<u2"), ("header_len", "<u2"),
@@ -58,6 +63,8 @@ class EmulatorOptions:
         timeout_s: how long to wait for a shot's final correction before counting it lost.
         seed: stim sampler seed (None: random).
         progress: show a progress bar on standard error.
+        reference: also decode every shot offline with PyMatching on the whole DEM, for the
+            logical error rate beside the service's.
     """
 
     host: str = "127.0.0.1"
@@ -68,6 +75,7 @@ class EmulatorOptions:
     timeout_s: float = 1.0
     seed: int | None = 12345
     progress: bool = True
+    reference: bool = True
 
 
 @dataclass
@@ -174,23 +182,23 @@ class Controller:
         self.sock.close()
 
 
-def shot_packets(stream_id: int, shot_id: int, blocks: np.ndarray, rounds_per_packet: int) -> tuple[np.ndarray, list[memoryview], list[int]]:
-    """The SYNDROME packets of one shot.
+def shot_packets(stream_id: int, shot_id: int, blocks: np.ndarray, rounds_per_packet: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The SYNDROME packets of one shot, back to back in one buffer.
 
     Args:
         blocks: uint8 ``(num_rounds, round_bytes)``, the shot's round blocks (§5).
 
     Returns:
-        ``(headers, views, ready_round)``: the structured header array (its ``controller_ts_ns``
-        is set at send time), one memoryview per packet, and for each packet the number of
-        rounds measured before it can go (its last round + 1).
+        ``(buf, offset, length, ready)``: the uint8 buffer; int64 per packet, its offset and
+        length in ``buf`` and the number of rounds measured before it can go (its last round + 1).
+        Each header's ``controller_ts_ns`` is written at send time.
     """
     nrounds, rbytes = blocks.shape
-    firsts = np.arange(0, nrounds, rounds_per_packet)
+    firsts = np.arange(0, nrounds, rounds_per_packet, dtype=np.int64)
     counts = np.minimum(rounds_per_packet, nrounds - firsts)
     sizes = P.HEADER_LEN + counts * rbytes
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    buf = np.zeros(int(starts[-1]), np.uint8)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     headers = np.zeros(len(firsts), HEADER_DTYPE)
     headers["magic"] = P.MAGIC
     headers["version"] = P.VERSION
@@ -202,13 +210,105 @@ def shot_packets(stream_id: int, shot_id: int, blocks: np.ndarray, rounds_per_pa
     headers["num_rounds"] = counts
     headers["payload_len"] = counts * rbytes
     hb = headers.view(np.uint8).reshape(len(firsts), P.HEADER_LEN)
-    for i, (f, c) in enumerate(zip(firsts.tolist(), counts.tolist())):
-        s = int(starts[i])
-        buf[s:s + P.HEADER_LEN] = hb[i]
-        buf[s + P.HEADER_LEN:s + int(sizes[i])] = blocks[f:f + c].reshape(-1)
-    mv = memoryview(buf)
-    views = [mv[int(starts[i]):int(starts[i + 1])] for i in range(len(firsts))]
-    return buf, views, (firsts + counts).tolist()
+    buf = np.zeros(int(starts[-1]), np.uint8)
+    full = int(np.sum(counts == rounds_per_packet))
+    if full:  # all packets but possibly the last have the same size: fill them as one 2-D block
+        rows = buf[: full * int(sizes[0])].reshape(full, int(sizes[0]))
+        rows[:, : P.HEADER_LEN] = hb[:full]
+        rows[:, P.HEADER_LEN:] = blocks[: full * rounds_per_packet].reshape(full, rounds_per_packet * rbytes)
+    if full < len(firsts):
+        s0 = int(starts[full])
+        buf[s0:s0 + P.HEADER_LEN] = hb[full]
+        buf[s0 + P.HEADER_LEN:] = blocks[int(firsts[full]):].reshape(-1)
+    return buf, starts[:-1].copy(), sizes.astype(np.int64), firsts + counts
+
+
+# drive_shot's results (int64 ``res``)
+R_FINAL = 0
+R_POISONED = 1
+R_LAST_SENT = 2
+R_FINAL_RECEIVED = 3
+R_SERVER_RX = 4
+R_SERVER_TX = 5
+R_CORRECTIONS = 6
+R_ERRORS = 7
+R_SHOT_START = 8
+R_LATE_NS = 9
+NUM_R = 10
+
+
+@njit(cache=True, nogil=True)
+def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs):
+    if n < P.HEADER_LEN or K.rd(rx, K.OFF_MAGIC, 4) != K.MAGIC:
+        return
+    mtype = rx[K.OFF_TYPE]
+    shot = K.rd(rx, K.OFF_SHOT, 8)
+    if mtype == K.T_CORRECTION:
+        if shot != shot_id:
+            return  # a late correction of an earlier shot
+        c = res[R_CORRECTIONS]
+        if c < corr_round.shape[0]:
+            corr_round[c] = K.rd(rx, K.OFF_FIRST_ROUND, 4)
+            corr_time[c] = now
+        res[R_CORRECTIONS] = c + 1
+        if K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL:
+            ob = (nobs + 7) >> 3
+            for o in range(nobs):
+                pred[o] = (rx[K.OFF_CORR_FLIPS + ob + (o >> 3)] >> (o & 7)) & 1
+            res[R_FINAL] = 1
+            res[R_FINAL_RECEIVED] = now
+            res[R_SERVER_RX] = K.rd(rx, K.OFF_CORR_RX, 8)
+            res[R_SERVER_TX] = K.rd(rx, K.OFF_CORR_TX, 8)
+    elif mtype == K.T_ERROR:
+        status = K.rd(rx, K.OFF_ERR_STATUS, 2)
+        if status < errs.shape[0]:
+            errs[status] += 1
+        res[R_ERRORS] += 1
+        if shot == shot_id:
+            res[R_POISONED] = 1
+
+
+@njit(cache=True, nogil=True)
+def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, nobs, rx, res, pred,
+               sent_time, corr_round, corr_time, errs):
+    """Send one shot's packets paced at the cycle time and wait for its final correction, in
+    compiled code (``send``/``recv`` of the C library on a connected, non-blocking socket).
+
+    Round ``r`` is measured at ``start + (r + 1) * cycle_ns``; packet ``i`` goes when its last
+    round has been measured (``ready[i]``), against absolute deadlines, so a late send is caught
+    up on. Replies are taken while waiting. ``sent_time[i]`` gets each packet's send time;
+    ``corr_round``/``corr_time`` each CORRECTION's first round and arrival time (ns); ``errs``
+    counts ERROR replies by status; ``pred`` gets the final cumulative observable flips;
+    ``res[R_*]`` the rest. ``res[R_LATE_NS]`` is the largest delay of a send past its deadline.
+    """
+    res[:] = 0
+    start = monotonic_ns()
+    res[R_SHOT_START] = start
+    cap = rx.shape[0]
+    npk = offset.shape[0]
+    for i in range(npk):
+        deadline = start + ready[i] * cycle_ns
+        now = monotonic_ns()
+        while now < deadline:
+            n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+            now = monotonic_ns()
+            if n > 0:
+                _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs)
+        res[R_LATE_NS] = max(res[R_LATE_NS], now - deadline)
+        o = offset[i]
+        K.wr(pkt, o + K.OFF_CONTROLLER_TS, 8, now)
+        L.send(fd, pkt.ctypes.data + o, length[i], 0)
+        sent_time[i] = now
+    last = monotonic_ns()
+    res[R_LAST_SENT] = sent_time[npk - 1]
+    end = last + timeout_ns
+    while res[R_FINAL] == 0 and res[R_POISONED] == 0:
+        n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+        now = monotonic_ns()
+        if n > 0:
+            _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs)
+        elif now > end:
+            break
 
 
 def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
@@ -219,11 +319,6 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
     """
     circuit = make_circuit(cfg)
     layout = detector_layout(circuit)
-    sampler = circuit.compile_detector_sampler(seed=opts.seed)
-    dets, obs = sampler.sample(opts.shots, separate_observables=True)
-    dem = circuit.detector_error_model(decompose_errors=True)
-    reference = pymatching.Matching.from_detector_error_model(dem).decode_batch(dets)
-
     ctl = Controller(opts.host, opts.port, cfg.id)
     try:
         info = ctl.hello()
@@ -237,28 +332,54 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
             raise EmulatorError(f"--rounds-per-packet {opts.rounds_per_packet} makes datagrams larger than "
                                 f"the service's {info.max_datagram}-byte limit")
         ctl.reset()
-        return _drive(cfg, opts, ctl, info, layout, dets, obs, reference)
+        return _drive(cfg, opts, ctl, circuit, layout)
     finally:
         ctl.close()
 
 
-def _drive(cfg, opts, ctl, info, layout, dets, obs, reference) -> Report:
-    packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
+class ShotDriver:
+    """The controller's preallocated buffers for ``drive_shot`` on one stream."""
+
+    def __init__(self, ctl: Controller, layout, rounds_per_packet: int, cycle_us: float, timeout_s: float):
+        self.ctl = ctl
+        self.layout = layout
+        self.rpp = rounds_per_packet
+        self.cycle_ns = int(round(cycle_us * 1000))
+        self.timeout_ns = int(timeout_s * 1e9)
+        npk = -(-layout.num_rounds // rounds_per_packet)
+        self.rx = np.zeros(65536, np.uint8)
+        self.res = np.zeros(NUM_R, np.int64)
+        self.sent_time = np.zeros(npk, np.int64)
+        self.corr_round = np.zeros(layout.num_rounds + 2, np.int64)
+        self.corr_time = np.zeros(layout.num_rounds + 2, np.int64)
+        self.errs = np.zeros(P.NUM_STATUS, np.int64)
+
+    def run(self, shot_id: int, packed_shot: np.ndarray, pred_row: np.ndarray) -> np.ndarray:
+        """Send one shot (uint8 ``(num_rounds, round_bytes)`` blocks) and wait for its answer;
+        returns ``res`` (``R_*``)."""
+        buf, off, length, ready = shot_packets(self.ctl.stream_id, shot_id, packed_shot, self.rpp)
+        drive_shot(self.ctl.sock.fileno(), buf, off, length, ready, self.cycle_ns, self.timeout_ns, shot_id,
+                   self.layout.num_observables, self.rx, self.res, pred_row, self.sent_time, self.corr_round,
+                   self.corr_time, self.errs)
+        return self.res
+
+
+def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     nobs = layout.num_observables
-    nshots = len(dets)
+    nshots = opts.shots
     preds = np.zeros((nshots, nobs), np.uint8)
+    obs = np.zeros((nshots, nobs), bool)
+    reference = np.zeros((nshots, nobs), np.uint8)
     answered = np.zeros(nshots, bool)
     errored = np.zeros(nshots, bool)
     latency = np.full(nshots, np.nan)
     server = np.full(nshots, np.nan)
-    errors = 0
-    statuses: dict[str, int] = {}
-    cycle_ns = int(round(opts.cycle_us * 1000))
-    timeout_ns = int(opts.timeout_s * 1e9)
-    clock = time.perf_counter_ns
-    sock_send = ctl.sock.send
-    pack_ts = struct.Struct("<Q").pack_into
-    recv = ctl.recv
+    driver = ShotDriver(ctl, layout, opts.rounds_per_packet, opts.cycle_us, opts.timeout_s)
+    sampler = circuit.compile_detector_sampler(seed=opts.seed)
+    matching = None
+    if opts.reference:
+        matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
+    chunk = max(1, min(nshots, 20_000_000 // max(layout.num_detectors, 1)))  # about 20 MB of samples at a time
 
     progress = None
     if opts.progress:
@@ -269,58 +390,40 @@ def _drive(cfg, opts, ctl, info, layout, dets, obs, reference) -> Report:
                             MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
         task = progress.add_task("shots", total=nshots, d=cfg.distance, dec=cfg.decoder)
         progress.start()
-    t_begin = clock()
+    busy_ns = 0
     try:
-        for s in range(nshots):
-            shot_id = s + 1
-            buf, views, ready = shot_packets(cfg.id, shot_id, packed[s], opts.rounds_per_packet)
-            ts_offsets = (np.cumsum([0] + [len(v) for v in views[:-1]]) + P.OFF_CONTROLLER_TS).tolist()
-            final = False
-            poisoned = False
-            t0 = clock()
-            t_last = t0
-            for i, v in enumerate(views):
-                deadline = t0 + ready[i] * cycle_ns
-                while True:
-                    now = clock()
-                    if now >= deadline:
-                        break
-                    r = recv()
-                    if r is not None:
-                        final, poisoned, errors = _on_reply(r, shot_id, nobs, preds[s], now, errors, statuses, server, s, final, poisoned)
-                t_last = clock()
-                pack_ts(buf, ts_offsets[i], t_last)
-                try:
-                    sock_send(v)
-                except (ConnectionRefusedError, BlockingIOError):
-                    pass
-            end = t_last + timeout_ns
-            while not (final or poisoned):
-                r = recv()
-                now = clock()
-                if r is not None:
-                    final, poisoned, errors = _on_reply(r, shot_id, nobs, preds[s], now, errors, statuses, server, s, final, poisoned)
-                    if final:
-                        latency[s] = (now - t_last) / 1000.0
-                elif now > end:
-                    break
-            answered[s] = final
-            errored[s] = poisoned and not final
-            if progress is not None and (s % 16 == 15 or s == nshots - 1):
-                progress.update(task, completed=s + 1)
-        t_end = clock()
+        for c0 in range(0, nshots, chunk):
+            c1 = min(nshots, c0 + chunk)
+            dets, obs[c0:c1] = sampler.sample(c1 - c0, separate_observables=True)
+            if matching is not None:
+                reference[c0:c1] = matching.decode_batch(dets)
+            packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
+            for s in range(c0, c1):
+                res = driver.run(s + 1, packed[s - c0], preds[s])
+                busy_ns += (res[R_FINAL_RECEIVED] if res[R_FINAL] else res[R_LAST_SENT]) - res[R_SHOT_START]
+                answered[s] = res[R_FINAL] == 1
+                errored[s] = res[R_POISONED] == 1 and not answered[s]
+                if answered[s]:
+                    latency[s] = (res[R_FINAL_RECEIVED] - res[R_LAST_SENT]) / 1000.0
+                    server[s] = (res[R_SERVER_TX] - res[R_SERVER_RX]) / 1000.0
+                if progress is not None and (s % 16 == 15 or s == nshots - 1):
+                    progress.update(task, completed=s + 1)
     finally:
         if progress is not None:
             progress.stop()
 
     lat = latency[answered]
     errs = int(np.sum(np.any(preds[answered] != obs[answered], axis=1)))
-    ref_errs = int(np.sum(np.any(reference != obs, axis=1)))
     ler, ler_se = _rate(errs, int(answered.sum()))
-    rler, rler_se = _rate(ref_errs, nshots)
-    disagree = int(np.sum(np.any(preds[answered] != reference[answered], axis=1)))
+    if matching is not None:
+        rler, rler_se = _rate(int(np.sum(np.any(reference != obs, axis=1))), nshots)
+        disagree = int(np.sum(np.any(preds[answered] != reference[answered], axis=1)))
+    else:
+        rler = rler_se = math.nan
+        disagree = -1
     lost = int(np.sum(~answered & ~errored))
-    elapsed = max(t_end - t_begin, 1) / 1e9
+    statuses = {P.Status(i).name: int(n) for i, n in enumerate(driver.errs) if n}
+    elapsed = max(busy_ns, 1) / 1e9
     return Report(
         circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=cfg.decoder,
         window=cfg.window, commit=cfg.commit, rounds_per_packet=opts.rounds_per_packet, cycle_us=opts.cycle_us,
@@ -328,27 +431,9 @@ def _drive(cfg, opts, ctl, info, layout, dets, obs, reference) -> Report:
         throughput_rounds_per_s=nshots * layout.num_rounds / elapsed,
         logical_error_rate=ler, logical_error_rate_stderr=ler_se,
         reference_logical_error_rate=rler, reference_logical_error_rate_stderr=rler_se,
-        disagreements_with_reference=disagree, lost=lost, errors=errors, error_statuses=statuses,
+        disagreements_with_reference=disagree, lost=lost, errors=int(driver.errs.sum()), error_statuses=statuses,
         latencies_us=lat, predictions=preds, answered=answered,
     )
-
-
-def _on_reply(r, shot_id, nobs, pred_row, now, errors, statuses, server, s, final, poisoned):
-    h = P.decode_header(r)
-    if h.msg_type == P.MsgType.CORRECTION:
-        if h.shot_id != shot_id:
-            return final, poisoned, errors
-        c = P.decode_correction(r, nobs)
-        if c.final:
-            pred_row[:] = c.cumulative
-            server[s] = (c.server_tx_ns - c.server_rx_ns) / 1000.0
-            return True, poisoned, errors
-        return final, poisoned, errors
-    if h.msg_type == P.MsgType.ERROR:
-        _, status, _, _ = P.decode_error(r)
-        statuses[status.name] = statuses.get(status.name, 0) + 1
-        return final, poisoned or h.shot_id == shot_id, errors + 1
-    return final, poisoned, errors
 
 
 def write_json(report: Report, path: str) -> None:
@@ -382,3 +467,41 @@ def write_plot(report: Report, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+@njit(cache=True, nogil=True)
+def round_trips(fd, packets, length, first_shot, echo, timeout_ns, rx, out, server):
+    """Send ``packets[i, :length]`` one at a time (shot id ``first_shot + i`` written into each)
+    and wait for its answer before the next; ``out[i]`` gets the round trip in ns (send →
+    final CORRECTION of that shot received, or with ``echo`` the datagram's echo), or -1 if none
+    came within ``timeout_ns`` or an ERROR came instead; ``server[i]`` the server's own share
+    (the CORRECTION's send stamp minus its receive stamp; 0 for an echo). Compiled: the C
+    library's ``send`` and ``recv`` on a connected, non-blocking socket.
+    """
+    cap = rx.shape[0]
+    for i in range(packets.shape[0]):
+        pkt = packets[i]
+        shot = first_shot + i
+        K.wr(pkt, K.OFF_SHOT, 8, shot)
+        t0 = monotonic_ns()
+        K.wr(pkt, K.OFF_CONTROLLER_TS, 8, t0)
+        L.send(fd, pkt.ctypes.data, length, 0)
+        out[i] = -1
+        server[i] = 0
+        while True:
+            n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+            now = monotonic_ns()
+            if n > 0:
+                if echo:
+                    if n == length and K.rd(rx, K.OFF_SHOT, 8) == shot:
+                        out[i] = now - t0
+                        break
+                elif n >= K.HEADER_LEN and K.rd(rx, K.OFF_SHOT, 8) == shot:
+                    if rx[K.OFF_TYPE] == K.T_ERROR:
+                        break
+                    if rx[K.OFF_TYPE] == K.T_CORRECTION and K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL:
+                        out[i] = now - t0
+                        server[i] = K.rd(rx, K.OFF_CORR_TX, 8) - K.rd(rx, K.OFF_CORR_RX, 8)
+                        break
+            elif now - t0 > timeout_ns:
+                break

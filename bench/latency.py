@@ -1,0 +1,197 @@
+"""Whole-shot round trip through ``rtdecoder serve`` against the transport floor, on loopback.
+
+    .venv/bin/python bench/latency.py                  # d = 5, 7, 13; 20,000 timed round trips each
+    .venv/bin/python bench/latency.py --quick          # d = 5 only, 3,000 round trips
+
+For each distance d (rotated surface-code Z memory, p = 0.001, d rounds, whole-shot windows),
+one stim-sampled shot per round trip is framed as a single SYNDROME datagram (all its rounds)
+and sent by a compiled client (``rtdecoder.emulator.round_trips``: the C library's ``send`` and
+``recv`` from numba, busy-polling), which waits for that shot's final CORRECTION before sending
+the next. Round trip = send → final CORRECTION received, CLOCK_MONOTONIC.
+
+In the same run, against three services started one after another (``rtdecoder serve`` child
+processes, the worker pinned with ``--cpus`` to the last CPU, the client to the first):
+
+(a) the *transport floor*: ``rtdecoder serve --echo``, the same compiled loop, ``recvmmsg`` into
+    the ring and ``sendmmsg`` back, with no checking or decoding, echoing the same datagrams;
+(b) ``rtdecoder serve`` with ``union_find``, and with ``matching`` (PyMatching through the data
+    plane's objmode escape).
+
+Prints p50/p99/p99.9 of each with its ratio and difference to the floor, the servers' own
+per-stage quantiles (scraped from ``rtdecoder_stage_recent_seconds``), and the target of the
+hot-path issue: union_find's p99 at d = 5 within 3 µs of the floor's p99. Writes
+``latency.json`` to ``--out`` (default ``bench/results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TARGET_P99_OVER_FLOOR_US = 3.0
+
+
+ALL_CPUS = sorted(os.sched_getaffinity(0))
+
+
+def cpu_plan() -> tuple[int | None, str | None]:
+    """(the client's CPU, the server's ``--cpus``): the first and last CPU this process may use."""
+    if len(ALL_CPUS) < 2:
+        return None, None
+    return ALL_CPUS[0], str(ALL_CPUS[-1])
+
+
+class pinned:
+    """Pin this process (the client) to ``cpu`` inside the block; children started before it
+    keep the full set."""
+
+    def __init__(self, cpu: int | None):
+        self.cpu = cpu
+
+    def __enter__(self) -> None:
+        if self.cpu is not None:
+            os.sched_setaffinity(0, {self.cpu})
+
+    def __exit__(self, *exc: object) -> None:
+        os.sched_setaffinity(0, set(ALL_CPUS))
+
+
+def shots_as_datagrams(distance: int, rounds: int, n: int, seed: int) -> tuple[np.ndarray, int, object]:
+    """``n`` sampled shots, each framed as one SYNDROME datagram (stream 0): uint8 ``(n, length)``."""
+    from rtdecoder import protocol as P
+    from rtdecoder.config import StreamConfig
+    from rtdecoder.dem import detector_layout, make_circuit
+    from rtdecoder.emulator import shot_packets
+
+    cfg = StreamConfig(id=0, distance=distance, rounds=rounds, p=0.001, decoder="union_find", window=0)
+    circuit = make_circuit(cfg)
+    layout = detector_layout(circuit)
+    dets = circuit.compile_detector_sampler(seed=seed).sample(n)
+    packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
+    first, _, length, _ = shot_packets(0, 1, packed[0], layout.num_rounds)
+    out = np.zeros((n, len(first)), np.uint8)
+    for i in range(n):
+        out[i] = shot_packets(0, 1, packed[i], layout.num_rounds)[0]
+    return out, int(length[0]), layout
+
+
+def stage_quantiles(metrics: str) -> dict[str, dict[str, float]]:
+    """``rtdecoder_stage_recent_seconds`` from a scrape, in µs: {stage: {quantile: µs}}."""
+    out: dict[str, dict[str, float]] = {}
+    for line in metrics.splitlines():
+        if line.startswith("rtdecoder_stage_recent_seconds{"):
+            labels, value = line.split("} ")
+            kv = dict(x.split("=") for x in labels.split("{")[1].split(","))
+            out.setdefault(kv["stage"].strip('"'), {})[kv["quantile"].strip('"')] = float(value) * 1e6
+    return out
+
+
+def measure(service_argv: list[str], datagrams: np.ndarray, length: int, echo: bool, warmup: int,
+            client_cpu: int | None) -> tuple[np.ndarray, dict]:
+    from rtdecoder.cli import ServiceProcess
+    from rtdecoder.emulator import round_trips
+
+    with ServiceProcess(service_argv) as svc, pinned(client_cpu):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.connect((svc.host, svc.port))
+        sock.setblocking(False)
+        rx = np.zeros(65536, np.uint8)
+        warm = np.zeros((2, warmup), np.int64)
+        out = np.zeros((2, len(datagrams) - warmup), np.int64)
+        round_trips(sock.fileno(), datagrams[:warmup], length, 1, echo, 100_000_000, rx, warm[0], warm[1])
+        round_trips(sock.fileno(), datagrams[warmup:], length, 1 + warmup, echo, 100_000_000, rx, out[0], out[1])
+        stages = stage_quantiles(svc.scrape()) if not echo else {}
+        sock.close()
+    return out, stages
+
+
+def pct(ns: np.ndarray) -> dict[str, float]:
+    ok = ns[ns >= 0] / 1000.0
+    q = np.percentile(ok, [50, 99, 99.9]) if len(ok) else [float("nan")] * 3
+    return {"p50": float(q[0]), "p99": float(q[1]), "p999": float(q[2]), "lost": int(np.sum(ns < 0)), "n": int(len(ok))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--distances", type=int, nargs="+", default=[5, 7, 13])
+    ap.add_argument("--shots", type=int, default=20_000, help="timed round trips per measurement")
+    ap.add_argument("--warmup", type=int, default=1_000)
+    ap.add_argument("--quick", action="store_true", help="d = 5, 3,000 round trips")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = ap.parse_args()
+    if args.quick:
+        args.distances, args.shots, args.warmup = [5], 3_000, 300
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=170)
+    client_cpu, server_cpus = cpu_plan()
+    pin = ["--cpus", server_cpus] if server_cpus else []
+    console.print(f"client on CPU {client_cpu}, server worker on CPU {server_cpus} ({os.cpu_count()} CPUs)")
+    rows = []
+    for d in args.distances:
+        datagrams, length, layout = shots_as_datagrams(d, d, args.shots + args.warmup, seed=d)
+        base = ["--distance", str(d), "--rounds", str(d), "--p", "0.001", "--window", "all", "--metrics-port", "0"] + pin
+        results = {}
+        for name, extra, echo in (("floor (echo)", ["--echo"], True), ("union_find", ["--decoder", "union_find"], False),
+                                  ("matching", ["--decoder", "matching"], False)):
+            with console.status(f"d={d}: {name}"):
+                ns, stages = measure(base + extra, datagrams, length, echo, args.warmup, client_cpu)
+            results[name] = {**pct(ns[0]), "stages_us": stages,
+                             "server_us": {k: v for k, v in pct(ns[1]).items() if k.startswith("p")},
+                             "outside_server_us": {k: v for k, v in pct(ns[0] - ns[1]).items() if k.startswith("p")}}
+        floor = results["floor (echo)"]
+        for name, r in results.items():
+            r["ratio_p50"], r["ratio_p99"], r["ratio_p999"] = (r[k] / floor[k] for k in ("p50", "p99", "p999"))
+            r["minus_floor_p50"], r["minus_floor_p99"], r["minus_floor_p999"] = (r[k] - floor[k] for k in ("p50", "p99", "p999"))
+            rows.append({"distance": d, "rounds": d, "datagram_bytes": length, "detectors": layout.num_detectors,
+                         "service": name, **r})
+    table = Table(title="whole-shot round trip on loopback (µs), send → final correction received")
+    for col in ("d", "bytes", "service", "p50", "p99", "p99.9", "p50/floor", "p99/floor", "p99.9/floor",
+                "p50-floor", "p99-floor", "p99.9-floor", "lost"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["distance"]), str(r["datagram_bytes"]), r["service"], f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+                      f"{r['p999']:.2f}", f"{r['ratio_p50']:.2f}x", f"{r['ratio_p99']:.2f}x", f"{r['ratio_p999']:.2f}x",
+                      f"{r['minus_floor_p50']:+.2f}", f"{r['minus_floor_p99']:+.2f}", f"{r['minus_floor_p999']:+.2f}",
+                      str(r["lost"]))
+    console.print(table)
+    st = Table(title="where the time goes (µs, p50 / p99): the server's stamps in each correction, the rest, "
+                     "and the server's stages (rtdecoder_stage_recent_seconds, last 4096 windows)")
+    for col in ("d", "decoder", "server rx → tx", "outside the server", "check", "decode", "send"):
+        st.add_column(col, justify="right")
+    for r in rows:
+        s = r["stages_us"]
+        if s:
+            st.add_row(str(r["distance"]), r["service"],
+                       f"{r['server_us']['p50']:.2f} / {r['server_us']['p99']:.2f}",
+                       f"{r['outside_server_us']['p50']:.2f} / {r['outside_server_us']['p99']:.2f}",
+                       *(f"{s[k]['0.5']:.2f} / {s[k]['0.99']:.2f}" for k in ("check", "decode", "send")))
+    console.print(st)
+    target = next((r for r in rows if r["distance"] == 5 and r["service"] == "union_find"), None)
+    if target is not None:
+        ok = target["minus_floor_p99"] <= TARGET_P99_OVER_FLOOR_US
+        console.print(f"target: union_find d=5 p99 within {TARGET_P99_OVER_FLOOR_US} µs of the floor's p99: "
+                      f"{target['minus_floor_p99']:+.2f} µs -> {'MET' if ok else 'MISSED'}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "latency", "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                               "python": sys.version.split()[0]},
+           "parameters": {"distances": args.distances, "shots": args.shots, "warmup": args.warmup, "p": 0.001,
+                          "rounds": "d", "window": "all", "client_cpu": client_cpu, "server_cpus": server_cpus},
+           "results": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (args.out / "latency.json").write_text(json.dumps(doc, indent=1))
+    console.print(f"wrote {args.out / 'latency.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
