@@ -143,47 +143,125 @@ class Components:
     obs: np.ndarray
 
 
-def dem_components(dem: stim.DetectorErrorModel) -> Components:
-    """Flatten ``dem`` into its graphlike components.
+def _parse_errors(inst: stim.DemInstruction, base: int, out: list[list]) -> None:
+    p = inst.args_copy()[0]
+    dets: list[int] = []
+    mask = 0
+    for tgt in inst.targets_copy() + [stim.target_separator()]:
+        if tgt.is_separator():
+            if len(dets) > 2:
+                raise ConfigError(
+                    f"an error of the DEM flips {len(dets)} detectors in one component ({inst}): "
+                    "the DEM must be decomposed into graphlike components (decompose_errors=True)"
+                )
+            if dets:
+                dets.sort()
+                out[0].append(p)
+                out[1].append(dets[0] + base)
+                out[2].append(dets[1] + base if len(dets) == 2 else -1)
+                out[3].append(mask)
+            dets = []
+            mask = 0
+        elif tgt.is_relative_detector_id():
+            dets.append(tgt.val)
+        elif tgt.is_logical_observable_id():
+            mask ^= 1 << tgt.val
 
-    Components that flip no detector (undetectable errors) are dropped: no decoder can see them.
+
+def _components(rows: list[list]) -> Components:
+    return Components(np.asarray(rows[0], np.float64), np.asarray(rows[1], np.int64),
+                      np.asarray(rows[2], np.int64), np.asarray(rows[3], np.uint64))
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """``count`` repetitions of ``comps``, repetition ``i`` shifted by ``base + i * shift`` detectors."""
+
+    comps: Components
+    base: int
+    shift: int
+    count: int
+    lo: int  # smallest d0 of one repetition (relative)
+    hi: int  # largest d0 of one repetition (relative)
+
+
+class DemComponents:
+    """The graphlike components of a DEM, without flattening its ``repeat`` blocks.
+
+    An error ``error(p) D1 D2 ^ D3 L0`` has two components, ``(p, D1, D2, 0)`` and
+    ``(p, D3, -1, 1)``; matching treats each as an independent edge with the error's
+    probability. A stim-generated memory experiment's DEM repeats one block of rounds; the block
+    is parsed once and ``in_range`` materialises only the repetitions a detector range needs, so
+    a stream of 10,000 rounds costs about what one of a few windows does.
 
     Raises:
         ConfigError: a component flips more than two detectors (the DEM was not decomposed into
             graphlike pieces; build it with ``decompose_errors=True``).
     """
-    prob: list[float] = []
-    d0: list[int] = []
-    d1: list[int] = []
-    obs: list[int] = []
-    for inst in dem.flattened():
-        if inst.type != "error":
-            continue
-        p = inst.args_copy()[0]
-        dets: list[int] = []
-        mask = 0
-        for tgt in inst.targets_copy() + [stim.target_separator()]:
-            if tgt.is_separator():
-                if len(dets) > 2:
-                    raise ConfigError(
-                        f"an error of the DEM flips {len(dets)} detectors in one component ({inst}): "
-                        "the DEM must be decomposed into graphlike components (decompose_errors=True)"
-                    )
-                if dets:
-                    dets.sort()
-                    prob.append(p)
-                    d0.append(dets[0])
-                    d1.append(dets[1] if len(dets) == 2 else -1)
-                    obs.append(mask)
-                dets = []
-                mask = 0
-            elif tgt.is_relative_detector_id():
-                dets.append(tgt.val)
-            elif tgt.is_logical_observable_id():
-                mask ^= 1 << tgt.val
-    return Components(
-        np.asarray(prob, dtype=np.float64),
-        np.asarray(d0, dtype=np.int64),
-        np.asarray(d1, dtype=np.int64),
-        np.asarray(obs, dtype=np.uint64),
-    )
+
+    def __init__(self, dem: stim.DetectorErrorModel):
+        self.segments: list[_Segment] = []
+        self._walk(dem, 0)
+
+    def _walk(self, block: stim.DetectorErrorModel, base: int) -> int:
+        rows: list[list] = [[], [], [], []]
+        for inst in block:
+            if isinstance(inst, stim.DemRepeatBlock):
+                self._add(rows, 0, 0, 1)
+                rows = [[], [], [], []]
+                body = inst.body_copy()
+                if any(isinstance(x, stim.DemRepeatBlock) for x in body):
+                    for _ in range(inst.repeat_count):
+                        base = self._walk(body, base)
+                    continue
+                inner: list[list] = [[], [], [], []]
+                shift = 0
+                for x in body:
+                    if x.type == "error":
+                        _parse_errors(x, shift, inner)
+                    elif x.type == "shift_detectors":
+                        shift += int(x.targets_copy()[0])
+                self._add(inner, base, shift, inst.repeat_count)
+                base += shift * inst.repeat_count
+            elif inst.type == "error":
+                _parse_errors(inst, base, rows)
+            elif inst.type == "shift_detectors":
+                base += int(inst.targets_copy()[0])
+        self._add(rows, 0, 0, 1)
+        return base
+
+    def _add(self, rows: list[list], base: int, shift: int, count: int) -> None:
+        if rows[0]:
+            c = _components(rows)
+            self.segments.append(_Segment(c, base, shift, count, int(c.d0.min()), int(c.d0.max())))
+
+    def in_range(self, a: int, b: int) -> Components:
+        """The components whose lower detector ``d0`` lies in ``[a, b)``, in DEM order."""
+        parts: list[Components] = []
+        for sg in self.segments:
+            c = sg.comps
+            if sg.count == 1:
+                lo_i = hi_i = 0
+            else:
+                lo_i = max(0, -(-(a - sg.base - sg.hi) // sg.shift)) if sg.shift else 0
+                hi_i = min(sg.count - 1, (b - 1 - sg.base - sg.lo) // sg.shift) if sg.shift else sg.count - 1
+                if hi_i < lo_i:
+                    continue
+            reps = hi_i - lo_i + 1
+            off = np.repeat(sg.base + sg.shift * np.arange(lo_i, hi_i + 1, dtype=np.int64), len(c.d0))
+            d0 = np.tile(c.d0, reps) + off
+            d1 = np.tile(c.d1, reps)
+            d1 = np.where(d1 >= 0, d1 + off, -1)
+            keep = (d0 >= a) & (d0 < b)
+            parts.append(Components(np.tile(c.prob, reps)[keep], d0[keep], d1[keep], np.tile(c.obs, reps)[keep]))
+        if not parts:
+            return _components([[], [], [], []])
+        return Components(*(np.concatenate([getattr(x, f) for x in parts]) for f in ("prob", "d0", "d1", "obs")))
+
+
+def dem_components(dem: stim.DetectorErrorModel) -> DemComponents:
+    """``DemComponents(dem)``: the DEM's graphlike components, indexed by detector range.
+
+    Components that flip no detector (undetectable errors) are dropped: no decoder can see them.
+    """
+    return DemComponents(dem)

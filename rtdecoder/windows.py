@@ -31,7 +31,7 @@ import numpy as np
 import pymatching
 import stim
 
-from rtdecoder.dem import Components, DetectorLayout
+from rtdecoder.dem import DemComponents, DetectorLayout
 
 
 @dataclass
@@ -152,25 +152,21 @@ def window_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarr
     return (np.asarray(starts, np.int64), np.asarray(ends, np.int64), np.asarray(commits, np.int64))
 
 
-def plan_windows(layout: DetectorLayout, comps: Components, window: int, commit: int) -> WindowPlan:
+def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, commit: int) -> WindowPlan:
     """Build the window schedule and every distinct window graph (done once per stream)."""
     start, end, commit_end = window_schedule(layout.num_rounds, window, commit)
     off = layout.round_offsets
     det_round = layout.det_round
-    order = np.argsort(comps.d0, kind="stable")
-    d0_sorted = comps.d0[order]
     graphs: list[WindowGraph] = []
     seen: dict[bytes, int] = {}
     graph_of = np.empty(len(start), np.int64)
     for k in range(len(start)):
-        a, b = off[start[k]], off[end[k]]
-        lo, hi = np.searchsorted(d0_sorted, [a, b])
-        idx = np.sort(order[lo:hi])  # DEM order, so that W = all reproduces the offline graph
-        p = comps.prob[idx]
-        u = comps.d0[idx] - a
-        v = comps.d1[idx]
-        v = np.where((v < 0) | (v >= b), -1, v - a)
-        ob = comps.obs[idx]
+        a, b = int(off[start[k]]), int(off[end[k]])
+        c = comps.in_range(a, b)  # DEM order, so that W = all reproduces the offline graph
+        p = c.prob
+        u = c.d0 - a
+        v = np.where((c.d1 < 0) | (c.d1 >= b), -1, c.d1 - a)
+        ob = c.obs
         n = int(b - a)
         node_round = det_round[a:b] - start[k]
         key = _signature(n, node_round, p, u, v, ob)
@@ -189,7 +185,8 @@ def _signature(n: int, node_round: np.ndarray, p: np.ndarray, u: np.ndarray, v: 
     next, so two windows at different times can list different components that merge into the
     same graph. The signature is that merged graph: components grouped by ``(u, v, obs)``, their
     probabilities combined as independent flips (``(1 - prod(1 - 2 p_i)) / 2``, computed as a
-    sum of logs so that the order does not matter) and rounded to 12 significant digits.
+    sum of logs so that the order does not matter), compared as ``round(1e9 ln p)`` (a relative
+    precision of 1e-9, far coarser than the rounding differences of the order of summation).
     """
     group = np.lexsort((obs, v, u))
     u, v, obs, p = u[group], v[group], obs[group], p[group]
@@ -200,7 +197,7 @@ def _signature(n: int, node_round: np.ndarray, p: np.ndarray, u: np.ndarray, v: 
     sig = hashlib.blake2b(digest_size=16)
     for arr in (np.asarray([n]), node_round, u[first], v[first], obs[first]):
         sig.update(np.ascontiguousarray(arr, dtype=np.int64 if arr.dtype != np.uint64 else np.uint64).tobytes())
-    sig.update(np.array([float(f"{x:.12g}") for x in merged.tolist()], np.float64).tobytes())
+    sig.update(np.rint(np.log(merged) * 1e9).astype(np.int64).tobytes())
     return sig.digest()
 
 

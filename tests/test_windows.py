@@ -24,6 +24,21 @@ def test_schedule_commit_regions_tile_the_shot(T, W, C):
     assert np.all(end[:-1] < T)  # only the last window reaches the final round
 
 
+def test_repeat_blocks_expand_to_stims_own_flattening():
+    circuit = stim.Circuit.generated("surface_code:rotated_memory_x", distance=3, rounds=9,
+                                     after_clifford_depolarization=0.002, before_measure_flip_probability=0.001)
+    dem = circuit.detector_error_model(decompose_errors=True)
+    assert any(isinstance(x, stim.DemRepeatBlock) for x in dem)
+    ours, flat = dem_components(dem), dem_components(dem.flattened())
+    assert all(sg.count == 1 for sg in flat.segments)
+    n = dem.num_detectors
+    for a, b in [(0, n), (0, 1), (5, 37), (n - 8, n), (17, 18)]:
+        x, y = ours.in_range(a, b), flat.in_range(a, b)
+        for f in ("prob", "d0", "d1", "obs"):
+            assert np.array_equal(getattr(x, f), getattr(y, f)), (a, b, f)
+    assert len(ours.in_range(0, n).d0) > 0 and ours.in_range(n, n + 5).d0.size == 0
+
+
 def test_interior_windows_share_one_graph_whatever_the_rounds():
     short = Engine([StreamConfig(distance=3, rounds=30, window=6, commit=3)]).streams[0].plan
     long = Engine([StreamConfig(distance=3, rounds=300, window=6, commit=3)]).streams[0].plan
