@@ -111,6 +111,9 @@ class Server:
                   f"{len(rt.plan.graphs)} distinct graphs", file=log)
         print(f"rtdecoder: streams built in {time.perf_counter() - t0:.1f} s", file=log)
         cpus: list[int | None] = list(cfg.cpus) or [None]
+        rest = allowed - set(cfg.cpus)
+        if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
+            os.sched_setaffinity(0, rest)
         self.transport = UdpTransport(cfg.host, cfg.port, workers=len(cpus), busy_poll_us=cfg.busy_poll_us)
         print(f"rtdecoder: transport udp on {self.transport.address[0]}:{self.transport.address[1]} "
               f"(chosen: RDMA is not built yet), {self.transport.busy_poll}", file=log)
@@ -161,7 +164,7 @@ class Server:
             w.start()
         while any(w.thread.is_alive() for w in self.workers):
             for w in self.workers:
-                w.thread.join(timeout=0.2)  # wakes up for signal handlers on the main thread
+                w.thread.join(timeout=1.0)  # a signal interrupts the wait and runs its handler
                 if w.error is not None:
                     self.stop()
         failed = [w for w in self.workers if w.error is not None]
