@@ -1,0 +1,196 @@
+"""The compiled data plane in process: ``serve_loop`` on a real loopback socket in a thread,
+stream steering across a worker group, per-stage timestamps, the matching escape, and the
+metrics that read them. Each loop runs only while its test sends, then is stopped."""
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from rtdecoder import dataplane as D
+from rtdecoder import protocol as P
+from rtdecoder.config import ConfigError, ServerConfig, StreamConfig
+from rtdecoder.engine import Engine
+from rtdecoder.kernels import stream as K
+from rtdecoder.metrics import make_registry
+from rtdecoder.ring import PinnedRing
+from rtdecoder.server import Server
+from rtdecoder.transport import libc as L
+from rtdecoder.transport.udp import UdpTransport
+
+
+class Loop:
+    """``serve_loop`` for one engine on a fresh socket, in a thread, until ``stop``."""
+
+    def __init__(self, engine, slot_bytes=8192, tx_slots=64, echo=False):
+        self.engine = engine
+        self.transport = UdpTransport("127.0.0.1", 0, busy_poll_us=0)
+        self.ring = PinnedRing(8, slot_bytes)
+        self.rx = L.MessageBatch(8, slot_bytes, buffers=self.ring.array)
+        self.state = D.WorkerState(engine, tx_slots=tx_slots)
+        self.ctl = np.zeros(2, np.int64)
+        self.handled = None
+        s = self.state
+        args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.ring.array, 4, echo, s.wid, engine.tables,
+                s.arrays, s.workspace, s.tx_arrays)
+        self.thread = threading.Thread(target=lambda: setattr(self, "handled", D.serve_loop(*args)))
+        self.thread.start()
+        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.client.settimeout(10)
+        self.client.connect(self.transport.address)
+
+    def ask(self, datagram: bytes, replies: int = 1) -> list[bytes]:
+        self.client.send(datagram)
+        return [self.client.recv(65536) for _ in range(replies)]
+
+    def stop(self) -> int:
+        self.ctl[D.CTL_STOP] = 1
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        self.client.close()
+        self.transport.close()
+        return self.handled
+
+
+@pytest.fixture(scope="module")
+def uf_engine():
+    return Engine([StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2)])
+
+
+def shot_datagram(engine, sid, shot_id, events, first=0, nr=None):
+    lay = engine.streams[sid].layout
+    packed = P.pack_rounds(events[None, :], lay.round_offsets, lay.round_bytes)[0]
+    nr = lay.num_rounds - first if nr is None else nr
+    return P.encode(P.Header(P.MsgType.SYNDROME, stream_id=sid, shot_id=shot_id, first_round=first, num_rounds=nr),
+                    packed[first:first + nr].tobytes())
+
+
+def test_compiled_loop_answers_like_the_in_process_path_and_stops_on_its_stop_word(uf_engine):
+    rt = uf_engine.streams[0]
+    dets = rt.circuit.compile_detector_sampler(seed=3).sample(40)
+    reference = Engine([rt.cfg])
+    loop = Loop(uf_engine)
+    try:
+        nwin = rt.plan.num_windows
+        for s, ev in enumerate(dets):
+            got = loop.ask(shot_datagram(uf_engine, 0, s + 1, ev), replies=nwin)
+            want = reference.handle(shot_datagram(reference, 0, s + 1, ev))
+            assert len(got) == len(want) == nwin
+            for g, w in zip(got, want):  # identical but for the server's time stamps
+                assert g[:P.OFF_CORR_RX] == w[:P.OFF_CORR_RX] and g[P.OFF_CORR_FLIPS:] == w[P.OFF_CORR_FLIPS:]
+        bad = loop.ask(b"short")[0]
+        assert P.decode_error(bad)[1] == P.Status.MALFORMED
+    finally:
+        handled = loop.stop()
+    assert handled == len(dets) + 1
+    c = loop.state.counters
+    assert c[K.CNT_SHOTS] == len(dets) and c[P.Status.MALFORMED] == 1
+
+
+def test_stage_timestamps_are_ordered_and_counted_per_window(uf_engine):
+    loop = Loop(uf_engine)
+    try:
+        n = uf_engine.streams[0].layout.num_detectors
+        for s in range(5):
+            loop.ask(shot_datagram(uf_engine, 0, s + 1, np.zeros(n, np.uint8)), replies=uf_engine.streams[0].plan.num_windows)
+    finally:
+        loop.stop()
+    st = loop.state
+    windows = 5 * uf_engine.streams[0].plan.num_windows
+    assert st.tmeta[D.M_NEXT] == windows == st.tmeta[D.M_PENDING]
+    t = st.trace[:windows]
+    assert np.all(t[:, D.TR_RECEIVED] <= t[:, D.TR_CHECKED]) and np.all(t[:, D.TR_CHECKED] <= t[:, D.TR_DECODED])
+    assert np.all(t[:, D.TR_DECODED] <= t[:, D.TR_SENT]) and np.all(t[:, D.TR_RECEIVED] > 0)
+    counts = st.hist[:, K.NUM_BUCKETS]
+    assert counts[D.HIST_CHECK] == 5  # once per datagram
+    assert counts[D.HIST_STAGE_DECODE] == counts[D.HIST_SEND] == counts[D.HIST_SERVER] == windows
+    assert counts[D.HIST_DECODE + P.DECODER_IDS["union_find"]] == windows and counts[D.HIST_ESCAPE] == 0
+    text = generate_latest(make_registry(uf_engine, [st])).decode()
+    assert f'rtdecoder_stage_seconds_count{{stage="send"}} {float(windows)}' in text
+    assert 'rtdecoder_stage_recent_seconds{quantile="0.99",stage="decode"}' in text
+
+
+def test_a_full_transmit_batch_is_sent_before_the_datagram_is_done(uf_engine):
+    """One datagram completing more windows than the transmit batch holds: all go, in order."""
+    eng = Engine([StreamConfig(id=0, distance=3, rounds=20, p=0.01, decoder="union_find", window=2, commit=1)])
+    loop = Loop(eng, tx_slots=3)
+    try:
+        nwin = eng.streams[0].plan.num_windows
+        assert nwin > 3
+        got = loop.ask(shot_datagram(eng, 0, 1, np.zeros(eng.streams[0].layout.num_detectors, np.uint8)), replies=nwin)
+    finally:
+        loop.stop()
+    firsts = [P.decode_header(g).first_round for g in got]
+    assert firsts == sorted(firsts) and len(set(firsts)) == nwin
+    assert P.decode_correction(got[-1], 1).final
+
+
+def test_a_datagram_longer_than_its_ring_slot_is_answered_too_large(uf_engine):
+    loop = Loop(uf_engine, slot_bytes=64)
+    try:
+        big = P.encode(P.Header(P.MsgType.PING), bytes(100))
+        reply = loop.ask(big)[0]
+    finally:
+        loop.stop()
+    assert P.decode_error(reply)[1] == P.Status.TOO_LARGE
+
+
+def test_echo_mode_sends_every_datagram_back_unchanged(uf_engine):
+    loop = Loop(uf_engine, echo=True)
+    try:
+        for payload in (b"x", bytes(range(200)), b"RTDQ" + bytes(60)):
+            assert loop.ask(payload) == [payload]
+    finally:
+        loop.stop()
+    assert loop.state.counters[K.CNT_PACKETS] == 0  # nothing was checked or decoded
+
+
+def test_matching_windows_leave_compiled_code_through_the_counted_escape():
+    eng = Engine([StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="matching", window=4, commit=2)])
+    loop = Loop(eng)
+    try:
+        n = eng.streams[0].layout.num_detectors
+        ev = np.zeros(n, np.uint8)
+        ev[[1, 2]] = 1
+        got = loop.ask(shot_datagram(eng, 0, 1, ev), replies=eng.streams[0].plan.num_windows)
+    finally:
+        loop.stop()
+    assert all(P.decode_header(g).msg_type == P.MsgType.CORRECTION for g in got)
+    assert loop.state.hist[D.HIST_ESCAPE, K.NUM_BUCKETS] == eng.streams[0].plan.num_windows
+
+
+def test_streams_are_steered_to_the_socket_of_the_worker_that_owns_them():
+    t = UdpTransport("127.0.0.1", 0, workers=3, busy_poll_us=0)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            for sid in range(9):
+                c.sendto(P.encode(P.Header(P.MsgType.PING, stream_id=sid)), t.address)
+            c.sendto(b"tiny", t.address)  # too short for a stream id: worker 0
+        got = {i: [] for i in range(3)}
+        for i, s in enumerate(t.socks):
+            s.settimeout(5)
+            want = 3 + (i == 0)
+            for _ in range(want):
+                d = s.recv(100)
+                got[i].append(P.decode_header(d).stream_id if len(d) >= P.HEADER_LEN else -1)
+    finally:
+        t.close()
+    assert got == {0: [0, 3, 6, -1], 1: [1, 4, 7], 2: [2, 5, 8]}
+
+
+def test_server_refuses_cpus_it_may_not_use_and_names_the_allowed_ones():
+    import os
+
+    bad = max(os.sched_getaffinity(0)) + 1000
+    with pytest.raises(ConfigError, match="not available"):
+        Server(ServerConfig(port=0, metrics_port=-1, cpus=(bad,), streams=(StreamConfig(distance=3, rounds=3),)))
+    with pytest.raises(ConfigError, match="twice"):
+        ServerConfig(cpus=(0, 0), streams=(StreamConfig(distance=3, rounds=3),))
+
+
+def test_cpu_lists_parse_like_taskset():
+    from rtdecoder.cli import _cpus
+
+    assert _cpus("2,3") == (2, 3) and _cpus("2-5") == (2, 3, 4, 5) and _cpus("0,4-6") == (0, 4, 5, 6)
