@@ -54,8 +54,8 @@ class Loop:
         return self.handled
 
 
-@pytest.fixture(scope="module")
-def uf_engine():
+@pytest.fixture
+def uf_engine():  # a fresh engine per test: shot ids restart at 1
     return Engine([StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2)])
 
 
