@@ -266,14 +266,15 @@ def serve_loop(fd, ctl, rxhdr, rxbuf, batch, echo, wid, tables, state, ws, tx):
             n = rxhdr[s, L.H_LEN] & 0xFFFFFFFF
             name_addr = rxhdr[s, L.H_NAME]
             namelen = rxhdr[s, L.H_NAMELEN] & 0xFFFFFFFF
-            if echo:
-                m = min(n, rxbuf.shape[1], txbuf.shape[1])
-                q = txq[0]
-                txbuf[q, :m] = rxbuf[s, :m]
-                _queue_reply(txq, txhdr, txiov, txflag, m, 0, name_addr, namelen)
+            if echo:  # send straight from the ring slot (no copy, any length up to the slot)
+                base = txiov[0, 0]
+                txiov[0, 0] = rxbuf.ctypes.data + s * rxbuf.shape[1]
+                _queue_reply(txq, txhdr, txiov, txflag, min(n, rxbuf.shape[1]), 0, name_addr, namelen)
+                flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
+                txiov[0, 0] = base
             else:
                 process_datagram(rxbuf[s], n, rx, name_addr, namelen, fd, wid, tables, state, ws, tx)
-            flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
+                flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
             rxhdr[s, L.H_NAMELEN] = L.SOCKADDR_BYTES  # value-result: reset for the next receive
         slot = (slot + r) & mask
         handled += r

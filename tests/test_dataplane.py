@@ -140,7 +140,7 @@ def test_a_datagram_longer_than_its_ring_slot_is_answered_too_large(uf_engine):
 def test_echo_mode_sends_every_datagram_back_unchanged(uf_engine):
     loop = Loop(uf_engine, echo=True)
     try:
-        for payload in (b"x", bytes(range(200)), b"RTDQ" + bytes(60)):
+        for payload in (b"x", bytes(range(200)), b"RTDQ" + bytes(60), bytes(3000)):  # longer than a reply buffer
             assert loop.ask(payload) == [payload]
     finally:
         loop.stop()
