@@ -63,8 +63,6 @@ class EmulatorOptions:
         timeout_s: how long to wait for a shot's final correction before counting it lost.
         seed: stim sampler seed (None: random).
         progress: show a progress bar on standard error.
-        reference: also decode every shot offline with PyMatching on the whole DEM, for the
-            logical error rate beside the service's.
     """
 
     host: str = "127.0.0.1"
@@ -75,7 +73,6 @@ class EmulatorOptions:
     timeout_s: float = 1.0
     seed: int | None = 12345
     progress: bool = True
-    reference: bool = True
 
 
 @dataclass
@@ -231,10 +228,8 @@ R_FINAL_RECEIVED = 3
 R_SERVER_RX = 4
 R_SERVER_TX = 5
 R_CORRECTIONS = 6
-R_ERRORS = 7
-R_SHOT_START = 8
-R_LATE_NS = 9
-NUM_R = 10
+R_SHOT_START = 7
+NUM_R = 8
 
 
 @njit(cache=True, nogil=True)
@@ -263,7 +258,6 @@ def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs)
         status = K.rd(rx, K.OFF_ERR_STATUS, 2)
         if status < errs.shape[0]:
             errs[status] += 1
-        res[R_ERRORS] += 1
         if shot == shot_id:
             res[R_POISONED] = 1
 
@@ -279,7 +273,7 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
     up on. Replies are taken while waiting. ``sent_time[i]`` gets each packet's send time;
     ``corr_round``/``corr_time`` each CORRECTION's first round and arrival time (ns); ``errs``
     counts ERROR replies by status; ``pred`` gets the final cumulative observable flips;
-    ``res[R_*]`` the rest. ``res[R_LATE_NS]`` is the largest delay of a send past its deadline.
+    ``res[R_*]`` the rest.
     """
     res[:] = 0
     start = monotonic_ns()
@@ -294,7 +288,6 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
             now = monotonic_ns()
             if n > 0:
                 _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs)
-        res[R_LATE_NS] = max(res[R_LATE_NS], now - deadline)
         o = offset[i]
         K.wr(pkt, o + K.OFF_CONTROLLER_TS, 8, now)
         L.send(fd, pkt.ctypes.data + o, length[i], 0)
@@ -376,9 +369,7 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     server = np.full(nshots, np.nan)
     driver = ShotDriver(ctl, layout, opts.rounds_per_packet, opts.cycle_us, opts.timeout_s)
     sampler = circuit.compile_detector_sampler(seed=opts.seed)
-    matching = None
-    if opts.reference:
-        matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
+    matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
     chunk = max(1, min(nshots, 20_000_000 // max(layout.num_detectors, 1)))  # about 20 MB of samples at a time
 
     progress = None
@@ -395,8 +386,7 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
         for c0 in range(0, nshots, chunk):
             c1 = min(nshots, c0 + chunk)
             dets, obs[c0:c1] = sampler.sample(c1 - c0, separate_observables=True)
-            if matching is not None:
-                reference[c0:c1] = matching.decode_batch(dets)
+            reference[c0:c1] = matching.decode_batch(dets)
             packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
             for s in range(c0, c1):
                 res = driver.run(s + 1, packed[s - c0], preds[s])
@@ -415,12 +405,8 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     lat = latency[answered]
     errs = int(np.sum(np.any(preds[answered] != obs[answered], axis=1)))
     ler, ler_se = _rate(errs, int(answered.sum()))
-    if matching is not None:
-        rler, rler_se = _rate(int(np.sum(np.any(reference != obs, axis=1))), nshots)
-        disagree = int(np.sum(np.any(preds[answered] != reference[answered], axis=1)))
-    else:
-        rler = rler_se = math.nan
-        disagree = -1
+    rler, rler_se = _rate(int(np.sum(np.any(reference != obs, axis=1))), nshots)
+    disagree = int(np.sum(np.any(preds[answered] != reference[answered], axis=1)))
     lost = int(np.sum(~answered & ~errored))
     statuses = {P.Status(i).name: int(n) for i, n in enumerate(driver.errs) if n}
     elapsed = max(busy_ns, 1) / 1e9

@@ -198,7 +198,6 @@ class Engine:
                 nr = min(per, lay.num_rounds - first)
                 self.handle(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=sid, shot_id=1, first_round=first,
                                               num_rounds=nr), bytes(nr * lay.round_bytes)), rx_ns=0)
-            self.handle(P.encode(P.Header(P.MsgType.RESET, stream_id=sid)), rx_ns=0)
         self.st[:, K.S_HAS_SHOT:] = 0  # every S_* column: no shot in progress anywhere
         self.syn[:] = 0
         loc = self.local

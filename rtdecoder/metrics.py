@@ -21,7 +21,7 @@ Metrics (all prefixed ``rtdecoder_``):
   the Python call to PyMatching beyond the call itself.
 - ``packets_received_total``, ``bytes_received_total``, ``syndrome_packets_total``,
   ``corrections_sent_total``, ``shots_decoded_total``, ``shots_abandoned_total``,
-  ``receive_errors_total``, ``replies_dropped_total`` counters.
+  ``receive_errors_total``, ``replies_dropped_total``, ``receive_batches_total`` counters.
 - ``packets_rejected_total{reason}`` counter, one ``reason`` per status code of
   ``docs/wire-protocol.md`` §6.
 - ``streams`` gauge, ``build_info`` info.
@@ -112,6 +112,8 @@ class EngineCollector(Collector):
             ("rtdecoder_shots_abandoned", K.CNT_ABANDONED, "Shots the controller left unfinished by starting another."),
             ("rtdecoder_receive_errors", D.CNT_RECV_ERRORS, "recvmmsg failures other than 'nothing to receive'."),
             ("rtdecoder_replies_dropped", D.CNT_SEND_DROPPED, "Replies the kernel refused to send."),
+            ("rtdecoder_receive_batches", D.CNT_BATCHES, "recvmmsg calls that returned datagrams "
+             "(packets_received / this: datagrams per batch)."),
         ):
             yield CounterMetricFamily(name, doc, value=float(c[idx]))
         rej = CounterMetricFamily("rtdecoder_packets_rejected", "Datagrams answered with an error, by status code.",
@@ -127,8 +129,7 @@ class EngineCollector(Collector):
     def _recent(self) -> GaugeMetricFamily:
         g = GaugeMetricFamily("rtdecoder_stage_recent_seconds", "Quantiles of each stage over the workers' trace "
                               "rings (the last windows decoded), seconds.", labels=["stage", "quantile"])
-        rows = [s.trace[s.trace[:, D.TR_SENT] > 0] for s in self.states]
-        t = np.concatenate(rows) if rows else np.zeros((0, D.TR_WIDTH), np.int64)
+        t = np.concatenate([s.trace[s.trace[:, D.TR_SENT] > 0] for s in self.states])
         if len(t) == 0:
             return g
         spans = [(name, t[:, b] - t[:, a]) for name, _, a, b in STAGES]

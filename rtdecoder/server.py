@@ -45,7 +45,7 @@ class Worker:
 
     Attributes:
         cpu: the CPU it pins itself to, or None.
-        ctl: int64 control words (``CTL_STOP`` set by ``stop``; ``CTL_RUNNING`` while looping).
+        ctl: int64 control words (``CTL_STOP``, set by ``stop``).
         handled: datagrams handled, once the loop has returned.
     """
 
@@ -58,7 +58,7 @@ class Worker:
         self.echo = echo
         self.state = D.WorkerState(engine)
         self.rx = L.MessageBatch(ring.slots, ring.slot_bytes, buffers=ring.array)
-        self.ctl = np.zeros(2, np.int64)
+        self.ctl = D.control_words()
         self.handled = 0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"rtdecoder-worker-{cpu}", daemon=True)
@@ -140,7 +140,7 @@ class Server:
         """Compile (or load from cache) the loop: run it once with its stop word already set."""
         t0 = time.perf_counter()
         w = self.workers[0]
-        ctl = np.array([1, 0], np.int64)
+        ctl = np.ones(1, np.int64)
         s = w.state
         D.serve_loop(w.fd, ctl, w.rx.hdr, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables, s.arrays,
                      s.workspace, s.tx_arrays)

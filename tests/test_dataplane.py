@@ -30,7 +30,7 @@ class Loop:
         self.ring = PinnedRing(8, slot_bytes)
         self.rx = L.MessageBatch(8, slot_bytes, buffers=self.ring.array)
         self.state = D.WorkerState(engine, tx_slots=tx_slots)
-        self.ctl = np.zeros(2, np.int64)
+        self.ctl = D.control_words()
         self.handled = None
         s = self.state
         args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.ring.array, 4, echo, s.wid, engine.tables,
@@ -110,6 +110,7 @@ def test_stage_timestamps_are_ordered_and_counted_per_window(uf_engine):
     text = generate_latest(make_registry(uf_engine, [st])).decode()
     assert f'rtdecoder_stage_seconds_count{{stage="send"}} {float(windows)}' in text
     assert 'rtdecoder_stage_recent_seconds{quantile="0.99",stage="decode"}' in text
+    assert "rtdecoder_receive_batches_total 5.0" in text  # one recvmmsg per datagram: each waited for its replies
 
 
 def test_a_full_transmit_batch_is_sent_before_the_datagram_is_done(uf_engine):
@@ -188,6 +189,12 @@ def test_server_refuses_cpus_it_may_not_use_and_names_the_allowed_ones():
         Server(ServerConfig(port=0, metrics_port=-1, cpus=(bad,), streams=(StreamConfig(distance=3, rounds=3),)))
     with pytest.raises(ConfigError, match="twice"):
         ServerConfig(cpus=(0, 0), streams=(StreamConfig(distance=3, rounds=3),))
+
+
+def test_control_words_sit_on_a_cache_line_of_their_own():
+    for _ in range(20):
+        ctl = D.control_words()
+        assert ctl.ctypes.data % D.CACHE_LINE == 0 and ctl.nbytes == D.CACHE_LINE and not ctl.any()
 
 
 def test_cpu_lists_parse_like_taskset():

@@ -23,7 +23,6 @@ import ctypes
 import socket
 import struct
 
-MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 STREAM_ID_OFFSET = 10  # docs/wire-protocol.md §2: the header's stream_id field, little-endian u16
