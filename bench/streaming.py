@@ -32,6 +32,14 @@ first fifth by more than 20 µs + 50%, in two of three shots. Where the controll
 send at the rate (sending a shot took over 10% longer than planned), the result is marked
 controller-limited.
 
+Machine jitter, measured in the same run as the baseline these tails are read against: a
+compiled loop that only reads the clock spins on each CPU at once for ``--jitter-s`` seconds
+and records every gap over 50 µs (time the loop did not run: host preemption of the vCPU,
+interrupts, kernel threads). From the rate of gaps over 100 µs it prints the share of shots of
+each length expected to contain one (on either CPU). A shot whose controller sent any packet
+more than 50 µs after its deadline was stalled on the controller's side; the table gives the
+p99 over all shots and over the shots whose controller kept time.
+
 Writes ``streaming.json`` and ``streaming.png`` (tail latency against rounds, one line per
 decoder and distance, log-log, as in the guide) to ``--out`` (default ``bench/results``).
 """
@@ -49,12 +57,17 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdecoder.kernels.clock import monotonic_ns
+
 # NV-Fusion streaming tail latency p99 at 10,000 rounds, rotated Z memory, p = 0.001, 84 CPU threads
 # (CUDA-Q QEC user guide; DESIGN.md). The guide gives the two ends of the range.
 NV_FUSION_P99_US = {5: 67.0, 13: 1280.0}
 MONOLITHIC_PYMATCHING_P99_US = {5: 2130.0, 13: 28000.0}
 TARGET_VS_MONOLITHIC = 25.0
 ALL_CPUS = sorted(os.sched_getaffinity(0))
+
+
+LATE_NS = 50_000  # a controller that sent a packet later than this after its deadline was stalled
 
 
 def pin(cpu: int | None) -> None:
@@ -94,6 +107,16 @@ class Stream:
         if not res[R_FINAL]:
             return float("nan"), self.pred
         return (res[R_FINAL_RECEIVED] - res[R_LAST_SENT]) / 1000.0, self.pred
+
+    def lateness_ns(self) -> int:
+        """How far past its deadline the controller sent its latest packet in the last shot (ns)."""
+        from rtdecoder.emulator import R_SHOT_START
+
+        drv = self.driver
+        npk = -(-self.layout.num_rounds // drv.rpp)
+        ready = np.minimum(np.arange(1, npk + 1) * drv.rpp, self.layout.num_rounds)
+        due = drv.res[R_SHOT_START] + ready * drv.cycle_ns
+        return int(np.max(drv.sent_time[:npk] - due))
 
     def set_cycle(self, cycle_us: float) -> None:
         self.driver.cycle_ns = int(round(cycle_us * 1000))
@@ -148,6 +171,53 @@ def sustained_rate(stream: Stream, packed: np.ndarray, rounds: int, window: int,
     return {"period_us": hi, "rounds_per_s": 1e6 / hi, "controller_limited": lo_limited}
 
 
+def _spin_gaps(duration_ns: int, out: np.ndarray) -> int:
+    """Spin reading the clock for ``duration_ns``; record (start, length) ns of every gap over
+    50 µs into ``out``; return the number of gaps. Compiled by ``machine_jitter``."""
+    t0 = monotonic_ns()
+    prev = t0
+    k = 0
+    while prev - t0 < duration_ns:
+        now = monotonic_ns()
+        if now - prev > 50_000 and k < out.shape[0]:
+            out[k, 0] = prev - t0
+            out[k, 1] = now - prev
+            k += 1
+        prev = now
+    return k
+
+
+def machine_jitter(seconds: float, cpus: list[int]) -> dict:
+    """Gaps in a clock-reading spin loop run on every CPU in ``cpus`` at once (threads, no GIL)."""
+    import threading
+
+    from numba import njit
+
+    spin = njit(nogil=True, cache=True)(_spin_gaps)
+    spin(1000, np.zeros((1, 2), np.int64))
+    outs = {c: np.zeros((1_000_000, 2), np.int64) for c in cpus}
+    counts = {}
+
+    def run(c):
+        os.sched_setaffinity(0, {c})
+        counts[c] = spin(int(seconds * 1e9), outs[c])
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in cpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_cpu = {}
+    for c in cpus:
+        g = outs[c][:counts[c], 1] / 1000.0
+        per_cpu[c] = {"gaps_over_100us_per_s": float(np.sum(g > 100) / seconds),
+                      "gaps_over_1ms_per_s": float(np.sum(g > 1000) / seconds),
+                      "max_gap_us": float(g.max()) if len(g) else 0.0,
+                      "lost_fraction": float(g.sum() / (seconds * 1e6))}
+    rate = sum(v["gaps_over_100us_per_s"] for v in per_cpu.values())
+    return {"seconds": seconds, "cpus": per_cpu, "gaps_over_100us_per_s_any_cpu": rate}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distances", type=int, nargs="+", default=[5, 7, 13])
@@ -159,12 +229,14 @@ def main() -> int:
     ap.add_argument("--window-commit", default="5,4", help="W and C in multiples of d (default 5,4)")
     ap.add_argument("--throughput-rounds", type=int, default=2000)
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--jitter-s", type=float, default=20.0, help="seconds of the machine-jitter baseline (0: skip)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
     if args.quick:
         args.distances, args.rounds, args.shots, args.warmup = [5], [100, 1000], 100, 5
         args.throughput_rounds = 1000
+        args.jitter_s = min(args.jitter_s, 5.0)
     w, c = (int(x) for x in args.window_commit.split(","))
     import pymatching
     from rich.console import Console
@@ -179,7 +251,14 @@ def main() -> int:
     server_cpus = [ALL_CPUS[-1]] if len(ALL_CPUS) > 1 else []
     console.print(f"controller on CPU {client_cpu}, service worker on CPU {server_cpus}; k = {args.rounds_per_packet} "
                   f"rounds per packet, {args.cycle_us} µs per round, windows {w}d/{c}d")
-    rows, rates = [], []
+    rows, rates, jitter = [], [], None
+    if args.jitter_s > 0:
+        with console.status(f"machine jitter: spinning on CPUs {ALL_CPUS} for {args.jitter_s:.0f} s"):
+            jitter = machine_jitter(args.jitter_s, ALL_CPUS)
+        for cpu, v in jitter["cpus"].items():
+            console.print(f"machine jitter, CPU {cpu}: {v['gaps_over_100us_per_s']:.1f} gaps > 100 µs per s, "
+                          f"{v['gaps_over_1ms_per_s']:.1f} > 1 ms per s, longest {v['max_gap_us']:.0f} µs, "
+                          f"{100 * v['lost_fraction']:.2f}% of the time lost")
     for d in args.distances:
         for rounds in args.rounds:
             t_build = time.perf_counter()
@@ -208,6 +287,7 @@ def main() -> int:
                             mono_pred[s - args.warmup] = pred
             del dets, matching
             results = {"monolithic PyMatching": mono}
+            lates = {"monolithic PyMatching": np.zeros(args.shots, bool)}
             errors = {"monolithic PyMatching": int(np.sum(np.any(mono_pred != obs[args.warmup:], axis=1)))}
             path = config_file(d, rounds, w, c, server_cpus)
             with console.status(f"d={d} rounds={rounds}: starting rtdecoder serve (two streams)"):
@@ -219,31 +299,37 @@ def main() -> int:
                     pin(client_cpu)
                     try:
                         lat = np.zeros(args.shots)
+                        late = np.zeros(args.shots, bool)
                         wrong = 0
                         with console.status(f"d={d} rounds={rounds}: {name}"):
                             for s in range(n):
                                 t, pred = stream.run(packed[s])
                                 if s >= args.warmup:
                                     lat[s - args.warmup] = t
+                                    late[s - args.warmup] = stream.lateness_ns() > LATE_NS
                                     wrong += int(np.any(pred != obs[s]))
                         results[name] = lat
+                        lates[name] = late
                         errors[name] = wrong
                     finally:
                         pin(None)
                         stream.close()
             os.unlink(path)
             for name, lat in results.items():
-                ok = lat[np.isfinite(lat)]
+                fin = np.isfinite(lat)
+                ok, on_time = lat[fin], lat[fin & ~lates[name]]
                 rows.append({"distance": d, "rounds": rounds, "decoder": name, "shots": int(len(ok)),
-                             "lost": int(np.sum(~np.isfinite(lat))), "logical_errors": errors[name],
+                             "lost": int(np.sum(~fin)), "logical_errors": errors[name],
                              "p50_us": float(np.percentile(ok, 50)) if len(ok) else float("nan"),
                              "p99_us": float(np.percentile(ok, 99)) if len(ok) else float("nan"),
+                             "controller_late_shots": int(np.sum(fin & lates[name])),
+                             "p99_controller_on_time_us": float(np.percentile(on_time, 99)) if len(on_time) else float("nan"),
                              "latencies_us": ok.tolist()})
             console.print(" ".join(f"{r['decoder']}: p50 {r['p50_us']:.1f} p99 {r['p99_us']:.1f} µs;"
                                    for r in rows if r["distance"] == d and r["rounds"] == rounds))
     if not args.no_throughput:
         rates = throughput(args, w, c, client_cpu, server_cpus, console)
-    report(rows, rates, args, w, c, console)
+    report(rows, rates, jitter, args, w, c, console)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "streaming", "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                                  "python": sys.version.split()[0]},
@@ -251,7 +337,7 @@ def main() -> int:
                           "rounds_per_packet": args.rounds_per_packet, "cycle_us": args.cycle_us,
                           "window_d": w, "commit_d": c, "p": 0.001, "circuit": "surface_code:rotated_memory_z"},
            "nv_fusion_p99_us": NV_FUSION_P99_US, "published_monolithic_pymatching_p99_us": MONOLITHIC_PYMATCHING_P99_US,
-           "results": rows, "throughput": rates, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+           "machine_jitter": jitter, "results": rows, "throughput": rates, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "streaming.json").write_text(json.dumps(doc, indent=1))
     plot(rows, args.out / "streaming.png")
     console.print(f"wrote {args.out / 'streaming.json'}, {args.out / 'streaming.png'}")
@@ -292,21 +378,23 @@ def throughput(args, w: int, c: int, client_cpu, server_cpus, console) -> list[d
     return rates
 
 
-def report(rows: list[dict], rates: list[dict], args, w: int, c: int, console) -> None:
+def report(rows: list[dict], rates: list[dict], jitter: dict | None, args, w: int, c: int, console) -> None:
     from rich.table import Table
 
     t = Table(title=f"streaming tail latency (µs), last round sent → final correction received; rotated Z memory, "
                     f"p=0.001, {args.cycle_us} µs/round, k={args.rounds_per_packet}, windows {w}d/{c}d")
-    for col in ("d", "rounds", "decoder", "shots", "lost", "logical errors", "p50", "p99", "NV-Fusion p99 (84 thr.)",
-                "monolithic PM p99 / this p99"):
+    for col in ("d", "rounds", "decoder", "shots", "lost", "logical errors", "p50", "p99", "controller late",
+                "p99, controller on time", "NV-Fusion p99 (84 thr.)", "monolithic PM p99 / this p99",
+                "shots with a machine gap (expected)"):
         t.add_column(col, justify="right")
     for r in rows:
         mono = next(x for x in rows if x["distance"] == r["distance"] and x["rounds"] == r["rounds"]
                     and x["decoder"] == "monolithic PyMatching")
         nv = NV_FUSION_P99_US.get(r["distance"]) if r["rounds"] == 10000 else None
         t.add_row(str(r["distance"]), str(r["rounds"]), r["decoder"], str(r["shots"]), str(r["lost"]),
-                  str(r["logical_errors"]), f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}",
-                  f"{nv:.0f}" if nv else "-", f"{mono['p99_us'] / r['p99_us']:.1f}x")
+                  str(r["logical_errors"]), f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", str(r["controller_late_shots"]),
+                  f"{r['p99_controller_on_time_us']:.1f}", f"{nv:.0f}" if nv else "-",
+                  f"{mono['p99_us'] / r['p99_us']:.1f}x", expected_hit(jitter, r["rounds"] * args.cycle_us))
     console.print(t)
     if rates:
         tt = Table(title=f"sustained round rate on one core (no growing backlog), {args.throughput_rounds}-round shots, "
@@ -333,6 +421,14 @@ def report(rows: list[dict], rates: list[dict], args, w: int, c: int, console) -
         if r["distance"] == 5 and r["decoder"] == "union_find":
             console.print(f"target: d=5 union_find sustains 1 round/µs on one core: {r['rounds_per_s'] / 1e6:.2f} M rounds/s "
                           f"{'MET' if r['rounds_per_s'] >= 1e6 else 'MISSED'}")
+
+
+def expected_hit(jitter: dict | None, shot_us: float) -> str:
+    """The share of shots of ``shot_us`` expected to contain a gap over 100 µs on some CPU
+    (Poisson, at the measured rate): the floor under any p-quantile above 1 - that share."""
+    if not jitter:
+        return "-"
+    return f"{100 * (1 - np.exp(-jitter['gaps_over_100us_per_s_any_cpu'] * shot_us * 1e-6)):.1f}%"
 
 
 def plot(rows: list[dict], path: Path) -> None:
