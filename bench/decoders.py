@@ -121,7 +121,6 @@ def _timing_loop():
 def run_task(task: Task) -> Result:
     from rtdecoder.config import StreamConfig
     from rtdecoder.engine import Engine
-    from rtdecoder.kernels import union_find as uf
 
     d, p = task.distance, task.p
     cfgs = {name: StreamConfig(id=0, circuit=f"surface_code:rotated_memory_{task.basis}", distance=d, rounds=3 * d,

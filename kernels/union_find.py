@@ -431,3 +431,22 @@ def decode(ptr, slot, eu, ev, events,
     count[1] = 0
     count[2] = 0
     return nchosen if ok else -1
+
+
+@njit(_nrt=False, cache=True)
+def decode_batch(ptr, slot, eu, ev, emask, events, counts, obs,
+                 parent, size, nxt, odd, bnode, bedge, radius, since, offset, in_cluster, defect, visited,
+                 parent_edge, touched, order, due, done, seen, bucket, entry_edge, entry_next, count, chosen):
+    """``decode`` on every row of ``events`` (uint8 ``(shots, num_nodes)``) with one graph:
+    ``counts[s]`` the edges chosen (-1: none explains the events) and ``obs[s]`` the XOR of their
+    observable masks (``emask`` int64 per edge, bit ``i`` = observable ``i``). The CPU side of
+    ``rtdecoder decode``; the GPU's is ``rtdecoder.kernels.uf_cuda.batch_kernel``."""
+    for s in range(events.shape[0]):
+        n = decode(ptr, slot, eu, ev, events[s], parent, size, nxt, odd, bnode, bedge, radius, since, offset,
+                   in_cluster, defect, visited, parent_edge, touched, order, due, done, seen, bucket, entry_edge,
+                   entry_next, count, chosen)
+        counts[s] = n
+        mask = np.int64(0)
+        for i in range(n):
+            mask ^= emask[chosen[i]]
+        obs[s] = mask

@@ -92,7 +92,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     over = {k: v for k, v in (("host", a.host), ("port", a.port), ("metrics_host", a.metrics_host),
                               ("metrics_port", a.metrics_port), ("cpus", a.cpus), ("busy_poll_us", a.busy_poll_us),
-                              ("recv_batch", a.recv_batch)) if v is not None}
+                              ("recv_batch", a.recv_batch), ("backend", a.backend)) if v is not None}
     if a.config:
         cfg = load_config(a.config)
         if over:
@@ -189,7 +189,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     cfg = _stream_from_args(a)
     console = Console(stderr=True)
     with console.status("starting rtdecoder serve (building window graphs, compiling kernels)..."):
-        service = ServiceProcess(_stream_argv(cfg))
+        service = ServiceProcess(_stream_argv(cfg), extra=["--backend", a.backend])
     with service:
         console.print(f"service on udp {service.host}:{service.port}, metrics on "
                       f"http://127.0.0.1:{service.metrics_port}/metrics")
@@ -198,6 +198,19 @@ def cmd_demo(a: argparse.Namespace) -> int:
     print_report(report, metrics_url=f"http://127.0.0.1:{service.metrics_port}/metrics (served while the demo ran)",
                  metrics_text=metrics)
     _write_outputs(report, a)
+    return 0
+
+
+def cmd_decode(a: argparse.Namespace) -> int:
+    from rtdecoder.gpu import choose_backend
+    from rtdecoder.offline import decode_file, load_dem
+
+    backend, why = choose_backend(a.backend) if a.decoder == "union_find" else ("cpu", "matching runs on the cpu")
+    print(f"rtdecoder: {why}", file=sys.stderr)
+    dem = load_dem(a.dem, None if a.dem else _stream_from_args(a))
+    summary = decode_file(a.input, a.output, dem, in_format=a.in_format, out_format=a.out_format,
+                          append_observables=a.append_observables, decoder=a.decoder, backend=backend)
+    print(f"rtdecoder: {summary.line()}", file=sys.stderr)
     return 0
 
 
@@ -214,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pin one worker to each of these CPUs, e.g. 2,3 (default: one worker, not pinned)")
     s.add_argument("--busy-poll-us", type=int, default=None, help="SO_BUSY_POLL to ask for, µs (default 50; 0 off)")
     s.add_argument("--recv-batch", type=int, default=None, help="most datagrams per recvmmsg (default 16)")
+    s.add_argument("--backend", choices=["cpu", "gpu", "auto"], default=None,
+                   help="decode union-find windows on the cpu, on the gpu (persistent kernels), or auto: "
+                        "gpu where a usable GPU is (default cpu)")
     s.add_argument("--echo", action="store_true",
                    help="send every datagram back unchanged and decode nothing (the transport floor)")
     _add_stream_flags(s)
@@ -224,9 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stream_flags(e)
     _add_emulator_flags(e, 2000)
     e.set_defaults(func=cmd_emulate)
+    x = sub.add_parser("decode", help="decode a file of recorded detection events (stim 01/b8) offline")
+    x.add_argument("input", help="detection events, one shot per record")
+    x.add_argument("output", help="where to write one prediction (the observable flips) per shot")
+    x.add_argument("--in-format", choices=["01", "b8"], default="b8", help="input format (default b8)")
+    x.add_argument("--out-format", choices=["01", "b8"], default="01", help="output format (default 01)")
+    x.add_argument("--append-observables", action="store_true",
+                   help="each input record ends with the observable flips: report the logical error rate")
+    x.add_argument("--dem", help="the detector error model (.dem); default: the circuit of the stream flags")
+    x.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="auto",
+                   help="where union-find runs (default auto: gpu where a usable GPU is)")
+    _add_stream_flags(x)
+    x.set_defaults(func=cmd_decode, decoder="union_find")
     d = sub.add_parser("demo", help="service and emulator on loopback, print the latency table")
     _add_stream_flags(d)
     _add_emulator_flags(d, 3000)
+    d.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu",
+                   help="the service's union-find backend (default cpu)")
     d.set_defaults(func=cmd_demo)
     return ap
 

@@ -12,6 +12,7 @@ Config files are TOML::
     metrics_port = 9400
     cpus = [2, 3]      # one pinned worker per CPU; stream s goes to worker s % 2
     busy_poll_us = 50
+    backend = "cpu"    # or "gpu" (persistent GPU decoder), "auto" (gpu where a usable GPU is)
 
     [[streams]]
     id = 0
@@ -116,6 +117,9 @@ class StreamConfig:
         return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}"
 
 
+BACKENDS = ("cpu", "gpu", "auto")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """The server: where it listens and which streams it decodes.
@@ -129,6 +133,8 @@ class ServerConfig:
             handled by worker ``s % len(cpus)``.
         busy_poll_us: ``SO_BUSY_POLL`` to ask of the kernel, µs (0: off).
         recv_batch: most datagrams taken per ``recvmmsg`` (1..ring_slots).
+        backend: where union-find windows are decoded: ``cpu``, ``gpu`` (the persistent GPU
+            decoder, ``rtdecoder.gpu``) or ``auto`` (gpu where a usable GPU is, else cpu).
         streams: the streams, with distinct ids.
     """
 
@@ -140,6 +146,7 @@ class ServerConfig:
     cpus: tuple[int, ...] = ()
     busy_poll_us: int = 50
     recv_batch: int = 16
+    backend: str = "cpu"
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -155,6 +162,8 @@ class ServerConfig:
             raise ConfigError(f"cpus {list(self.cpus)} lists a CPU twice: one worker per CPU")
         if not 0 <= self.busy_poll_us <= 1_000_000:
             raise ConfigError(f"busy_poll_us {self.busy_poll_us} must be in 0..1000000")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 1 <= self.recv_batch <= self.ring_slots:
             raise ConfigError(f"recv_batch {self.recv_batch} must be in 1..ring_slots ({self.ring_slots})")
         if not self.streams:

@@ -15,6 +15,14 @@ configuration) and copies the chosen edges into a preallocated array; only three
 the boundary. What the escape costs beyond the decoder's own time is measured on every matching
 window (histogram row ``HIST_ESCAPE``).
 
+GPU (``--backend gpu``, ``rtdecoder.gpu.PersistentDecoder``): a union-find window is not decoded
+here but posted to the worker's slot of the resident GPU kernel, in mapped host memory
+(``rtdecoder.kernels.slots``): the graph and the offset of the window's events in ``syn`` (mapped
+too, so the device reads them where ``ingest`` wrote them), then the sequence number with a
+release store; the worker spins until the device writes the same number back, then commits the
+chosen edges as it would the CPU kernel's. No launch, no copy call, no Python per window. A
+device that does not answer within ``slots.TIMEOUT_NS`` poisons the shot (INTERNAL).
+
 Per-stage timestamps (ns, CLOCK_MONOTONIC, ``rtdecoder.kernels.clock``) of every decoded window
 go to a preallocated trace ring and per-stage histograms that the Prometheus collector reads at
 scrape time:
@@ -37,15 +45,21 @@ reply its datagram produces, so it leaves as soon as it is decoded.
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 from numba import njit, objmode
 
 from rtdecoder import protocol as P
+from rtdecoder.kernels import slots as GS
 from rtdecoder.kernels import stream as K
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.transport import libc as L
+
+# process_datagram is nogil (the in-process path must not hold the GIL while it waits for the GPU
+# simulator's threads) and has one objmode block (the matching escape), which takes the GIL itself.
+warnings.filterwarnings("ignore", message="Code running in object mode won't allow parallel execution")
 
 # --- histogram rows (per worker; ``rtdecoder.metrics`` names them) ----------------------------
 HIST_SERVER = 0
@@ -120,6 +134,22 @@ def _decode_matching(wid: int, sid: int, k: int) -> int:
     return n
 
 
+@njit(cache=True)
+def _decode_gpu(gq, gr, g, lo):
+    """Post window (graph ``g``, events at ``syn[lo:]``) to this worker's GPU slot and wait for
+    the answer: the number of chosen edges (in the slot's chosen row), -1 if no correction
+    exists, -2 if the device did not answer within ``slots.TIMEOUT_NS``."""
+    seq = gq[GS.RQ_SEQ] + 1
+    gq[GS.RQ_GRAPH] = g
+    gq[GS.RQ_EVENTS] = lo
+    L.store_release(gq, GS.RQ_SEQ, seq)
+    t0 = monotonic_ns()
+    while L.load_acquire(gr, GS.RS_SEQ) != seq:
+        if monotonic_ns() - t0 > GS.TIMEOUT_NS:
+            return -2
+    return L.load_acquire(gr, GS.RS_COUNT)
+
+
 @njit(cache=True, inline="always")
 def _row_addr(a, i):
     """Address of row ``i`` of the C-contiguous 2-D array ``a``."""
@@ -174,7 +204,7 @@ def flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta):
     tmeta[M_PENDING] = tmeta[M_NEXT]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def process_datagram(buf, n, rx, name_addr, namelen, fd, wid, tables, state, ws, tx):
     """Handle one received datagram: check it, append its rounds, decode and commit every window
     it completed, and queue the replies (docs/wire-protocol.md §6, §7).
@@ -190,7 +220,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, fd, wid, tables, state, ws,
         tx: ``WorkerState.tx_arrays``.
     """
     st, offs, syn, win, gbase, node_round, edges, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev = tables
-    counters, hist, out, trace, tmeta, chosen_m, escape = state
+    counters, hist, out, trace, tmeta, chosen_m, escape, gq, gr, gc = state
     txbuf, txhdr, txiov, txflag, txq = tx
     cap = txbuf.shape[0]
     if txq[0] == cap:
@@ -216,7 +246,11 @@ def process_datagram(buf, n, rx, name_addr, namelen, fd, wid, tables, state, ws,
             flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
         q = txq[0]
         t0 = monotonic_ns()
-        if dec == DEC_UNION_FIND:
+        if dec == DEC_UNION_FIND and gq.shape[0] > 0:
+            nchosen = _decode_gpu(gq, gr, win[k, K.W_GRAPH], sbase + offs[obase + win[k, K.W_START]])
+            chosen = gc
+            t1 = monotonic_ns()
+        elif dec == DEC_UNION_FIND:
             g = win[k, K.W_GRAPH]
             pb, nn, sb, ns, eb, m = uf_base[g, 0], uf_base[g, 1], uf_base[g, 2], uf_base[g, 3], uf_base[g, 4], uf_base[g, 5]
             lo = sbase + offs[obase + win[k, K.W_START]]
@@ -303,13 +337,16 @@ class WorkerState:
     """One worker's preallocated arrays: counters, histograms, trace ring, transmit batch and
     union-find workspace. Registered in ``_HOOKS`` for the matching escape.
 
+    ``gpu_slot``: ``(request words, result words, chosen row)`` of a ``PersistentDecoder`` slot
+    (``PersistentDecoder.slot_arrays``) to decode union-find windows on the GPU; default: the CPU.
+
     Attributes:
         counters: int64 ``(K.NUM_COUNTERS,)``; hist: int64 ``(NUM_HIST_ROWS, K.NUM_BUCKETS + 2)``
             (``rtdecoder.kernels.stream.observe``); trace: int64 ``(TRACE_LEN, TR_WIDTH)``.
         tx: the transmit ``MessageBatch`` (``tx_slots`` replies of ``TX_BYTES``).
     """
 
-    def __init__(self, engine, tx_slots: int = 64):
+    def __init__(self, engine, tx_slots: int = 64, gpu_slot: tuple | None = None):
         self.engine = engine
         self.wid = len(_HOOKS)
         _HOOKS.append(self)
@@ -324,7 +361,10 @@ class WorkerState:
         self.txflag = np.zeros(tx_slots, np.int64)
         self.txq = np.zeros(1, np.int64)
         self.workspace = uf.Workspace(engine.uf_max_nodes, engine.uf_max_edges, engine.uf_max_length).arrays()
-        self.arrays = (self.counters, self.hist, self.out, self.trace, self.tmeta, self.chosen_m, self.escape)
+        none = np.zeros(0, np.int64)
+        self.gpu_slot = gpu_slot if gpu_slot is not None else (none, none, none)
+        self.arrays = (self.counters, self.hist, self.out, self.trace, self.tmeta, self.chosen_m, self.escape,
+                       *self.gpu_slot)
         self.tx_arrays = (self.tx.buf, self.tx.hdr, self.tx.iov, self.txflag, self.txq)
 
     def replies(self) -> list[bytes]:

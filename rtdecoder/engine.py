@@ -74,13 +74,18 @@ class Engine:
         streams: stream configurations (or streams already built, ``stream_for_dem``) with
             distinct ids.
         slot_bytes: size of a receive slot; datagrams longer than this are rejected TOO_LARGE.
+        host_alloc: ``f(shape, dtype) -> (device handle, numpy view)`` for the detection-event
+            array ``syn`` (``rtdecoder.gpu.mapped_zeros``: mapped memory that the persistent GPU
+            decoder reads); default: ordinary host memory.
 
     Raises:
         ConfigError: a stream cannot be built (the message says which and why).
     """
 
-    def __init__(self, streams: Sequence[StreamConfig | StreamRuntime], slot_bytes: int = P.DEFAULT_MAX_DATAGRAM):
+    def __init__(self, streams: Sequence[StreamConfig | StreamRuntime], slot_bytes: int = P.DEFAULT_MAX_DATAGRAM,
+                 host_alloc=None):
         self.slot_bytes = slot_bytes
+        self._host_alloc = host_alloc
         self.streams: dict[int, StreamRuntime] = {}
         for item in streams:
             rt = item if isinstance(item, StreamRuntime) else build_stream(item)
@@ -130,7 +135,10 @@ class Engine:
                 node_base += g.num_nodes
                 edge_base += g.num_edges
         self.offs = np.concatenate(offs).astype(np.int64)
-        self.syn = np.zeros(syn_base, np.uint8)
+        if self._host_alloc is None:
+            self.syn = np.zeros(syn_base, np.uint8)
+        else:
+            self.syn_device, self.syn = self._host_alloc(syn_base, np.uint8)
         self.win = np.ascontiguousarray(np.concatenate(win).astype(np.int64))
         self.gbase = np.asarray(gbase, np.int64).reshape(-1, 2)
         self.node_round = np.concatenate(node_round).astype(np.int64)
@@ -185,6 +193,15 @@ class Engine:
         self.uf_eu = np.concatenate(eus).astype(np.int32)
         self.uf_ev = np.concatenate(evs).astype(np.int32)
         self.uf_max_nodes, self.uf_max_edges, self.uf_max_length = max_nodes, max_edges, max_len
+
+    def attach_gpu(self, decoder) -> None:
+        """Decode the in-process path's union-find windows through slot 0 of ``decoder`` (a
+        started ``rtdecoder.gpu.PersistentDecoder`` over this engine) and warm up through it."""
+        self.local = D.WorkerState(self, tx_slots=self.max_windows + 4, gpu_slot=decoder.slot_arrays(0))
+        self.counters = self.local.counters
+        self.hist = self.local.hist
+        self.tx = self.local.tx.buf[0]
+        self.warm_up()
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel and run one all-zero shot through

@@ -13,6 +13,11 @@ per datagram (matching windows excepted: see ``rtdecoder.dataplane``). Streams a
 ``stream_id % workers``, steered by the kernel (``rtdecoder.transport.udp``). The main thread
 only waits for signals; the metrics thread reads the workers' arrays at scrape time.
 
+With ``backend = "gpu"`` (``--backend gpu``, or ``auto`` on a host with a usable GPU) the
+detection events live in mapped host memory and each worker decodes its union-find windows
+through a slot of the resident GPU decoder (``rtdecoder.gpu.PersistentDecoder``); the worker
+itself still receives, commits and sends.
+
 SIGINT and SIGTERM set each worker's stop word; the loops return after the datagram in hand and
 the process exits 0.
 """
@@ -33,6 +38,7 @@ from prometheus_client import start_http_server
 from rtdecoder import dataplane as D
 from rtdecoder.config import ConfigError, ServerConfig
 from rtdecoder.engine import Engine
+from rtdecoder.gpu import PersistentDecoder, choose_backend, mapped_zeros
 from rtdecoder.kernels import stream as K
 from rtdecoder.metrics import make_registry
 from rtdecoder.ring import PinnedRing
@@ -49,14 +55,15 @@ class Worker:
         handled: datagrams handled, once the loop has returned.
     """
 
-    def __init__(self, engine: Engine, fd: int, ring: PinnedRing, cpu: int | None, batch: int, echo: bool):
+    def __init__(self, engine: Engine, fd: int, ring: PinnedRing, cpu: int | None, batch: int, echo: bool,
+                 gpu_slot: tuple | None = None):
         self.engine = engine
         self.fd = fd
         self.ring = ring
         self.cpu = cpu
         self.batch = batch
         self.echo = echo
-        self.state = D.WorkerState(engine)
+        self.state = D.WorkerState(engine, gpu_slot=gpu_slot)
         self.rx = L.MessageBatch(ring.slots, ring.slot_bytes, buffers=ring.array)
         self.ctl = D.control_words()
         self.handled = 0
@@ -102,15 +109,25 @@ class Server:
         if missing:
             raise ConfigError(f"cpus {missing} are not available to this process (allowed: {sorted(allowed)}); "
                               "pick from those, or check taskset/cgroup limits")
+        backend, why = choose_backend(cfg.backend)
+        print(f"rtdecoder: {why}", file=log)
         t0 = time.perf_counter()
         slot_bytes = 1 << max(s.max_datagram for s in cfg.streams).bit_length()
-        self.engine = Engine(cfg.streams, slot_bytes=slot_bytes)
+        self.engine = Engine(cfg.streams, slot_bytes=slot_bytes, host_alloc=mapped_zeros if backend == "gpu" else None)
         for rt in self.engine.streams.values():
             print(f"rtdecoder: {rt.cfg.describe()}: {rt.layout.num_detectors} detectors in "
                   f"{rt.layout.num_rounds} rounds, {rt.plan.num_windows} windows on "
                   f"{len(rt.plan.graphs)} distinct graphs", file=log)
         print(f"rtdecoder: streams built in {time.perf_counter() - t0:.1f} s", file=log)
         cpus: list[int | None] = list(cfg.cpus) or [None]
+        self.gpu: PersistentDecoder | None = None
+        if backend == "gpu":  # slot 0: the in-process path (warm-up); slot i + 1: worker i
+            t1 = time.perf_counter()
+            self.gpu = PersistentDecoder(self.engine, slots=len(cpus) + 1)
+            self.gpu.start()
+            self.engine.attach_gpu(self.gpu)
+            print(f"rtdecoder: persistent GPU decoder: {len(cpus) + 1} resident kernels, union-find windows "
+                  f"decoded from mapped memory; compiled and warmed up in {time.perf_counter() - t1:.1f} s", file=log)
         rest = allowed - set(cfg.cpus)
         if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
             os.sched_setaffinity(0, rest)
@@ -118,9 +135,10 @@ class Server:
         print(f"rtdecoder: transport udp on {self.transport.address[0]}:{self.transport.address[1]} "
               f"(chosen: RDMA is not built yet), {self.transport.busy_poll}", file=log)
         self.workers: list[Worker] = []
-        for cpu, fd in zip(cpus, self.transport.fds()):
+        for i, (cpu, fd) in enumerate(zip(cpus, self.transport.fds())):
             ring = PinnedRing(cfg.ring_slots, slot_bytes)
-            self.workers.append(Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo))
+            slot = self.gpu.slot_arrays(i + 1) if self.gpu is not None else None
+            self.workers.append(Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo, slot))
         owned = {i: sorted(s for s in self.engine.streams if s % len(cpus) == i) for i in range(len(cpus))}
         for i, w in enumerate(self.workers):
             where = f"pinned to CPU {w.cpu}" if w.cpu is not None else "not pinned (give --cpus to pin)"
@@ -178,6 +196,8 @@ class Server:
 
     def close(self) -> None:
         self.transport.close()
+        if self.gpu is not None:
+            self.gpu.stop()
 
 
 def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False) -> int:

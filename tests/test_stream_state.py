@@ -1,7 +1,6 @@
 """The stream state machine (docs/wire-protocol.md §6): every bad datagram is answered and
 counted, and no correction is ever sent from incomplete or out-of-order data."""
 
-import numpy as np
 import pytest
 
 from rtdecoder import protocol as P

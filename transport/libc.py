@@ -181,6 +181,29 @@ def load_acquire(arr, i):
     return _load_acquire(arr, i)
 
 
+@intrinsic
+def _store_release(typingctx, arr, idx, val):
+    if (not isinstance(arr, types.Array) or arr.dtype != types.int64 or not isinstance(idx, types.Integer)
+            or not isinstance(val, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(v, builder.gep(a.data, [i]), "release", 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, val), codegen
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def store_release(arr, i, value):
+    """``arr[i] = value`` (int64) after every earlier store of this thread: a reader that sees
+    ``value`` with ``load_acquire`` (or, on the GPU, after ``threadfence_system``) sees them too."""
+    _store_release(arr, i, value)
+
+
 class MessageBatch:
     """``n`` message headers over ``n`` buffers of ``buf_bytes`` bytes, made once.
 

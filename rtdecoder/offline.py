@@ -1,0 +1,146 @@
+"""``rtdecoder decode``: decode recorded detection events offline, on the CPU or the GPU.
+
+Input: a file of detection events in one of stim's result formats (``01``: one line of ``0``/``1``
+per shot; ``b8``: each shot's bits packed little-endian into bytes, padded to a whole byte; see
+stim's "Result formats" reference), ``num_detectors`` bits per shot, optionally followed by the
+``num_observables`` observable flips (``--append-observables``, as ``stim detect
+--append_observables`` writes them). Output: one prediction per shot, ``num_observables`` bits,
+in either format. Files are read and written with ``stim.read_shot_data_file`` and
+``stim.write_shot_data_file``.
+
+Each shot is decoded whole (one window spanning every round) on the graph of the DEM (``--dem``,
+or the circuit of the stream flags): union-find on the CPU (``union_find.decode_batch``) or the
+GPU (``rtdecoder.gpu.BatchDecoder``, every shot of a chunk in one launch), or PyMatching's
+``decode_batch`` for ``--decoder matching``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import stim
+
+from rtdecoder.config import WINDOW_ALL, ConfigError, StreamConfig
+
+FORMATS = ("01", "b8")
+
+
+@dataclass
+class DecodeSummary:
+    shots: int
+    num_detectors: int
+    num_observables: int
+    decoder: str
+    backend: str
+    seconds: float
+    failed: int
+    """Shots for which no correction explains the events (predicted all-zero)."""
+    logical_errors: int | None
+    """Shots whose prediction differs from the recorded observables (when they were given)."""
+
+    def line(self) -> str:
+        rate = self.shots / self.seconds if self.seconds > 0 else float("inf")
+        s = (f"decoded {self.shots} shots ({self.num_detectors} detectors, {self.num_observables} observables) "
+             f"with {self.decoder} on the {self.backend} in {self.seconds:.3f} s ({rate:,.0f} shots/s)")
+        if self.failed:
+            s += f"; {self.failed} shots had no correction (predicted zero)"
+        if self.logical_errors is not None:
+            s += f"; logical errors {self.logical_errors}/{self.shots} = {self.logical_errors / max(self.shots, 1):.3e}"
+        return s
+
+
+def load_dem(dem_path: str | None, cfg: StreamConfig | None) -> stim.DetectorErrorModel:
+    """The DEM from ``dem_path``, or from ``cfg``'s circuit (``decompose_errors=True``).
+
+    Raises:
+        ConfigError: the file is missing or is not a DEM.
+    """
+    if dem_path:
+        try:
+            return stim.DetectorErrorModel.from_file(dem_path)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--dem {dem_path}: {e}") from None
+    from rtdecoder.dem import make_circuit
+
+    return make_circuit(cfg).detector_error_model(decompose_errors=True)
+
+
+def whole_shot_graph(dem: stim.DetectorErrorModel, decoder: str):
+    """The one window graph spanning every round of ``dem`` (``rtdecoder.windows.WindowGraph``)."""
+    from rtdecoder.engine import stream_for_dem
+
+    rt = stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem)
+    return rt.plan.graphs[0], rt
+
+
+def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
+                out_format: str = "01", append_observables: bool = False, decoder: str = "union_find",
+                backend: str = "cpu", chunk: int = 65536) -> DecodeSummary:
+    """Decode every shot of ``in_path`` and write the predictions to ``out_path``.
+
+    Raises:
+        ConfigError: an unknown format, or a file whose size is not a whole number of shots.
+    """
+    for f in (in_format, out_format):
+        if f not in FORMATS:
+            raise ConfigError(f"format {f!r} is not one of {', '.join(FORMATS)}")
+    nd, no = dem.num_detectors, dem.num_observables
+    width = nd + (no if append_observables else 0)
+    try:
+        data = stim.read_shot_data_file(path=str(in_path), format=in_format, num_measurements=0,
+                                        num_detectors=width, num_observables=0)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{in_path}: cannot read {width}-bit {in_format} shots: {e}") from None
+    events = np.ascontiguousarray(data[:, :nd], np.uint8)
+    truth = data[:, nd:] if append_observables else None
+    graph, _ = whole_shot_graph(dem, decoder)
+    t0 = time.perf_counter()
+    failed = 0
+    if decoder == "matching":
+        preds = graph.matching.decode_batch(events).astype(bool)
+    else:
+        emask = graph.edge_obs.view(np.int64)
+        obs, counts = _decode_union_find(graph, emask, events, backend, chunk)
+        failed = int(np.sum(counts < 0))
+        obs[counts < 0] = 0
+        preds = ((obs[:, None] >> np.arange(no, dtype=np.int64)) & 1).astype(bool)
+    seconds = time.perf_counter() - t0
+    stim.write_shot_data_file(data=preds, path=str(out_path), format=out_format, num_measurements=0,
+                              num_detectors=0, num_observables=no)
+    errors = int(np.sum(np.any(preds != truth, axis=1))) if truth is not None else None
+    return DecodeSummary(len(events), nd, no, decoder, "gpu" if backend == "gpu" else "cpu", seconds, failed, errors)
+
+
+def _decode_union_find(graph, emask: np.ndarray, events: np.ndarray, backend: str, chunk: int):
+    from rtdecoder.kernels import union_find as uf
+
+    g = uf.build_graph(graph.num_nodes, graph.edge_u, graph.edge_v, graph.edge_weight)
+    shots = len(events)
+    obs = np.zeros(shots, np.int64)
+    counts = np.zeros(shots, np.int64)
+    if backend == "gpu":
+        from rtdecoder.gpu import BatchDecoder
+
+        bd = BatchDecoder.for_graph(g, emask)
+        nd = events.shape[1]
+        for a in range(0, shots, chunk):
+            b = min(shots, a + chunk)
+            c, o, _ = bd.decode(np.zeros(b - a, np.int64), np.arange(b - a, dtype=np.int64) * nd, events[a:b].ravel())
+            counts[a:b], obs[a:b] = c, o
+        return obs, counts
+    ws = uf.Workspace(graph.num_nodes, graph.num_edges, uf.max_length(g)).arrays()
+    uf.decode_batch(*g, emask, events, counts, obs, *ws)
+    return obs, counts
+
+
+def write_example(path: Path, dem: stim.DetectorErrorModel, circuit: stim.Circuit, shots: int, fmt: str,
+                  seed: int = 1) -> None:
+    """Sample ``shots`` shots of ``circuit`` and write their detection events followed by the
+    observable flips (for tests and benchmarks)."""
+    dets, obs = circuit.compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
+    stim.write_shot_data_file(data=np.concatenate([dets, obs], axis=1), path=str(path), format=fmt,
+                              num_measurements=0, num_detectors=dem.num_detectors + dem.num_observables,
+                              num_observables=0)
