@@ -55,6 +55,11 @@ def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")
     g.add_argument("--plot", metavar="PATH", help="write a PNG of the latency distribution")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--drop", type=float, default=0.0, help="probability that a datagram is lost (default 0)")
+    g.add_argument("--duplicate", type=float, default=0.0, help="probability that a datagram is sent twice (default 0)")
+    g.add_argument("--reorder", type=float, default=0.0,
+                   help="probability that a datagram is swapped with the next one (default 0)")
+    g.add_argument("--fault-seed", type=int, default=7, help="seed of the fault draws (default 7)")
 
 
 def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
@@ -111,8 +116,12 @@ def _emulator_options(a: argparse.Namespace, host: str, port: int):
         raise ConfigError("--rounds-per-packet must be at least 1")
     if a.cycle_us < 0:
         raise ConfigError("--cycle-us must not be negative")
+    for name in ("drop", "duplicate", "reorder"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            raise ConfigError(f"--{name} {getattr(a, name)} must be a probability in [0, 1]")
     return EmulatorOptions(host=host, port=port, shots=a.shots, rounds_per_packet=a.rounds_per_packet,
-                           cycle_us=a.cycle_us, timeout_s=a.timeout, seed=a.seed, progress=not a.no_progress)
+                           cycle_us=a.cycle_us, timeout_s=a.timeout, seed=a.seed, progress=not a.no_progress,
+                           drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, fault_seed=a.fault_seed)
 
 
 def _write_outputs(report, a: argparse.Namespace) -> None:

@@ -63,6 +63,9 @@ class EmulatorOptions:
         timeout_s: how long to wait for a shot's final correction before counting it lost.
         seed: stim sampler seed (None: random).
         progress: show a progress bar on standard error.
+        drop, duplicate, reorder: per-datagram probabilities of a network fault (``fault_plan``):
+            the datagram is not sent, sent twice, or swapped with the next one.
+        fault_seed: seed of the fault draws.
     """
 
     host: str = "127.0.0.1"
@@ -73,6 +76,20 @@ class EmulatorOptions:
     timeout_s: float = 1.0
     seed: int | None = 12345
     progress: bool = True
+    drop: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    fault_seed: int = 7
+
+    def __post_init__(self) -> None:
+        for name in ("drop", "duplicate", "reorder"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"--{name} {v} must be a probability in [0, 1]")
+
+    @property
+    def faulty(self) -> bool:
+        return self.drop > 0 or self.duplicate > 0 or self.reorder > 0
 
 
 @dataclass
@@ -100,13 +117,16 @@ class Report:
     lost: int
     errors: int
     error_statuses: dict[str, int] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
     latencies_us: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     answered: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    poisoned: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    affected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("latencies_us", "predictions", "answered"):
+        for k in ("latencies_us", "predictions", "answered", "poisoned", "affected"):
             d.pop(k)
         return d
 
@@ -330,6 +350,35 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         ctl.close()
 
 
+def fault_plan(npk: int, rng: np.random.Generator, drop: float, duplicate: float, reorder: float
+               ) -> tuple[np.ndarray, bool]:
+    """The order in which a shot's ``npk`` datagrams go out over a faulty network, and whether the
+    fault reaches the shot's data.
+
+    Each datagram is dropped with probability ``drop``, else sent twice with probability
+    ``duplicate``; then each adjacent pair is swapped with probability ``reorder``. The shot is
+    *affected* unless its first ``npk`` sends are its datagrams in order (a duplicate after the
+    last datagram reaches a shot already complete and cannot change its correction).
+
+    Returns:
+        ``(order, affected)``: int64 indices into the shot's datagrams, in sending order.
+    """
+    order: list[int] = []
+    for i in range(npk):
+        u = rng.random()
+        if u < drop:
+            continue
+        order.append(i)
+        if u < drop + duplicate:
+            order.append(i)
+    for j in range(len(order) - 1):
+        if rng.random() < reorder:
+            order[j], order[j + 1] = order[j + 1], order[j]
+    arr = np.asarray(order, np.int64)
+    affected = not (len(arr) >= npk and np.array_equal(arr[:npk], np.arange(npk)))
+    return arr, affected
+
+
 class ShotDriver:
     """The controller's preallocated buffers for ``drive_shot`` on one stream."""
 
@@ -342,15 +391,22 @@ class ShotDriver:
         npk = -(-layout.num_rounds // rounds_per_packet)
         self.rx = np.zeros(65536, np.uint8)
         self.res = np.zeros(NUM_R, np.int64)
-        self.sent_time = np.zeros(npk, np.int64)
+        self.sent_time = np.zeros(2 * npk + 2, np.int64)  # room for every datagram sent twice
         self.corr_round = np.zeros(layout.num_rounds + 2, np.int64)
         self.corr_time = np.zeros(layout.num_rounds + 2, np.int64)
         self.errs = np.zeros(P.NUM_STATUS, np.int64)
 
-    def run(self, shot_id: int, packed_shot: np.ndarray, pred_row: np.ndarray) -> np.ndarray:
+    def run(self, shot_id: int, packed_shot: np.ndarray, pred_row: np.ndarray, order: np.ndarray | None = None
+            ) -> np.ndarray:
         """Send one shot (uint8 ``(num_rounds, round_bytes)`` blocks) and wait for its answer;
-        returns ``res`` (``R_*``)."""
+        returns ``res`` (``R_*``). ``order`` (``fault_plan``) sends the datagrams in that order
+        instead, each no earlier than the latest of the rounds sent so far was measured."""
         buf, off, length, ready = shot_packets(self.ctl.stream_id, shot_id, packed_shot, self.rpp)
+        if order is not None:
+            if len(order) == 0:  # every datagram dropped: nothing to send, nothing to wait for
+                self.res[:] = 0
+                return self.res
+            off, length, ready = off[order], length[order], np.maximum.accumulate(ready[order])
         drive_shot(self.ctl.sock.fileno(), buf, off, length, ready, self.cycle_ns, self.timeout_ns, shot_id,
                    self.layout.num_observables, self.rx, self.res, pred_row, self.sent_time, self.corr_round,
                    self.corr_time, self.errs)
@@ -368,6 +424,10 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     latency = np.full(nshots, np.nan)
     server = np.full(nshots, np.nan)
     driver = ShotDriver(ctl, layout, opts.rounds_per_packet, opts.cycle_us, opts.timeout_s)
+    poisoned = np.zeros(nshots, bool)
+    affected = np.zeros(nshots, bool)
+    rng = np.random.default_rng(opts.fault_seed)
+    npk = -(-layout.num_rounds // opts.rounds_per_packet)
     sampler = circuit.compile_detector_sampler(seed=opts.seed)
     matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
     chunk = max(1, min(nshots, 20_000_000 // max(layout.num_detectors, 1)))  # about 20 MB of samples at a time
@@ -389,7 +449,11 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
             reference[c0:c1] = matching.decode_batch(dets)
             packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
             for s in range(c0, c1):
-                res = driver.run(s + 1, packed[s - c0], preds[s])
+                order = None
+                if opts.faulty:
+                    order, affected[s] = fault_plan(npk, rng, opts.drop, opts.duplicate, opts.reorder)
+                res = driver.run(s + 1, packed[s - c0], preds[s], order)
+                poisoned[s] = res[R_POISONED] == 1
                 busy_ns += (res[R_FINAL_RECEIVED] if res[R_FINAL] else res[R_LAST_SENT]) - res[R_SHOT_START]
                 answered[s] = res[R_FINAL] == 1
                 errored[s] = res[R_POISONED] == 1 and not answered[s]
@@ -409,6 +473,12 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     disagree = int(np.sum(np.any(preds[answered] != reference[answered], axis=1)))
     lost = int(np.sum(~answered & ~errored))
     statuses = {P.Status(i).name: int(n) for i, n in enumerate(driver.errs) if n}
+    faults = {}
+    if opts.faulty:
+        faults = {"shots_affected": int(affected.sum()), "affected_answered": int(np.sum(affected & answered)),
+                  "affected_poisoned": int(np.sum(affected & errored)),
+                  "affected_lost": int(np.sum(affected & ~answered & ~errored)),
+                  "unaffected_not_answered": int(np.sum(~affected & ~answered))}
     elapsed = max(busy_ns, 1) / 1e9
     return Report(
         circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=cfg.decoder,
@@ -418,7 +488,7 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
         logical_error_rate=ler, logical_error_rate_stderr=ler_se,
         reference_logical_error_rate=rler, reference_logical_error_rate_stderr=rler_se,
         disagreements_with_reference=disagree, lost=lost, errors=int(driver.errs.sum()), error_statuses=statuses,
-        latencies_us=lat, predictions=preds, answered=answered,
+        faults=faults, latencies_us=lat, predictions=preds, answered=answered, poisoned=poisoned, affected=affected,
     )
 
 

@@ -35,6 +35,11 @@ def print_report(r: Report, metrics_url: str | None = None, metrics_text: str | 
     s.add_row("shots predicted differently from offline", f"{r.disagreements_with_reference}")
     s.add_row("lost", f"{r.lost}")
     s.add_row("error replies", f"{r.errors}" + (f" {r.error_statuses}" if r.error_statuses else ""))
+    if r.faults:
+        f = r.faults
+        s.add_row("network faults injected", f"{f['shots_affected']} shots affected: {f['affected_poisoned']} poisoned, "
+                                             f"{f['affected_lost']} lost, {f['affected_answered']} answered (must be 0); "
+                                             f"{f['unaffected_not_answered']} unaffected shots unanswered")
     if metrics_url:
         s.add_row("metrics", metrics_url)
     console.print(s)
