@@ -1,0 +1,26 @@
+"""A short, bounded run of the coverage-guided fuzzer (``tests/fuzz/fuzz_ingest.py``) in CI:
+no input may crash the parser or state machine, make the interpreted and compiled ``ingest``
+differ, or touch a stream the datagram did not name."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HARNESS = Path(__file__).resolve().parent / "fuzz" / "fuzz_ingest.py"
+
+
+def test_fuzz_ingest_bounded_run(tmp_path):
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"
+    subprocess.run([sys.executable, str(HARNESS), "--write-seeds", str(corpus)], check=True, timeout=600)
+    r = subprocess.run([sys.executable, str(HARNESS), "-runs=30000", "-max_total_time=60", "-seed=1",
+                        f"-artifact_prefix={tmp_path}/", str(corpus)], capture_output=True, text=True, timeout=900)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
+    assert "Done 30000 runs" in log or " DONE " in log, log[-2000:]
+    last = [ln for ln in log.splitlines() if "cov:" in ln][-1]
+    cov = int(last.split("cov:")[1].split()[0])
+    assert cov >= 40, f"the harness reached only {cov} coverage edges: {last}"
+    assert not list(tmp_path.glob("crash-*"))
