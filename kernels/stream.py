@@ -15,7 +15,11 @@ Tables (all int64 unless said; built by ``rtdecoder.engine``):
 - ``gbase[g, :]``: ``(first node, first edge)`` of window graph ``g`` in ``node_round`` and ``edges``.
 - ``node_round``: each graph node's round relative to its window's first round.
 - ``edges[e, :]``: ``(u, v, observable mask)``; ``v == -1`` for a boundary edge.
-- ``counters``: ``[0, NUM_STATUS)`` rejected packets by status code, then the ``CNT_*`` counters.
+- ``allow[i, :]``: ``(network high, network low, mask high, mask low)``, one allowed subnet per
+  row as a 128-bit IPv6 address in two big-endian int64 halves (IPv4 as ``::ffff:a.b.c.d``);
+  stream ``sid``'s rows are ``[st[sid, C_ALLOW_BASE], + st[sid, C_ALLOW_N])``.
+- ``counters``: ``[0, NUM_STATUS)`` rejected packets by status code, ``REJECT_NOT_ALLOWED``, then
+  the ``CNT_*`` counters.
 - ``out``: three int64 results of ``ingest`` (see there).
 
 Wire layouts and status codes: ``docs/wire-protocol.md`` and ``rtdecoder.protocol``.
@@ -43,16 +47,18 @@ C_MAXDG = 10
 C_WINDOW = 11
 C_COMMIT = 12
 C_DECODER = 13
-S_HAS_SHOT = 14
-S_SHOT = 15
-S_NEXT_ROUND = 16
-S_POISONED = 17
-S_DONE = 18
-S_NEXT_WIN = 19
-S_CUM = 20
-S_RX_NS = 21
-S_TS = 22
-NUM_COLS = 23
+C_ALLOW_BASE = 14
+C_ALLOW_N = 15
+S_HAS_SHOT = 16
+S_SHOT = 17
+S_NEXT_ROUND = 18
+S_POISONED = 19
+S_DONE = 20
+S_NEXT_WIN = 21
+S_CUM = 22
+S_RX_NS = 23
+S_TS = 24
+NUM_COLS = 25
 
 # --- counters (after the per-status reject counts) ------------------------------------------
 CNT_BASE = 32
@@ -65,8 +71,11 @@ CNT_HELLO = CNT_BASE + 5
 CNT_PING = CNT_BASE + 6
 CNT_RESET = CNT_BASE + 7
 CNT_ABANDONED = CNT_BASE + 8
+REJECT_NOT_ALLOWED = CNT_BASE - 1
+"""``counters`` index of datagrams from sources outside the allow-lists (not a wire status: they
+get no reply at all)."""
 NUM_COUNTERS = CNT_BASE + 16
-assert P.NUM_STATUS <= CNT_BASE
+assert P.NUM_STATUS < CNT_BASE - 1
 
 # --- out[] of ingest ------------------------------------------------------------------------
 OUT_REPLY_LEN = 0
@@ -208,15 +217,29 @@ def reset_shot(st, sid, shot_id):
     st[sid, S_CUM] = 0
 
 
+@njit(cache=True, inline="always")
+def allowed(allow, lo_row, n_rows, src_hi, src_lo):
+    """Whether the source ``(src_hi, src_lo)`` lies in one of ``allow[lo_row:lo_row + n_rows]``."""
+    for i in range(lo_row, lo_row + n_rows):
+        if (src_hi & allow[i, 2]) == allow[i, 0] and (src_lo & allow[i, 3]) == allow[i, 1]:
+            return True
+    return False
+
+
 @njit(cache=True)
-def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out):
+def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_lo):
     """Check one received datagram and apply it to its stream (docs/wire-protocol.md §6, §7).
+
+    A datagram from a source in no stream's allow-list, or naming a stream whose allow-list does
+    not hold its source, is counted (``REJECT_NOT_ALLOWED``) and dropped without a reply: a
+    stranger learns nothing, not even that the port is a decoder's.
 
     Args:
         buf: uint8 array, the ring slot holding the datagram (its first ``min(n, len(buf))`` bytes).
         n: the datagram's length in bytes as the kernel reported it (may exceed ``len(buf)``).
         rx_ns: receive time, ns (CLOCK_MONOTONIC).
-        st, offs, syn, counters: the tables described in the module docstring.
+        st, offs, syn, counters, allow: the tables described in the module docstring.
+        src_hi, src_lo: the source address, as in ``allow`` (IPv4 mapped into IPv6).
         tx: uint8 array receiving the reply, if any.
         out: int64 array of 3: ``out[OUT_REPLY_LEN]`` bytes of reply in ``tx`` (0: none),
             ``out[OUT_STREAM]`` the stream whose windows may now be complete (-1: none),
@@ -227,6 +250,9 @@ def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out):
     out[OUT_STAMP] = 0
     counters[CNT_PACKETS] += 1
     counters[CNT_BYTES] += n
+    if not allowed(allow, 0, allow.shape[0], src_hi, src_lo):
+        counters[REJECT_NOT_ALLOWED] += 1
+        return
     if n < HEADER_LEN:
         reject(tx, buf, n, ST_MALFORMED, 0, 0, rx_ns, counters, out)
         return
@@ -260,6 +286,9 @@ def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out):
     sid = rd(buf, OFF_STREAM, 2)
     if sid >= st.shape[0] or st[sid, C_CONFIGURED] == 0:
         reject(tx, buf, n, ST_UNKNOWN_STREAM, shot, 0, rx_ns, counters, out)
+        return
+    if not allowed(allow, st[sid, C_ALLOW_BASE], st[sid, C_ALLOW_N], src_hi, src_lo):
+        counters[REJECT_NOT_ALLOWED] += 1
         return
     if mtype == T_HELLO:
         counters[CNT_HELLO] += 1

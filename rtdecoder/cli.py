@@ -43,6 +43,9 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
                    help="window decoder (default matching)")
     g.add_argument("--window", type=_window, default=None, help="window W in rounds, or 'all' (default 2 * distance)")
     g.add_argument("--commit", type=int, default=None, help="commit region C in rounds (default distance)")
+    g.add_argument("--allow", default=None,
+                   help="controller addresses/subnets the stream accepts, comma-separated (default loopback: "
+                        "127.0.0.0/8,::1/128)")
 
 
 def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
@@ -67,6 +70,7 @@ def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
         id=a.stream_id, circuit=a.circuit, distance=a.distance,
         rounds=a.rounds if a.rounds is not None else 5 * a.distance, p=a.p, decoder=a.decoder,
         window=a.window, commit=a.commit,
+        **({"allow": tuple(x.strip() for x in a.allow.split(",") if x.strip())} if a.allow else {}),
     )
 
 
@@ -74,7 +78,7 @@ def _stream_argv(cfg: StreamConfig) -> list[str]:
     return ["--stream-id", str(cfg.id), "--circuit", cfg.circuit, "--distance", str(cfg.distance),
             "--rounds", str(cfg.rounds), "--p", repr(cfg.p), "--decoder", cfg.decoder,
             "--window", "all" if cfg.window == WINDOW_ALL else str(cfg.window)] + (
-            ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else [])
+            ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else []) + ["--allow", ",".join(cfg.allow)]
 
 
 def _cpus(value: str) -> tuple[int, ...]:
@@ -97,7 +101,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     over = {k: v for k, v in (("host", a.host), ("port", a.port), ("metrics_host", a.metrics_host),
                               ("metrics_port", a.metrics_port), ("cpus", a.cpus), ("busy_poll_us", a.busy_poll_us),
-                              ("recv_batch", a.recv_batch), ("backend", a.backend)) if v is not None}
+                              ("recv_batch", a.recv_batch), ("backend", a.backend),
+                              ("error_replies_per_s", a.error_replies_per_s), ("error_burst", a.error_burst))
+            if v is not None}
     if a.config:
         cfg = load_config(a.config)
         if over:
@@ -239,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=["cpu", "gpu", "auto"], default=None,
                    help="decode union-find windows on the cpu, on the gpu (persistent kernels), or auto: "
                         "gpu where a usable GPU is (default cpu)")
+    s.add_argument("--error-replies-per-s", type=int, default=None,
+                   help="ERROR replies per second each source may get (default 1000; the rest are counted, not sent)")
+    s.add_argument("--error-burst", type=int, default=None, help="ERROR replies a source may get at once (default 100)")
     s.add_argument("--echo", action="store_true",
                    help="send every datagram back unchanged and decode nothing (the transport floor)")
     _add_stream_flags(s)

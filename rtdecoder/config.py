@@ -30,6 +30,7 @@ Every value is checked when loaded; an unknown key raises ``ConfigError`` naming
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from typing import Any
 
 DECODERS = ("matching", "union_find")
 WINDOW_ALL = 0
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+"""The default ``allow`` list: loopback only."""
 """``window = "all"`` is stored as 0: the whole shot is one window."""
 
 
@@ -62,6 +65,9 @@ class StreamConfig:
             Default ``2 * distance``.
         commit: commit region ``C`` in rounds, ``1 <= C <= W``. Default ``distance``.
         max_datagram: largest syndrome datagram accepted for this stream, bytes (§7).
+        allow: the controller addresses or subnets (CIDR, IPv4 or IPv6) this stream accepts
+            datagrams from; default loopback only. Datagrams from elsewhere get no reply and are
+            counted (``rtdecoder_packets_rejected_total{reason="not_allowed"}``).
 
     Raises:
         ConfigError: for any value out of range, with the fix in its message.
@@ -76,8 +82,17 @@ class StreamConfig:
     window: int | None = None
     commit: int | None = None
     max_datagram: int = 4096
+    allow: tuple[str, ...] = LOOPBACK
 
     def __post_init__(self) -> None:
+        if isinstance(self.allow, str) or not isinstance(self.allow, tuple) or not self.allow:
+            raise ConfigError(f"stream {self.id}: allow {self.allow!r} must be a non-empty list of addresses or "
+                              "subnets, e.g. [\"10.0.0.0/24\", \"127.0.0.1\"]")
+        for a in self.allow:
+            try:
+                ipaddress.ip_network(a, strict=False)
+            except ValueError as e:
+                raise ConfigError(f"stream {self.id}: allow entry {a!r} is not an address or subnet ({e})") from None
         if not 0 <= self.id <= 0xFFFF:
             raise ConfigError(f"stream id {self.id} is out of range: use 0..65535")
         if self.decoder not in DECODERS:
@@ -133,6 +148,10 @@ class ServerConfig:
             handled by worker ``s % len(cpus)``.
         busy_poll_us: ``SO_BUSY_POLL`` to ask of the kernel, µs (0: off).
         recv_batch: most datagrams taken per ``recvmmsg`` (1..ring_slots).
+        error_replies_per_s, error_burst: ERROR replies each source may receive, per second and
+            in a burst (a token bucket per source address and port); the rest are not sent and
+            are counted (``rtdecoder_error_replies_suppressed_total``). The datagrams are still
+            counted by reason and their shots poisoned as usual.
         backend: where union-find windows are decoded: ``cpu``, ``gpu`` (the persistent GPU
             decoder, ``rtdecoder.gpu``) or ``auto`` (gpu where a usable GPU is, else cpu).
         streams: the streams, with distinct ids.
@@ -146,6 +165,8 @@ class ServerConfig:
     cpus: tuple[int, ...] = ()
     busy_poll_us: int = 50
     recv_batch: int = 16
+    error_replies_per_s: int = 1000
+    error_burst: int = 100
     backend: str = "cpu"
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
@@ -162,6 +183,9 @@ class ServerConfig:
             raise ConfigError(f"cpus {list(self.cpus)} lists a CPU twice: one worker per CPU")
         if not 0 <= self.busy_poll_us <= 1_000_000:
             raise ConfigError(f"busy_poll_us {self.busy_poll_us} must be in 0..1000000")
+        if not 0 < self.error_replies_per_s <= 10_000_000 or not 0 < self.error_burst <= 1_000_000:
+            raise ConfigError(f"error_replies_per_s {self.error_replies_per_s} and error_burst {self.error_burst} "
+                              "must be positive (at most 10000000 and 1000000)")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 1 <= self.recv_batch <= self.ring_slots:
@@ -204,6 +228,10 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
         }.get(str(expected).split(" ")[0], True)
         if not ok:
             raise ConfigError(f"{where}: {name} = {value!r} should be of type {expected}")
+        if name == "allow":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: allow = {value!r} should be a list of addresses or subnets")
+            value = tuple(value)
         if name == "cpus":
             if not isinstance(value, list):
                 raise ConfigError(f"{where}: cpus = {value!r} should be a list of CPU numbers")

@@ -105,7 +105,18 @@ def control_words() -> np.ndarray:
 CNT_RECV_ERRORS = K.CNT_BASE + 9
 CNT_SEND_DROPPED = K.CNT_BASE + 10
 CNT_BATCHES = K.CNT_BASE + 11
-assert CNT_BATCHES < K.NUM_COUNTERS
+CNT_ERRORS_SUPPRESSED = K.CNT_BASE + 12
+assert CNT_ERRORS_SUPPRESSED < K.NUM_COUNTERS
+
+# --- error-reply rate limit (``rl``, per worker) -----------------------------------------------
+RL_SLOTS = 256
+"""Sources tracked at once (a direct-mapped table: a source that collides with another takes its
+slot over with a full bucket)."""
+RL_KEY_HI, RL_KEY_LO, RL_PORT, RL_TOKENS, RL_LAST, RL_USED = 0, 1, 2, 3, 4, 5
+RL_RATE, RL_BURST = 0, 1  # row 0: the limits (replies per second, burst)
+TOKEN = 1_000_000_000
+"""One reply in the bucket's units (token-nanoseconds: refilling at ``rate`` per second adds
+``rate`` units per ns)."""
 
 ST_INTERNAL = int(P.Status.INTERNAL)
 DEC_MATCHING = P.DECODER_IDS["matching"]
@@ -132,6 +143,31 @@ def _decode_matching(wid: int, sid: int, k: int) -> int:
         n = -1
     state.escape[0] = time.perf_counter_ns() - t0
     return n
+
+
+@njit(cache=True)
+def take_error_token(rl, src_hi, src_lo, port, now):
+    """Whether source ``(src_hi, src_lo, port)`` may get one more ERROR reply at ``now`` (ns):
+    a token bucket of ``rl[0, RL_BURST]`` replies refilled at ``rl[0, RL_RATE]`` per second."""
+    rate = rl[0, RL_RATE]
+    burst = rl[0, RL_BURST] * TOKEN
+    h = (src_lo ^ (src_lo >> 17) ^ src_hi ^ (port * 40503)) & (RL_SLOTS - 1)
+    row = rl[1 + h]
+    if row[RL_USED] == 0 or row[RL_KEY_HI] != src_hi or row[RL_KEY_LO] != src_lo or row[RL_PORT] != port:
+        row[RL_KEY_HI] = src_hi
+        row[RL_KEY_LO] = src_lo
+        row[RL_PORT] = port
+        row[RL_TOKENS] = burst
+        row[RL_LAST] = now
+        row[RL_USED] = 1
+    elapsed = min(max(now - row[RL_LAST], 0), burst // rate + 1)
+    tokens = min(burst, row[RL_TOKENS] + elapsed * rate)
+    row[RL_LAST] = now
+    if tokens < TOKEN:
+        row[RL_TOKENS] = tokens
+        return False
+    row[RL_TOKENS] = tokens - TOKEN
+    return True
 
 
 @njit(cache=True)
@@ -205,7 +241,7 @@ def flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta):
 
 
 @njit(cache=True, nogil=True)
-def process_datagram(buf, n, rx, name_addr, namelen, fd, wid, tables, state, ws, tx):
+def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, fd, wid, tables, state, ws, tx):
     """Handle one received datagram: check it, append its rounds, decode and commit every window
     it completed, and queue the replies (docs/wire-protocol.md §6, §7).
 
@@ -214,20 +250,25 @@ def process_datagram(buf, n, rx, name_addr, namelen, fd, wid, tables, state, ws,
             reported it (it may exceed ``len(buf)``: then it is rejected TOO_LARGE).
         rx: receive time, ns.
         name_addr, namelen: the sender's ``sockaddr`` (address, bytes); replies go there.
+        src_hi, src_lo, src_port: the sender's address (``libc.source_of``), for the
+            allow-lists and the error-reply rate limit (``take_error_token``).
         fd: the socket to flush a full transmit batch to (``FLUSH_NONE`` in process).
         wid: this worker's index in ``_HOOKS`` (for the matching escape).
         tables: ``Engine.tables``; state: ``WorkerState.arrays``; ws: the union-find workspace;
         tx: ``WorkerState.tx_arrays``.
     """
-    st, offs, syn, win, gbase, node_round, edges, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev = tables
-    counters, hist, out, trace, tmeta, chosen_m, escape, gq, gr, gc = state
+    st, offs, syn, win, gbase, node_round, edges, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, allow = tables
+    counters, hist, out, trace, tmeta, chosen_m, escape, gq, gr, gc, rl = state
     txbuf, txhdr, txiov, txflag, txq = tx
     cap = txbuf.shape[0]
     if txq[0] == cap:
         flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
     q = txq[0]
-    K.ingest(buf, n, rx, st, offs, syn, counters, txbuf[q], out)
-    if out[K.OUT_REPLY_LEN]:
+    K.ingest(buf, n, rx, st, offs, syn, counters, txbuf[q], out, allow, src_hi, src_lo)
+    if out[K.OUT_REPLY_LEN] and txbuf[q, K.OFF_TYPE] == K.T_ERROR and not take_error_token(rl, src_hi, src_lo,
+                                                                                         src_port, rx):
+        counters[CNT_ERRORS_SUPPRESSED] += 1
+    elif out[K.OUT_REPLY_LEN]:
         _queue_reply(txq, txhdr, txiov, txflag, _row_addr(txbuf, q), out[K.OUT_REPLY_LEN], out[K.OUT_STAMP],
                      name_addr, namelen)
     sid = out[K.OUT_STREAM]
@@ -289,10 +330,10 @@ def process_datagram(buf, n, rx, name_addr, namelen, fd, wid, tables, state, ws,
 
 
 @njit(cache=True, nogil=True)
-def serve_loop(fd, ctl, rxhdr, rxbuf, batch, echo, wid, tables, state, ws, tx):
+def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, ws, tx):
     """Busy-poll ``fd`` until ``ctl[CTL_STOP]`` is set; handle every datagram (see the module
-    docstring). ``rxhdr``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a power of
-    two of slots); ``batch`` bounds the datagrams taken per ``recvmmsg``. With ``echo`` set, each
+    docstring). ``rxhdr``/``rxname``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a
+    power of two of slots); ``batch`` bounds the datagrams taken per ``recvmmsg``. With ``echo`` set, each
     datagram is sent back unchanged and nothing else happens (the transport floor).
 
     Returns:
@@ -325,7 +366,9 @@ def serve_loop(fd, ctl, rxhdr, rxbuf, batch, echo, wid, tables, state, ws, tx):
                 _queue_reply(txq, txhdr, txiov, txflag, _row_addr(rxbuf, s), min(n, rxbuf.shape[1]), 0,
                              name_addr, namelen)
             else:
-                process_datagram(rxbuf[s], n, rx, name_addr, namelen, fd, wid, tables, state, ws, tx)
+                src_hi, src_lo, src_port = L.source_of(rxname[s])
+                process_datagram(rxbuf[s], n, rx, name_addr, namelen, src_hi, src_lo, src_port, fd, wid, tables,
+                                 state, ws, tx)
             flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
             rxhdr[s, L.H_NAMELEN] = L.SOCKADDR_BYTES  # value-result: reset for the next receive
         slot = (slot + r) & mask
@@ -337,6 +380,7 @@ class WorkerState:
     """One worker's preallocated arrays: counters, histograms, trace ring, transmit batch and
     union-find workspace. Registered in ``_HOOKS`` for the matching escape.
 
+    ``error_replies_per_s``/``error_burst``: the per-source ERROR reply budget (``rl``).
     ``gpu_slot``: ``(request words, result words, chosen row)`` of a ``PersistentDecoder`` slot
     (``PersistentDecoder.slot_arrays``) to decode union-find windows on the GPU; default: the CPU.
 
@@ -346,7 +390,8 @@ class WorkerState:
         tx: the transmit ``MessageBatch`` (``tx_slots`` replies of ``TX_BYTES``).
     """
 
-    def __init__(self, engine, tx_slots: int = 64, gpu_slot: tuple | None = None):
+    def __init__(self, engine, tx_slots: int = 64, gpu_slot: tuple | None = None,
+                 error_replies_per_s: int = 1000, error_burst: int = 100):
         self.engine = engine
         self.wid = len(_HOOKS)
         _HOOKS.append(self)
@@ -361,10 +406,13 @@ class WorkerState:
         self.txflag = np.zeros(tx_slots, np.int64)
         self.txq = np.zeros(1, np.int64)
         self.workspace = uf.Workspace(engine.uf_max_nodes, engine.uf_max_edges, engine.uf_max_length).arrays()
+        self.rl = np.zeros((RL_SLOTS + 1, 6), np.int64)
+        self.rl[0, RL_RATE] = error_replies_per_s
+        self.rl[0, RL_BURST] = error_burst
         none = np.zeros(0, np.int64)
         self.gpu_slot = gpu_slot if gpu_slot is not None else (none, none, none)
         self.arrays = (self.counters, self.hist, self.out, self.trace, self.tmeta, self.chosen_m, self.escape,
-                       *self.gpu_slot)
+                       *self.gpu_slot, self.rl)
         self.tx_arrays = (self.tx.buf, self.tx.hdr, self.tx.iov, self.txflag, self.txq)
 
     def replies(self) -> list[bytes]:

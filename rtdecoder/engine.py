@@ -24,6 +24,7 @@ from rtdecoder.decoders import CompiledUnionFind, CompiledWindowDecoder, make_de
 from rtdecoder.dem import DetectorLayout, dem_components, detector_layout, make_circuit
 from rtdecoder.kernels import stream as K
 from rtdecoder.kernels import union_find as uf
+from rtdecoder.transport.udp import allow_rows, source_words
 from rtdecoder.windows import WindowPlan, plan_windows
 
 
@@ -100,6 +101,8 @@ class Engine:
         offs, win, gbase, node_round, edges = [], [], [], [], []
         off_base = syn_base = win_base = node_base = edge_base = graph_base = 0
         spans: list[tuple[int, int]] = []  # each window's detectors in syn, all streams in order
+        allow: list[np.ndarray] = []
+        allow_base = 0
         local_graph: list[int] = []
         for rt in rts:
             sid, lay, plan = rt.cfg.id, rt.layout, rt.plan
@@ -118,6 +121,11 @@ class Engine:
             row[K.C_WINDOW] = rt.cfg.window
             row[K.C_COMMIT] = rt.cfg.commit
             row[K.C_DECODER] = P.DECODER_IDS[rt.cfg.decoder]
+            rows = allow_rows(rt.cfg.allow)
+            row[K.C_ALLOW_BASE] = allow_base
+            row[K.C_ALLOW_N] = len(rows)
+            allow.append(rows)
+            allow_base += len(rows)
             offs.append(lay.round_offsets)
             off_base += len(lay.round_offsets)
             spans += [(syn_base + int(lay.round_offsets[a]), syn_base + int(lay.round_offsets[b]))
@@ -135,6 +143,7 @@ class Engine:
                 node_base += g.num_nodes
                 edge_base += g.num_edges
         self.offs = np.concatenate(offs).astype(np.int64)
+        self.allow = np.ascontiguousarray(np.concatenate(allow))
         if self._host_alloc is None:
             self.syn = np.zeros(syn_base, np.uint8)
         else:
@@ -145,7 +154,7 @@ class Engine:
         self.edges = np.ascontiguousarray(np.concatenate(edges).astype(np.int64))
         self._build_union_find(rts)
         self.tables = (self.st, self.offs, self.syn, self.win, self.gbase, self.node_round, self.edges,
-                       self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev)
+                       self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)
@@ -223,8 +232,11 @@ class Engine:
 
     # -- in-process path (tests, the demo's cross-check, benchmarks) -------------------------
     def handle(self, datagram: bytes | bytearray | np.ndarray, rx_ns: int | None = None,
-               tx_ns: int | None = None) -> list[bytes]:
+               tx_ns: int | None = None, source: str = "127.0.0.1", port: int = 0) -> list[bytes]:
         """Process one datagram as the server does and return the replies it would send.
+
+        ``source``/``port``: the address it came from (for the allow-lists and the error-reply
+        rate limit; default loopback).
 
         Runs ``rtdecoder.dataplane.process_datagram``, the server's code, on a copy of the
         datagram (so it allocates; the server receives into a ring slot and sends from its
@@ -236,7 +248,8 @@ class Engine:
         buf[: min(len(data), self.slot_bytes)] = data[: self.slot_bytes]
         rx = time.perf_counter_ns() if rx_ns is None else rx_ns
         loc = self.local
-        D.process_datagram(buf, len(data), rx, 0, 0, D.FLUSH_NONE, loc.wid, self.tables, loc.arrays,
+        hi, lo = source_words(source)
+        D.process_datagram(buf, len(data), rx, 0, 0, hi, lo, port, D.FLUSH_NONE, loc.wid, self.tables, loc.arrays,
                            loc.workspace, loc.tx_arrays)
         D.flush(D.FLUSH_NONE, *loc.tx_arrays, loc.counters, loc.hist, loc.trace, loc.tmeta)
         if tx_ns is not None:

@@ -114,13 +114,17 @@ class EngineCollector(Collector):
             ("rtdecoder_replies_dropped", D.CNT_SEND_DROPPED, "Replies the kernel refused to send."),
             ("rtdecoder_receive_batches", D.CNT_BATCHES, "recvmmsg calls that returned datagrams "
              "(packets_received / this: datagrams per batch)."),
+            ("rtdecoder_error_replies_suppressed", D.CNT_ERRORS_SUPPRESSED, "ERROR replies not sent: the source "
+             "was over its error-reply budget (the datagrams are still counted by reason)."),
         ):
             yield CounterMetricFamily(name, doc, value=float(c[idx]))
-        rej = CounterMetricFamily("rtdecoder_packets_rejected", "Datagrams answered with an error, by status code.",
+        rej = CounterMetricFamily("rtdecoder_packets_rejected", "Datagrams rejected, by status code (answered "
+                                  "with an ERROR), or not_allowed (a source outside the stream's allow-list: no reply).",
                                   labels=["reason"])
         for status in P.Status:
             if status != P.Status.OK:
                 rej.add_metric([status.name.lower()], float(c[status]))
+        rej.add_metric(["not_allowed"], float(c[K.REJECT_NOT_ALLOWED]))
         yield rej
         yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(self.engine.streams))
         yield GaugeMetricFamily("rtdecoder_workers", "Data-plane workers.", value=len(self.states) - 1)

@@ -56,14 +56,15 @@ class Worker:
     """
 
     def __init__(self, engine: Engine, fd: int, ring: PinnedRing, cpu: int | None, batch: int, echo: bool,
-                 gpu_slot: tuple | None = None):
+                 gpu_slot: tuple | None = None, error_limit: tuple[int, int] = (1000, 100)):
         self.engine = engine
         self.fd = fd
         self.ring = ring
         self.cpu = cpu
         self.batch = batch
         self.echo = echo
-        self.state = D.WorkerState(engine, gpu_slot=gpu_slot)
+        self.state = D.WorkerState(engine, gpu_slot=gpu_slot, error_replies_per_s=error_limit[0],
+                                   error_burst=error_limit[1])
         self.rx = L.MessageBatch(ring.slots, ring.slot_bytes, buffers=ring.array)
         self.ctl = D.control_words()
         self.handled = 0
@@ -75,7 +76,8 @@ class Worker:
             if self.cpu is not None:
                 os.sched_setaffinity(0, {self.cpu})  # 0: the calling thread
             s = self.state
-            self.handled = D.serve_loop(self.fd, self.ctl, self.rx.hdr, self.ring.array, self.batch, self.echo,
+            self.handled = D.serve_loop(self.fd, self.ctl, self.rx.hdr, self.rx.name, self.ring.array, self.batch,
+                                        self.echo,
                                         s.wid, self.engine.tables, s.arrays, s.workspace, s.tx_arrays)
         except BaseException as e:  # reported by Server.run; the process then exits non-zero
             self.error = e
@@ -138,7 +140,8 @@ class Server:
         for i, (cpu, fd) in enumerate(zip(cpus, self.transport.fds())):
             ring = PinnedRing(cfg.ring_slots, slot_bytes)
             slot = self.gpu.slot_arrays(i + 1) if self.gpu is not None else None
-            self.workers.append(Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo, slot))
+            self.workers.append(Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo, slot,
+                                       (cfg.error_replies_per_s, cfg.error_burst)))
         owned = {i: sorted(s for s in self.engine.streams if s % len(cpus) == i) for i in range(len(cpus))}
         for i, w in enumerate(self.workers):
             where = f"pinned to CPU {w.cpu}" if w.cpu is not None else "not pinned (give --cpus to pin)"
@@ -160,8 +163,8 @@ class Server:
         w = self.workers[0]
         ctl = np.ones(1, np.int64)
         s = w.state
-        D.serve_loop(w.fd, ctl, w.rx.hdr, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables, s.arrays,
-                     s.workspace, s.tx_arrays)
+        D.serve_loop(w.fd, ctl, w.rx.hdr, w.rx.name, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables,
+                     s.arrays, s.workspace, s.tx_arrays)
         print(f"rtdecoder: data plane compiled in {time.perf_counter() - t0:.1f} s", file=self.log)
 
     def ready_line(self) -> str:

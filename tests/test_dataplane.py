@@ -33,7 +33,8 @@ class Loop:
         self.ctl = D.control_words()
         self.handled = None
         s = self.state
-        args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.ring.array, 4, echo, s.wid, engine.tables,
+        args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.rx.name, self.ring.array, 4, echo, s.wid,
+                engine.tables,
                 s.arrays, s.workspace, s.tx_arrays)
         self.thread = threading.Thread(target=lambda: setattr(self, "handled", D.serve_loop(*args)))
         self.thread.start()

@@ -34,6 +34,9 @@ MSG_TRUNC = 0x20
 EAGAIN = 11
 EINTR = 4
 SOCKADDR_BYTES = 128  # sizeof(struct sockaddr_storage)
+AF_INET = 2
+AF_INET6 = 10
+V4_MAPPED = 0xFFFF << 32  # ::ffff:a.b.c.d, the low half
 
 # mmsghdr word indices
 H_NAME = 0
@@ -179,6 +182,27 @@ def load_acquire(arr, i):
     """``arr[i]`` (int64) read afresh on every call: another thread may have written it (the
     stop flag); the compiler may not keep it in a register across loop iterations."""
     return _load_acquire(arr, i)
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def source_of(name):
+    """``(high, low, port)`` of the ``struct sockaddr_storage`` bytes ``name`` (uint8): the
+    address as 128 bits in two big-endian int64 halves, IPv4 mapped to ``::ffff:a.b.c.d``
+    (``sockaddr_in``: port at bytes 2-3, address at 4-7; ``sockaddr_in6``: port at 2-3, address
+    at 8-23, network byte order). ``(-1, -1, 0)`` for any other family, which no allow-list holds."""
+    family = np.int64(name[0]) | (np.int64(name[1]) << 8)
+    port = (np.int64(name[2]) << 8) | np.int64(name[3])
+    if family == AF_INET:
+        a = (np.int64(name[4]) << 24) | (np.int64(name[5]) << 16) | (np.int64(name[6]) << 8) | np.int64(name[7])
+        return np.int64(0), np.int64(V4_MAPPED) | a, port
+    if family == AF_INET6:
+        hi = np.int64(0)
+        lo = np.int64(0)
+        for i in range(8):
+            hi = (hi << 8) | np.int64(name[8 + i])
+            lo = (lo << 8) | np.int64(name[16 + i])
+        return hi, lo, port
+    return np.int64(-1), np.int64(-1), np.int64(0)
 
 
 @intrinsic

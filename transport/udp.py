@@ -20,12 +20,43 @@ a NIC driver with NAPI; loopback has none, so on loopback it changes nothing.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import socket
 import struct
+
+import numpy as np
 
 SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 STREAM_ID_OFFSET = 10  # docs/wire-protocol.md §2: the header's stream_id field, little-endian u16
+
+
+def _halves(value: int) -> tuple[int, int]:
+    """A 128-bit integer as two int64 halves (high, low), two's complement."""
+    hi, lo = value >> 64, value & ((1 << 64) - 1)
+    return tuple(int(x) for x in np.array([hi, lo], np.uint64).view(np.int64))
+
+
+def _as_v6(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return int(addr) | (0xFFFF << 32) if addr.version == 4 else int(addr)
+
+
+def source_words(host: str) -> tuple[int, int]:
+    """``host`` as the data plane sees a source address (``libc.source_of``): two int64 halves of
+    its IPv6 form (IPv4 mapped to ``::ffff:a.b.c.d``)."""
+    return _halves(_as_v6(ipaddress.ip_address(host)))
+
+
+def allow_rows(networks) -> np.ndarray:
+    """int64 ``(len(networks), 4)``: ``(network high, network low, mask high, mask low)`` of each
+    address or CIDR subnet, IPv4 ones mapped into ``::ffff:0:0/96``."""
+    rows = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        prefix = net.prefixlen + (96 if net.version == 4 else 0)
+        mask = ((1 << prefix) - 1) << (128 - prefix) if prefix else 0
+        rows.append((*_halves(_as_v6(net.network_address) & mask), *_halves(mask)))
+    return np.asarray(rows, np.int64).reshape(-1, 4)
 
 
 def steering_program(workers: int) -> list[tuple[int, int, int, int]]:

@@ -10,8 +10,10 @@ the harness runs two copies of it on every input:
   helpers it calls stay compiled), which gives libFuzzer its coverage of every branch of §2/§6;
 - the compiled one, the server's, on a copy of the same tables.
 
-Each input is split into datagrams (a 2-byte little-endian length before each) sent in turn to a
-two-stream engine, so sequences of packets explore the state machine, not single packets only.
+Each input is split into datagrams (a 2-byte little-endian prefix before each: the length in its
+low bits, and in its top bit whether the datagram comes from a stranger, 10.9.9.9, instead of
+loopback) sent in turn to a two-stream engine, so sequences of packets explore the state
+machine, not single packets only. A stranger's datagram must change nothing and get no reply.
 After each datagram the two copies must agree exactly (reply bytes, tables, counters, detection
 events), the compiled server path (``Engine.handle``) must not raise, every reply must parse, and
 the stream the datagram did not name must be unchanged. Any difference raises, and libFuzzer
@@ -30,6 +32,7 @@ from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import stream as K
+from rtdecoder.transport.udp import source_words
 
 A, B = 1, 4
 ENGINE = Engine([StreamConfig(id=A, distance=3, rounds=3, p=0.01, decoder="union_find", window=2, commit=1),
@@ -42,31 +45,38 @@ COMPILED = [ENGINE.st.copy(), ENGINE.offs, ENGINE.syn.copy(), np.zeros(K.NUM_COU
 SLOT = np.zeros(ENGINE.slot_bytes, np.uint8)
 TX_PY, TX_C = np.zeros(256, np.uint8), np.zeros(256, np.uint8)
 OUT_PY, OUT_C = np.zeros(3, np.int64), np.zeros(3, np.int64)
+LOOPBACK, STRANGER = source_words("127.0.0.1"), source_words("10.9.9.9")
 REPLIES = {P.MsgType.ERROR, P.MsgType.PONG, P.MsgType.HELLO_REPLY, P.MsgType.RESET_ACK, P.MsgType.CORRECTION}
 
 
 def datagrams(data: bytes):
     i = 0
     while i + 2 <= len(data):
-        n = int.from_bytes(data[i:i + 2], "little") % 1200
-        yield data[i + 2:i + 2 + n]
+        v = int.from_bytes(data[i:i + 2], "little")
+        n = (v & 0x7FFF) % 1200
+        yield data[i + 2:i + 2 + n], bool(v >> 15)
         i += 2 + n
 
 
-def one(d: bytes) -> None:
+def one(d: bytes, stranger: bool) -> None:
+    src = STRANGER if stranger else LOOPBACK
     SLOT[:] = 0
     SLOT[:min(len(d), len(SLOT))] = np.frombuffer(d, np.uint8)[:len(SLOT)]
     st_py, offs, syn_py, cnt_py = TABLES
     st_c, _, syn_c, cnt_c = COMPILED
-    ingest_py(SLOT, len(d), 123, st_py, offs, syn_py, cnt_py, TX_PY, OUT_PY)
-    K.ingest(SLOT, len(d), 123, st_c, offs, syn_c, cnt_c, TX_C, OUT_C)
+    ingest_py(SLOT, len(d), 123, st_py, offs, syn_py, cnt_py, TX_PY, OUT_PY, ENGINE.allow, *src)
+    K.ingest(SLOT, len(d), 123, st_c, offs, syn_c, cnt_c, TX_C, OUT_C, ENGINE.allow, *src)
     if not (np.array_equal(OUT_PY, OUT_C) and np.array_equal(st_py, st_c) and np.array_equal(syn_py, syn_c)
             and np.array_equal(cnt_py, cnt_c) and np.array_equal(TX_PY[:OUT_PY[0]], TX_C[:OUT_C[0]])):
         raise AssertionError(f"interpreted and compiled ingest differ on {d.hex()}")
     named = int.from_bytes(d[10:12], "little") if len(d) >= 12 else -1
     other = B if named != B else A
     before = ENGINE.st[other].copy()
-    for r in ENGINE.handle(d):
+    named_before = ENGINE.st[A if other == B else B].copy()
+    replies = ENGINE.handle(d, source="10.9.9.9" if stranger else "127.0.0.1")
+    if stranger and (replies or not np.array_equal(ENGINE.st[A if other == B else B], named_before)):
+        raise AssertionError(f"a stranger's datagram was answered or changed a stream: {d.hex()}")
+    for r in replies:
         h = P.decode_header(r)
         if h.magic != P.MAGIC or h.msg_type not in REPLIES or len(r) != P.HEADER_LEN + h.payload_len:
             raise AssertionError(f"malformed reply {r.hex()} to {d.hex()}")
@@ -75,8 +85,8 @@ def one(d: bytes) -> None:
 
 
 def TestOneInput(data: bytes) -> None:
-    for d in datagrams(data):
-        one(d)
+    for d, stranger in datagrams(data):
+        one(d, stranger)
 
 
 def seeds() -> list[bytes]:
