@@ -87,6 +87,12 @@ M_PENDING = 1   # tmeta: first entry whose datagram's replies are not sent yet
 
 # --- control words (``ctl``), written by the Python side ---------------------------------------
 CTL_STOP = 0
+CTL_DRAIN = 1
+"""Non-zero: drain until this deadline (ns, CLOCK_MONOTONIC): the loop returns once the socket is
+empty and none of its streams has a shot in flight, or at the deadline."""
+CTL_WORKER = 2
+CTL_WORKERS = 3
+"""This worker's index and the number of workers: it owns the streams ``sid % workers == index``."""
 CACHE_LINE = 64
 
 
@@ -99,7 +105,20 @@ def control_words() -> np.ndarray:
     """
     buf = np.zeros(2 * CACHE_LINE // 8, np.int64)
     first = (-buf.ctypes.data % CACHE_LINE) // 8
-    return buf[first:first + CACHE_LINE // 8]
+    ctl = buf[first:first + CACHE_LINE // 8]
+    ctl[CTL_WORKERS] = 1
+    return ctl
+
+
+@njit(cache=True)
+def shots_in_flight(st, worker, workers):
+    """Shots begun and neither complete nor poisoned on the streams this worker owns."""
+    n = 0
+    for sid in range(st.shape[0]):
+        if sid % workers == worker and st[sid, K.C_CONFIGURED] == 1 and st[sid, K.S_HAS_SHOT] == 1 \
+                and st[sid, K.S_DONE] == 0 and st[sid, K.S_POISONED] == 0:
+            n += 1
+    return n
 
 # --- counters past those of rtdecoder.kernels.stream ------------------------------------------
 CNT_RECV_ERRORS = K.CNT_BASE + 9
@@ -331,8 +350,9 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
 
 @njit(cache=True, nogil=True)
 def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, ws, tx):
-    """Busy-poll ``fd`` until ``ctl[CTL_STOP]`` is set; handle every datagram (see the module
-    docstring). ``rxhdr``/``rxname``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a
+    """Busy-poll ``fd`` until ``ctl[CTL_STOP]`` is set, or, once ``ctl[CTL_DRAIN]`` holds a
+    deadline, until the socket is empty and no shot of this worker's streams is in flight (or the
+    deadline passes); handle every datagram (see the module docstring). ``rxhdr``/``rxname``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a
     power of two of slots); ``batch`` bounds the datagrams taken per ``recvmmsg``. With ``echo`` set, each
     datagram is sent back unchanged and nothing else happens (the transport floor).
 
@@ -354,6 +374,10 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
                 e = L.errno()
                 if e != L.EAGAIN and e != L.EINTR:
                     counters[CNT_RECV_ERRORS] += 1
+            deadline = L.load_acquire(ctl, CTL_DRAIN)
+            if deadline != 0 and (monotonic_ns() > deadline
+                                  or shots_in_flight(tables[0], ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0):
+                break  # draining, and nothing left to wait for
             continue
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1

@@ -18,8 +18,9 @@ detection events live in mapped host memory and each worker decodes its union-fi
 through a slot of the resident GPU decoder (``rtdecoder.gpu.PersistentDecoder``); the worker
 itself still receives, commits and sends.
 
-SIGINT and SIGTERM set each worker's stop word; the loops return after the datagram in hand and
-the process exits 0.
+SIGTERM and SIGINT drain: each worker goes on serving until its socket is empty and none of its
+streams has a shot in flight (their final corrections or error replies go out as usual), or
+``drain_s`` has passed; then the process exits 0. A second signal stops the workers at once.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class Worker:
     def stop(self) -> None:
         self.ctl[D.CTL_STOP] = 1
 
+    def drain(self, deadline_ns: int) -> None:
+        self.ctl[D.CTL_DRAIN] = deadline_ns
+
 
 class Server:
     """A configured service: engine, transport, workers and metrics endpoint.
@@ -106,6 +110,7 @@ class Server:
         L.require_supported()
         self.cfg = cfg
         self.log = log
+        self._draining = False
         allowed = os.sched_getaffinity(0)
         missing = [c for c in cfg.cpus if c not in allowed]
         if missing:
@@ -140,8 +145,9 @@ class Server:
         for i, (cpu, fd) in enumerate(zip(cpus, self.transport.fds())):
             ring = PinnedRing(cfg.ring_slots, slot_bytes)
             slot = self.gpu.slot_arrays(i + 1) if self.gpu is not None else None
-            self.workers.append(Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo, slot,
-                                       (cfg.error_replies_per_s, cfg.error_burst)))
+            w = Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo, slot, (cfg.error_replies_per_s, cfg.error_burst))
+            w.ctl[D.CTL_WORKER], w.ctl[D.CTL_WORKERS] = i, len(cpus)
+            self.workers.append(w)
         owned = {i: sorted(s for s in self.engine.streams if s % len(cpus) == i) for i in range(len(cpus))}
         for i, w in enumerate(self.workers):
             where = f"pinned to CPU {w.cpu}" if w.cpu is not None else "not pinned (give --cpus to pin)"
@@ -161,7 +167,8 @@ class Server:
         """Compile (or load from cache) the loop: run it once with its stop word already set."""
         t0 = time.perf_counter()
         w = self.workers[0]
-        ctl = np.ones(1, np.int64)
+        ctl = D.control_words()
+        ctl[D.CTL_STOP] = 1
         s = w.state
         D.serve_loop(w.fd, ctl, w.rx.hdr, w.rx.name, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables,
                      s.arrays, s.workspace, s.tx_arrays)
@@ -174,6 +181,19 @@ class Server:
     def stop(self, *_: object) -> None:
         for w in self.workers:
             w.stop()
+
+    def drain(self, *_: object) -> None:
+        """SIGTERM/SIGINT: finish the shots in flight (their final corrections or error replies
+        are sent as usual), then stop; at most ``drain_s`` seconds. A second signal stops at once."""
+        if self._draining:
+            print("rtdecoder: second signal: stopping now", file=self.log)
+            self.stop()
+            return
+        self._draining = True
+        print(f"rtdecoder: draining: finishing the shots in flight (at most {self.cfg.drain_s:g} s)", file=self.log)
+        deadline = time.monotonic_ns() + int(self.cfg.drain_s * 1e9)
+        for w in self.workers:
+            w.drain(deadline)
 
     def run(self) -> int:
         """Start the workers and wait until they stop (``stop()`` or a signal handler calling it).
@@ -206,13 +226,15 @@ class Server:
 def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False) -> int:
     """Build the service, announce readiness on ``stdout``, and serve until SIGINT or SIGTERM."""
     server = Server(cfg, echo=echo)
-    signal.signal(signal.SIGTERM, server.stop)
-    signal.signal(signal.SIGINT, server.stop)
+    signal.signal(signal.SIGTERM, server.drain)
+    signal.signal(signal.SIGINT, server.drain)
     print(server.ready_line(), file=stdout, flush=True)
     try:
         rc = server.run()
     finally:
         server.close()
         c = server.counters()
-        print(f"rtdecoder: stopped after {c[K.CNT_PACKETS]} packets, {c[K.CNT_SHOTS]} shots decoded", file=server.log)
+        left = D.shots_in_flight(server.engine.st, 0, 1)
+        print(f"rtdecoder: stopped after {c[K.CNT_PACKETS]} packets, {c[K.CNT_SHOTS]} shots decoded"
+              + (f"; {left} shots were still in flight" if left else ""), file=server.log)
     return rc
