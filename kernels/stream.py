@@ -115,6 +115,7 @@ ST_SHOT_ABANDONED = int(P.Status.SHOT_ABANDONED)
 ST_STALE_SHOT = int(P.Status.STALE_SHOT)
 ST_SHOT_POISONED = int(P.Status.SHOT_POISONED)
 ST_NOT_READY = int(P.Status.NOT_READY)
+ST_BUSY = int(P.Status.BUSY)
 FLAG_FINAL = P.FLAG_FINAL
 STAMP_OFFSET = P.OFF_CORR_TX
 assert P.OFF_CORR_TX == P.OFF_PONG_TX
@@ -227,7 +228,7 @@ def allowed(allow, lo_row, n_rows, src_hi, src_lo):
 
 
 @njit(cache=True)
-def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_lo):
+def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_lo, shed):
     """Check one received datagram and apply it to its stream (docs/wire-protocol.md §6, §7).
 
     A datagram from a source in no stream's allow-list, or naming a stream whose allow-list does
@@ -240,6 +241,8 @@ def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_l
         rx_ns: receive time, ns (CLOCK_MONOTONIC).
         st, offs, syn, counters, allow: the tables described in the module docstring.
         src_hi, src_lo: the source address, as in ``allow`` (IPv4 mapped into IPv6).
+        shed: non-zero while the worker is overloaded: a SYNDROME that would start a new shot is
+            answered BUSY and changes nothing (the shots in flight go on).
         tx: uint8 array receiving the reply, if any.
         out: int64 array of 3: ``out[OUT_REPLY_LEN]`` bytes of reply in ``tx`` (0: none),
             ``out[OUT_STREAM]`` the stream whose windows may now be complete (-1: none),
@@ -337,6 +340,9 @@ def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_l
         reject(tx, buf, n, ST_STALE_SHOT, shot, 0, rx_ns, counters, out)
         return
     if st[sid, S_HAS_SHOT] == 0 or shot > st[sid, S_SHOT]:
+        if shed:
+            reject(tx, buf, n, ST_BUSY, shot, 0, rx_ns, counters, out)
+            return
         if st[sid, S_HAS_SHOT] == 1 and st[sid, S_DONE] == 0 and st[sid, S_POISONED] == 0:
             # The controller moved on before finishing the shot in progress: it gets no
             # correction, and the controller hears so (unless this packet is bad itself).

@@ -103,7 +103,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
                               ("metrics_port", a.metrics_port), ("cpus", a.cpus), ("busy_poll_us", a.busy_poll_us),
                               ("recv_batch", a.recv_batch), ("backend", a.backend),
                               ("error_replies_per_s", a.error_replies_per_s), ("error_burst", a.error_burst),
-                              ("drain_s", a.drain_s))
+                              ("drain_s", a.drain_s), ("busy_batches", a.busy_batches))
             if v is not None}
     if a.config:
         cfg = load_config(a.config)
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--error-replies-per-s", type=int, default=None,
                    help="ERROR replies per second each source may get (default 1000; the rest are counted, not sent)")
     s.add_argument("--error-burst", type=int, default=None, help="ERROR replies a source may get at once (default 100)")
+    s.add_argument("--busy-batches", type=int, default=None,
+                   help="overload threshold: consecutive full receive batches before new shots get BUSY (default 4)")
     s.add_argument("--drain-s", type=float, default=None,
                    help="on SIGTERM, seconds to wait for the shots in flight to finish (default 2)")
     s.add_argument("--echo", action="store_true",

@@ -152,6 +152,8 @@ class ServerConfig:
             in a burst (a token bucket per source address and port); the rest are not sent and
             are counted (``rtdecoder_error_replies_suppressed_total``). The datagrams are still
             counted by reason and their shots poisoned as usual.
+        busy_batches: overload threshold: after this many consecutive full ``recvmmsg``
+            batches a worker answers new shots BUSY until its socket's backlog drains.
         drain_s: on SIGTERM, the longest the workers wait for the shots in flight to finish, s.
         backend: where union-find windows are decoded: ``cpu``, ``gpu`` (the persistent GPU
             decoder, ``rtdecoder.gpu``) or ``auto`` (gpu where a usable GPU is, else cpu).
@@ -169,6 +171,7 @@ class ServerConfig:
     error_replies_per_s: int = 1000
     error_burst: int = 100
     drain_s: float = 2.0
+    busy_batches: int = 4
     backend: str = "cpu"
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
@@ -188,6 +191,8 @@ class ServerConfig:
         if not 0 < self.error_replies_per_s <= 10_000_000 or not 0 < self.error_burst <= 1_000_000:
             raise ConfigError(f"error_replies_per_s {self.error_replies_per_s} and error_burst {self.error_burst} "
                               "must be positive (at most 10000000 and 1000000)")
+        if not 1 <= self.busy_batches <= 1_000_000:
+            raise ConfigError(f"busy_batches {self.busy_batches} must be at least 1")
         if not 0 <= self.drain_s <= 3600:
             raise ConfigError(f"drain_s {self.drain_s} must be in 0..3600 seconds")
         if self.backend not in BACKENDS:

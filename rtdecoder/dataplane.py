@@ -92,6 +92,9 @@ CTL_DRAIN = 1
 empty and none of its streams has a shot in flight, or at the deadline."""
 CTL_WORKER = 2
 CTL_WORKERS = 3
+CTL_BUSY_BATCHES = 4
+"""Overload: after this many consecutive full ``recvmmsg`` batches (the socket held at least that
+many batches of datagrams), new shots are answered BUSY until a batch comes back short."""
 """This worker's index and the number of workers: it owns the streams ``sid % workers == index``."""
 CACHE_LINE = 64
 
@@ -107,6 +110,7 @@ def control_words() -> np.ndarray:
     first = (-buf.ctypes.data % CACHE_LINE) // 8
     ctl = buf[first:first + CACHE_LINE // 8]
     ctl[CTL_WORKERS] = 1
+    ctl[CTL_BUSY_BATCHES] = 4
     return ctl
 
 
@@ -125,7 +129,11 @@ CNT_RECV_ERRORS = K.CNT_BASE + 9
 CNT_SEND_DROPPED = K.CNT_BASE + 10
 CNT_BATCHES = K.CNT_BASE + 11
 CNT_ERRORS_SUPPRESSED = K.CNT_BASE + 12
-assert CNT_ERRORS_SUPPRESSED < K.NUM_COUNTERS
+CNT_OVERLOADED = K.CNT_BASE + 13
+"""Times the worker entered overload (and began answering new shots BUSY)."""
+SHED = K.CNT_BASE + 14
+"""Not a counter: 1 while the worker is overloaded (read by ``process_datagram``)."""
+assert SHED < K.NUM_COUNTERS
 
 # --- error-reply rate limit (``rl``, per worker) -----------------------------------------------
 RL_SLOTS = 256
@@ -283,7 +291,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
     if txq[0] == cap:
         flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
     q = txq[0]
-    K.ingest(buf, n, rx, st, offs, syn, counters, txbuf[q], out, allow, src_hi, src_lo)
+    K.ingest(buf, n, rx, st, offs, syn, counters, txbuf[q], out, allow, src_hi, src_lo, counters[SHED])
     if out[K.OUT_REPLY_LEN] and txbuf[q, K.OFF_TYPE] == K.T_ERROR and not take_error_token(rl, src_hi, src_lo,
                                                                                          src_port, rx):
         counters[CNT_ERRORS_SUPPRESSED] += 1
@@ -352,7 +360,11 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
 def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, ws, tx):
     """Busy-poll ``fd`` until ``ctl[CTL_STOP]`` is set, or, once ``ctl[CTL_DRAIN]`` holds a
     deadline, until the socket is empty and no shot of this worker's streams is in flight (or the
-    deadline passes); handle every datagram (see the module docstring). ``rxhdr``/``rxname``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a
+    deadline passes); handle every datagram (see the module docstring). After
+    ``ctl[CTL_BUSY_BATCHES]`` consecutive full batches the worker is overloaded: SYNDROME
+    datagrams that would start a new shot are answered BUSY (``counters[SHED]``) until a batch
+    comes back short, so the shots in flight finish and the backlog, bounded by the socket's
+    receive buffer, drains. ``rxhdr``/``rxname``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a
     power of two of slots); ``batch`` bounds the datagrams taken per ``recvmmsg``. With ``echo`` set, each
     datagram is sent back unchanged and nothing else happens (the transport floor).
 
@@ -366,6 +378,8 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
     mask = slots - 1
     slot = 0
     handled = 0
+    full = 0
+    counters[SHED] = 0
     while L.load_acquire(ctl, CTL_STOP) == 0:
         r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), min(batch, slots - slot),
                        L.MSG_DONTWAIT | L.MSG_TRUNC)
@@ -381,6 +395,14 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
             continue
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
+        if r == batch:  # the socket held a whole batch: a backlog, if it lasts
+            full += 1
+            if full == ctl[CTL_BUSY_BATCHES]:
+                counters[SHED] = 1
+                counters[CNT_OVERLOADED] += 1
+        else:
+            full = 0
+            counters[SHED] = 0
         for i in range(r):
             s = slot + i
             n = rxhdr[s, L.H_LEN] & 0xFFFFFFFF

@@ -324,6 +324,80 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
             break
 
 
+# open-loop per-shot outcomes (``OpenLoop.outcome``)
+O_NONE = 0
+O_FINAL = 1
+O_ERROR = 2
+
+
+@njit(cache=True)
+def _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred):
+    if n < P.HEADER_LEN or K.rd(rx, K.OFF_MAGIC, 4) != K.MAGIC:
+        return 0
+    s = K.rd(rx, K.OFF_SHOT, 8) - first_shot
+    if s < 0 or s >= outcome.shape[0]:
+        return 0
+    mtype = rx[K.OFF_TYPE]
+    if mtype == K.T_CORRECTION and K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL and outcome[s] == O_NONE:
+        ob = (nobs + 7) >> 3
+        for o in range(nobs):
+            pred[s, o] = (rx[K.OFF_CORR_FLIPS + ob + (o >> 3)] >> (o & 7)) & 1
+        outcome[s] = O_FINAL
+        return 1
+    if mtype == K.T_ERROR and outcome[s] == O_NONE:
+        outcome[s] = O_ERROR
+        status[s] = K.rd(rx, K.OFF_ERR_STATUS, 2)
+        return 1
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def drive_open_loop(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, first_shot, nobs, rx, outcome, status,
+                    pred):
+    """Send many shots' datagrams back to back, paced at ``cycle_ns`` per round and *not* waiting
+    for any answer (a controller that does not slow down for the decoder), taking replies as they
+    come; then wait up to ``timeout_ns`` for the shots still unanswered. ``outcome[s]`` (``O_*``)
+    and ``status[s]`` (the first ERROR's status) tell what became of shot ``first_shot + s``;
+    ``pred[s]`` its final correction. Returns the number of shots still unanswered."""
+    start = monotonic_ns()
+    cap = rx.shape[0]
+    open_shots = outcome.shape[0]
+    for i in range(offset.shape[0]):
+        deadline = start + ready[i] * cycle_ns
+        now = monotonic_ns()
+        while True:
+            n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+            if n > 0:
+                open_shots -= _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred)
+            elif now >= deadline:
+                break
+            now = monotonic_ns()
+        L.send(fd, pkt.ctypes.data + offset[i], length[i], 0)
+    end = monotonic_ns() + timeout_ns
+    while open_shots > 0 and monotonic_ns() < end:
+        n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+        if n > 0:
+            open_shots -= _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred)
+    return open_shots
+
+
+def open_loop_packets(stream_id: int, first_shot: int, blocks: np.ndarray, rounds_per_packet: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``shot_packets`` of shots ``first_shot ..`` (uint8 ``(shots, num_rounds, round_bytes)``),
+    back to back; ``ready`` counts rounds from the first shot's start."""
+    bufs, offs, lens, readys = [], [], [], []
+    base = 0
+    nrounds = blocks.shape[1]
+    for s in range(blocks.shape[0]):
+        buf, off, length, ready = shot_packets(stream_id, first_shot + s, blocks[s], rounds_per_packet)
+        bufs.append(buf)
+        offs.append(off + base)
+        lens.append(length)
+        readys.append(ready + s * nrounds)
+        base += len(buf)
+    return np.concatenate(bufs), np.concatenate(offs), np.concatenate(lens), np.concatenate(readys)
+
+
 def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
     """Drive the service at ``opts.host:opts.port`` with ``opts.shots`` shots of stream ``cfg``.
 

@@ -73,9 +73,10 @@ STAGES = (("check", D.HIST_CHECK, D.TR_RECEIVED, D.TR_CHECKED), ("decode", D.HIS
 class EngineCollector(Collector):
     """Exports an engine's and its workers' counters and histograms (see the module docstring)."""
 
-    def __init__(self, engine: Engine, workers: Sequence[D.WorkerState] = ()):
+    def __init__(self, engine: Engine, workers: Sequence[D.WorkerState] = (), fds: Sequence[int] = ()):
         self.engine = engine
         self.states = [engine.local, *workers]
+        self.fds = list(fds)
         self._info = build_info()
 
     def collect(self) -> Iterator:
@@ -114,6 +115,8 @@ class EngineCollector(Collector):
             ("rtdecoder_replies_dropped", D.CNT_SEND_DROPPED, "Replies the kernel refused to send."),
             ("rtdecoder_receive_batches", D.CNT_BATCHES, "recvmmsg calls that returned datagrams "
              "(packets_received / this: datagrams per batch)."),
+            ("rtdecoder_overloads", D.CNT_OVERLOADED, "Times a worker fell behind (consecutive full receive "
+             "batches) and began answering new shots BUSY."),
             ("rtdecoder_error_replies_suppressed", D.CNT_ERRORS_SUPPRESSED, "ERROR replies not sent: the source "
              "was over its error-reply budget (the datagrams are still counted by reason)."),
         ):
@@ -126,6 +129,14 @@ class EngineCollector(Collector):
                 rej.add_metric([status.name.lower()], float(c[status]))
         rej.add_metric(["not_allowed"], float(c[K.REJECT_NOT_ALLOWED]))
         yield rej
+        yield GaugeMetricFamily("rtdecoder_workers_overloaded", "Workers answering new shots BUSY now.",
+                                value=float(c[D.SHED]))
+        if self.fds:
+            queued, dropped = socket_queues(self.fds)
+            yield GaugeMetricFamily("rtdecoder_socket_queued_bytes", "Bytes waiting in the service's UDP receive "
+                                    "buffers (bounded by SO_RCVBUF).", value=float(queued))
+            yield CounterMetricFamily("rtdecoder_socket_drops", "Datagrams the kernel dropped because a receive "
+                                      "buffer was full (/proc/net/udp).", value=float(dropped))
         yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(self.engine.streams))
         yield GaugeMetricFamily("rtdecoder_workers", "Data-plane workers.", value=len(self.states) - 1)
         yield InfoMetricFamily("rtdecoder_build", "Versions of rtdecoder and what it decodes with.", value=self._info)
@@ -144,8 +155,35 @@ class EngineCollector(Collector):
         return g
 
 
-def make_registry(engine: Engine, workers: Sequence[D.WorkerState] = ()) -> CollectorRegistry:
-    """A fresh registry holding only the engine's collector (tests make one each)."""
+def socket_queues(fds: Sequence[int]) -> tuple[int, int]:
+    """(bytes queued, datagrams dropped) over the UDP sockets ``fds``, from ``/proc/net/udp`` and
+    ``/proc/net/udp6`` (the kernel drops a datagram when a socket's receive buffer is full);
+    (0, 0) where those files cannot be read."""
+    import os
+
+    inodes = set()
+    for fd in fds:
+        try:
+            inodes.add(os.fstat(fd).st_ino)
+        except OSError:
+            pass
+    queued = dropped = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = open(name).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) >= 13 and int(f[9]) in inodes:
+                queued += int(f[4].split(":")[1], 16)
+                dropped += int(f[12])
+    return queued, dropped
+
+
+def make_registry(engine: Engine, workers: Sequence[D.WorkerState] = (), fds: Sequence[int] = ()) -> CollectorRegistry:
+    """A fresh registry holding only the engine's collector (tests make one each); ``fds``: the
+    service's sockets, whose kernel queues and drops are exported."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EngineCollector(engine, workers))
+    registry.register(EngineCollector(engine, workers, fds))
     return registry

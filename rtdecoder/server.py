@@ -146,7 +146,7 @@ class Server:
             ring = PinnedRing(cfg.ring_slots, slot_bytes)
             slot = self.gpu.slot_arrays(i + 1) if self.gpu is not None else None
             w = Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo, slot, (cfg.error_replies_per_s, cfg.error_burst))
-            w.ctl[D.CTL_WORKER], w.ctl[D.CTL_WORKERS] = i, len(cpus)
+            w.ctl[D.CTL_WORKER], w.ctl[D.CTL_WORKERS], w.ctl[D.CTL_BUSY_BATCHES] = i, len(cpus), cfg.busy_batches
             self.workers.append(w)
         owned = {i: sorted(s for s in self.engine.streams if s % len(cpus) == i) for i in range(len(cpus))}
         for i, w in enumerate(self.workers):
@@ -158,7 +158,7 @@ class Server:
         self._warm_up()
         self.metrics_port = -1
         if cfg.metrics_port >= 0:
-            registry = make_registry(self.engine, [w.state for w in self.workers])
+            registry = make_registry(self.engine, [w.state for w in self.workers], self.transport.fds())
             httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
             self.metrics_port = httpd.server_port
             print(f"rtdecoder: metrics on http://{cfg.metrics_host}:{self.metrics_port}/metrics", file=log)

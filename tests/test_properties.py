@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from rtdecoder import dataplane as D
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.dem import make_circuit
@@ -29,7 +30,9 @@ _ENGINE: list[Engine] = []
 
 def engine() -> Engine:
     if not _ENGINE:
-        _ENGINE.append(Engine([CFG_A, CFG_B]))
+        e = Engine([CFG_A, CFG_B])
+        e.local.rl[0, D.RL_RATE], e.local.rl[0, D.RL_BURST] = 10**7, 10**6  # every ERROR is sent
+        _ENGINE.append(e)
     return _ENGINE[0]
 
 

@@ -11,8 +11,8 @@ the harness runs two copies of it on every input:
 - the compiled one, the server's, on a copy of the same tables.
 
 Each input is split into datagrams (a 2-byte little-endian prefix before each: the length in its
-low bits, and in its top bit whether the datagram comes from a stranger, 10.9.9.9, instead of
-loopback) sent in turn to a two-stream engine, so sequences of packets explore the state
+low 14 bits, in its top bit whether the datagram comes from a stranger, 10.9.9.9, instead of
+loopback, and in the next whether the worker is shedding load) sent in turn to a two-stream engine, so sequences of packets explore the state
 machine, not single packets only. A stranger's datagram must change nothing and get no reply.
 After each datagram the two copies must agree exactly (reply bytes, tables, counters, detection
 events), the compiled server path (``Engine.handle``) must not raise, every reply must parse, and
@@ -53,19 +53,19 @@ def datagrams(data: bytes):
     i = 0
     while i + 2 <= len(data):
         v = int.from_bytes(data[i:i + 2], "little")
-        n = (v & 0x7FFF) % 1200
-        yield data[i + 2:i + 2 + n], bool(v >> 15)
+        n = (v & 0x3FFF) % 1200
+        yield data[i + 2:i + 2 + n], bool(v >> 15), (v >> 14) & 1
         i += 2 + n
 
 
-def one(d: bytes, stranger: bool) -> None:
+def one(d: bytes, stranger: bool, shed: int) -> None:
     src = STRANGER if stranger else LOOPBACK
     SLOT[:] = 0
     SLOT[:min(len(d), len(SLOT))] = np.frombuffer(d, np.uint8)[:len(SLOT)]
     st_py, offs, syn_py, cnt_py = TABLES
     st_c, _, syn_c, cnt_c = COMPILED
-    ingest_py(SLOT, len(d), 123, st_py, offs, syn_py, cnt_py, TX_PY, OUT_PY, ENGINE.allow, *src)
-    K.ingest(SLOT, len(d), 123, st_c, offs, syn_c, cnt_c, TX_C, OUT_C, ENGINE.allow, *src)
+    ingest_py(SLOT, len(d), 123, st_py, offs, syn_py, cnt_py, TX_PY, OUT_PY, ENGINE.allow, *src, shed)
+    K.ingest(SLOT, len(d), 123, st_c, offs, syn_c, cnt_c, TX_C, OUT_C, ENGINE.allow, *src, shed)
     if not (np.array_equal(OUT_PY, OUT_C) and np.array_equal(st_py, st_c) and np.array_equal(syn_py, syn_c)
             and np.array_equal(cnt_py, cnt_c) and np.array_equal(TX_PY[:OUT_PY[0]], TX_C[:OUT_C[0]])):
         raise AssertionError(f"interpreted and compiled ingest differ on {d.hex()}")
@@ -85,8 +85,8 @@ def one(d: bytes, stranger: bool) -> None:
 
 
 def TestOneInput(data: bytes) -> None:
-    for d, stranger in datagrams(data):
-        one(d, stranger)
+    for d, stranger, shed in datagrams(data):
+        one(d, stranger, shed)
 
 
 def seeds() -> list[bytes]:
