@@ -111,7 +111,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
             cfg = ServerConfig(**{**cfg.__dict__, **over})
     else:
         cfg = ServerConfig(**{"port": 7700, "metrics_port": 9400, **over, "streams": (_stream_from_args(a),)})
-    return serve(cfg, echo=a.echo)
+    return serve(cfg, echo=a.echo, config_path=a.config)
 
 
 def _emulator_options(a: argparse.Namespace, host: str, port: int):

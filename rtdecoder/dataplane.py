@@ -451,7 +451,8 @@ class WorkerState:
         self.tx = L.MessageBatch(tx_slots, TX_BYTES)
         self.txflag = np.zeros(tx_slots, np.int64)
         self.txq = np.zeros(1, np.int64)
-        self.workspace = uf.Workspace(engine.uf_max_nodes, engine.uf_max_edges, engine.uf_max_length).arrays()
+        self._ws_size = (engine.uf_max_nodes, engine.uf_max_edges, engine.uf_max_length)
+        self.workspace = uf.Workspace(*self._ws_size).arrays()
         self.rl = np.zeros((RL_SLOTS + 1, 6), np.int64)
         self.rl[0, RL_RATE] = error_replies_per_s
         self.rl[0, RL_BURST] = error_burst
@@ -460,6 +461,20 @@ class WorkerState:
         self.arrays = (self.counters, self.hist, self.out, self.trace, self.tmeta, self.chosen_m, self.escape,
                        *self.gpu_slot, self.rl)
         self.tx_arrays = (self.tx.buf, self.tx.hdr, self.tx.iov, self.txflag, self.txq)
+
+    def rebind(self, engine) -> None:
+        """Serve ``engine`` from now on (a reloaded configuration); counters, histograms, trace and
+        transmit batch are kept, the matching output and union-find workspace grow if they must.
+        Only while the worker's loop is not running."""
+        self.engine = engine
+        if engine.max_edges + 1 > len(self.chosen_m):
+            self.chosen_m = np.zeros(engine.max_edges + 1, np.int64)
+        need = (engine.uf_max_nodes, engine.uf_max_edges, engine.uf_max_length)
+        if any(a > b for a, b in zip(need, self._ws_size)):
+            self._ws_size = tuple(max(a, b) for a, b in zip(need, self._ws_size))
+            self.workspace = uf.Workspace(*self._ws_size).arrays()
+        self.arrays = (self.counters, self.hist, self.out, self.trace, self.tmeta, self.chosen_m, self.escape,
+                       *self.gpu_slot, self.rl)
 
     def replies(self) -> list[bytes]:
         """The queued replies (in-process path), as ``bytes``; empties the queue."""

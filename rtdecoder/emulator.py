@@ -358,7 +358,7 @@ def drive_open_loop(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, first_
     for any answer (a controller that does not slow down for the decoder), taking replies as they
     come; then wait up to ``timeout_ns`` for the shots still unanswered. ``outcome[s]`` (``O_*``)
     and ``status[s]`` (the first ERROR's status) tell what became of shot ``first_shot + s``;
-    ``pred[s]`` its final correction. Returns the number of shots still unanswered."""
+    ``pred[s]`` its final correction. Returns ``(shots still unanswered, ns spent sending)``."""
     start = monotonic_ns()
     cap = rx.shape[0]
     open_shots = outcome.shape[0]
@@ -373,12 +373,13 @@ def drive_open_loop(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, first_
                 break
             now = monotonic_ns()
         L.send(fd, pkt.ctypes.data + offset[i], length[i], 0)
-    end = monotonic_ns() + timeout_ns
+    sent = monotonic_ns()
+    end = sent + timeout_ns
     while open_shots > 0 and monotonic_ns() < end:
         n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
         if n > 0:
             open_shots -= _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred)
-    return open_shots
+    return open_shots, sent - start
 
 
 def open_loop_packets(stream_id: int, first_shot: int, blocks: np.ndarray, rounds_per_packet: int

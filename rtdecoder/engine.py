@@ -203,6 +203,17 @@ class Engine:
         self.uf_ev = np.concatenate(evs).astype(np.int32)
         self.uf_max_nodes, self.uf_max_edges, self.uf_max_length = max_nodes, max_edges, max_len
 
+    def adopt(self, old: "Engine", sids) -> None:
+        """Take over the shot state of streams ``sids`` from ``old`` (the same configuration in
+        both: their shot in progress, its detection events so far, window and observable
+        progress), so a reload does not disturb them."""
+        for sid in sids:
+            n = int(self.st[sid, K.C_NDET])
+            assert n == old.st[sid, K.C_NDET] and self.st[sid, K.C_NWIN] == old.st[sid, K.C_NWIN]
+            self.st[sid, K.S_HAS_SHOT:] = old.st[sid, K.S_HAS_SHOT:]
+            a, b = int(self.st[sid, K.C_SYN_BASE]), int(old.st[sid, K.C_SYN_BASE])
+            self.syn[a:a + n] = old.syn[b:b + n]
+
     def attach_gpu(self, decoder) -> None:
         """Decode the in-process path's union-find windows through slot 0 of ``decoder`` (a
         started ``rtdecoder.gpu.PersistentDecoder`` over this engine) and warm up through it."""

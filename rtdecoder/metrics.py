@@ -79,6 +79,11 @@ class EngineCollector(Collector):
         self.fds = list(fds)
         self._info = build_info()
 
+    def rebind(self, engine: Engine) -> None:
+        """Report ``engine`` (a reloaded configuration) from now on."""
+        self.engine = engine
+        self.states[0] = engine.local
+
     def collect(self) -> Iterator:
         c = sum(s.counters.copy() for s in self.states)
         hist = sum(s.hist.copy() for s in self.states)

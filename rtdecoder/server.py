@@ -18,6 +18,10 @@ detection events live in mapped host memory and each worker decodes its union-fi
 through a slot of the resident GPU decoder (``rtdecoder.gpu.PersistentDecoder``); the worker
 itself still receives, commits and sends.
 
+SIGHUP reloads the config file (``Server.reload``): streams added or changed are built while the
+workers keep serving, changed ones answering NOT_READY; the workers then pause between two
+datagrams for the swap, and the streams that did not change keep their shots in progress.
+
 SIGTERM and SIGINT drain: each worker goes on serving until its socket is empty and none of its
 streams has a shot in flight (their final corrections or error replies go out as usual), or
 ``drain_s`` has passed; then the process exits 0. A second signal stops the workers at once.
@@ -25,6 +29,7 @@ streams has a shot in flight (their final corrections or error replies go out as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -34,14 +39,15 @@ import time
 from typing import TextIO
 
 import numpy as np
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 
 from rtdecoder import dataplane as D
 from rtdecoder.config import ConfigError, ServerConfig
-from rtdecoder.engine import Engine
+from rtdecoder.config import load_config
+from rtdecoder.engine import Engine, build_stream
 from rtdecoder.gpu import PersistentDecoder, choose_backend, mapped_zeros
 from rtdecoder.kernels import stream as K
-from rtdecoder.metrics import make_registry
+from rtdecoder.metrics import EngineCollector
 from rtdecoder.ring import PinnedRing
 from rtdecoder.transport import libc as L
 from rtdecoder.transport.udp import UdpTransport
@@ -71,15 +77,27 @@ class Worker:
         self.handled = 0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"rtdecoder-worker-{cpu}", daemon=True)
+        self._pause = threading.Event()
+        self._parked = threading.Event()
+        self._resume = threading.Event()
+        self._quit = False
 
     def _run(self) -> None:
         try:
             if self.cpu is not None:
                 os.sched_setaffinity(0, {self.cpu})  # 0: the calling thread
-            s = self.state
-            self.handled = D.serve_loop(self.fd, self.ctl, self.rx.hdr, self.rx.name, self.ring.array, self.batch,
-                                        self.echo,
-                                        s.wid, self.engine.tables, s.arrays, s.workspace, s.tx_arrays)
+            while True:
+                s = self.state
+                self.handled += D.serve_loop(self.fd, self.ctl, self.rx.hdr, self.rx.name, self.ring.array,
+                                             self.batch, self.echo, s.wid, self.engine.tables, s.arrays, s.workspace,
+                                             s.tx_arrays)
+                if not self._pause.is_set() or self._quit:
+                    return
+                self._parked.set()  # parked between two datagrams: the server may swap the engine now
+                self._resume.wait()
+                self._resume.clear()
+                if self._quit:
+                    return
         except BaseException as e:  # reported by Server.run; the process then exits non-zero
             self.error = e
 
@@ -87,7 +105,28 @@ class Worker:
         self.thread.start()
 
     def stop(self) -> None:
+        self._quit = True
         self.ctl[D.CTL_STOP] = 1
+        self._resume.set()
+
+    def park(self, timeout_s: float = 5.0) -> bool:
+        """Stop the loop between two datagrams and hold it (datagrams wait in the socket)."""
+        self._pause.set()
+        self.ctl[D.CTL_STOP] = 1
+        if not self.thread.is_alive():
+            return True
+        return self._parked.wait(timeout_s)
+
+    def unpark(self) -> None:
+        self._parked.clear()
+        self._pause.clear()
+        if not self._quit:
+            self.ctl[D.CTL_STOP] = 0
+        self._resume.set()
+
+    def rebind(self, engine: Engine) -> None:
+        self.engine = engine
+        self.state.rebind(engine)
 
     def drain(self, deadline_ns: int) -> None:
         self.ctl[D.CTL_DRAIN] = deadline_ns
@@ -106,11 +145,14 @@ class Server:
         OSError: an address cannot be bound.
     """
 
-    def __init__(self, cfg: ServerConfig, log: TextIO = sys.stderr, echo: bool = False):
+    def __init__(self, cfg: ServerConfig, log: TextIO = sys.stderr, echo: bool = False,
+                 config_path: str | None = None):
         L.require_supported()
         self.cfg = cfg
         self.log = log
+        self.config_path = config_path
         self._draining = False
+        self._reload_pending = False
         allowed = os.sched_getaffinity(0)
         missing = [c for c in cfg.cpus if c not in allowed]
         if missing:
@@ -156,9 +198,12 @@ class Server:
         if echo:
             print("rtdecoder: ECHO mode: every datagram is sent back unchanged; nothing is decoded", file=log)
         self._warm_up()
+        self.collector: EngineCollector | None = None
         self.metrics_port = -1
         if cfg.metrics_port >= 0:
-            registry = make_registry(self.engine, [w.state for w in self.workers], self.transport.fds())
+            self.collector = EngineCollector(self.engine, [w.state for w in self.workers], self.transport.fds())
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self.collector)
             httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
             self.metrics_port = httpd.server_port
             print(f"rtdecoder: metrics on http://{cfg.metrics_host}:{self.metrics_port}/metrics", file=log)
@@ -205,13 +250,100 @@ class Server:
             w.start()
         while any(w.thread.is_alive() for w in self.workers):
             for w in self.workers:
-                w.thread.join(timeout=1.0)  # a signal interrupts the wait and runs its handler
+                w.thread.join(timeout=0.2)  # a signal interrupts the wait and runs its handler
                 if w.error is not None:
                     self.stop()
+            if self._reload_pending and not self._draining:
+                self._reload_pending = False
+                self.reload()
         failed = [w for w in self.workers if w.error is not None]
         for w in failed:
             print(f"rtdecoder: worker on CPU {w.cpu} failed: {w.error!r}", file=self.log)
         return 1 if failed else 0
+
+    def request_reload(self, *_: object) -> None:
+        """SIGHUP: reload the config file (done by the main loop, not in the signal handler)."""
+        self._reload_pending = True
+
+    RESTART_ONLY = ("host", "port", "metrics_host", "metrics_port", "ring_slots", "cpus", "busy_poll_us",
+                    "recv_batch", "error_replies_per_s", "error_burst", "backend", "busy_batches")
+
+    def reload(self, new_cfg: ServerConfig | None = None) -> bool:
+        """Apply a new configuration's streams without disturbing the streams that did not change.
+
+        Streams added are built; streams changed are rebuilt, and answer NOT_READY meanwhile
+        (their shot in progress is dropped); streams removed answer NOT_READY, then
+        UNKNOWN_STREAM. While the new tables are built the workers go on serving; then each is
+        parked between two datagrams (datagrams wait in the socket), the unchanged streams' shot
+        state is carried over, and the workers resume. Server-level settings change only at a
+        restart (said in the log). ``new_cfg`` defaults to the config file read again.
+
+        Returns:
+            Whether the new streams are in service. On any error the running configuration
+            stays and the log says why.
+        """
+        t0 = time.perf_counter()
+        if new_cfg is None:
+            if not self.config_path:
+                print("rtdecoder: SIGHUP: no --config file to reload; nothing changed", file=self.log)
+                return False
+            try:
+                new_cfg = load_config(self.config_path)
+            except ConfigError as e:
+                print(f"rtdecoder: SIGHUP: config not reloaded, the running one stays: {e}", file=self.log)
+                return False
+        if self.gpu is not None:
+            print("rtdecoder: SIGHUP: reloading is not supported with the GPU backend; restart the service",
+                  file=self.log)
+            return False
+        fixed = [f for f in self.RESTART_ONLY if getattr(new_cfg, f) != getattr(self.cfg, f)]
+        if fixed:
+            print(f"rtdecoder: SIGHUP: {', '.join(fixed)} change only at a restart; the running values stay",
+                  file=self.log)
+        old = {c.id: c for c in self.cfg.streams}
+        new = {c.id: c for c in new_cfg.streams}
+        unchanged = [i for i in new if old.get(i) == new[i]]
+        changed = [i for i in new if i in old and old[i] != new[i]]
+        added = [i for i in new if i not in old]
+        removed = [i for i in old if i not in new]
+        if not (changed or added or removed):
+            print("rtdecoder: SIGHUP: the streams are unchanged", file=self.log)
+            return True
+        for i in changed + removed:
+            self.engine.st[i, K.C_READY] = 0  # NOT_READY while the new tables are built
+        print(f"rtdecoder: SIGHUP: reconfiguring: streams added {added}, changed {changed}, removed {removed} "
+              f"(changed and removed streams answer NOT_READY meanwhile; {unchanged} keep serving)", file=self.log)
+        try:
+            rts = [self.engine.streams[i] for i in unchanged] + [build_stream(new[i]) for i in changed + added]
+            engine = Engine(rts, slot_bytes=self.engine.slot_bytes)
+        except ConfigError as e:
+            for i in changed + removed:
+                self.engine.st[i, K.C_READY] = 1
+            print(f"rtdecoder: SIGHUP: config not applied, the running one stays: {e}", file=self.log)
+            return False
+        t1 = time.perf_counter()
+        parked = [w.park() for w in self.workers]
+        try:
+            if not all(parked):
+                for i in changed + removed:
+                    self.engine.st[i, K.C_READY] = 1
+                print("rtdecoder: SIGHUP: a worker did not pause within 5 s; the running configuration stays",
+                      file=self.log)
+                return False
+            engine.adopt(self.engine, unchanged)
+            for w in self.workers:
+                w.rebind(engine)
+            self.engine = engine
+            self.cfg = dataclasses.replace(self.cfg, streams=new_cfg.streams)
+            if self.collector is not None:
+                self.collector.rebind(engine)
+        finally:
+            pause_us = (time.perf_counter() - t1) * 1e6
+            for w in self.workers:
+                w.unpark()
+        print(f"rtdecoder: SIGHUP: reloaded in {time.perf_counter() - t0:.1f} s (workers paused {pause_us:.0f} µs); "
+              f"streams now {sorted(new)}", file=self.log)
+        return True
 
     def counters(self) -> np.ndarray:
         """Every worker's counters (and the in-process path's), summed."""
@@ -223,11 +355,13 @@ class Server:
             self.gpu.stop()
 
 
-def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False) -> int:
-    """Build the service, announce readiness on ``stdout``, and serve until SIGINT or SIGTERM."""
-    server = Server(cfg, echo=echo)
+def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False, config_path: str | None = None) -> int:
+    """Build the service, announce readiness on ``stdout``, and serve until SIGINT or SIGTERM;
+    SIGHUP reloads ``config_path``."""
+    server = Server(cfg, echo=echo, config_path=config_path)
     signal.signal(signal.SIGTERM, server.drain)
     signal.signal(signal.SIGINT, server.drain)
+    signal.signal(signal.SIGHUP, server.request_reload)
     print(server.ready_line(), file=stdout, flush=True)
     try:
         rc = server.run()
