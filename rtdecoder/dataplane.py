@@ -422,6 +422,81 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
     return handled
 
 
+# --- ring transports (RoCE, docs/wire-protocol.md §11) ------------------------------------------
+READY_BYTES = 8
+"""The last 8 bytes of a ring slot: ``length | sequence << 32``, written after the message."""
+RS_NEXT = 0      # rstate: the sequence number expected next (starts at 1)
+RS_CONSUMED = 1  # rstate: messages consumed
+RS_CREDITED = 2  # rstate: consumed count last reported to the peer
+_POSTERS: dict = {}
+"""``wid`` -> the object that sends a ring worker's queued replies (``RoceLink`` or, in tests,
+``MemoryLink``): its ``post(q, consumed)`` method."""
+
+
+def _post_replies(wid: int, q: int, consumed: int) -> int:
+    """Object-mode side of the reply escape of ``ring_serve_loop``: post ``q`` queued replies."""
+    try:
+        return _POSTERS[wid].post(q, consumed)
+    except Exception:  # noqa: BLE001 - the link is gone: the replies are counted as dropped
+        return -1
+
+
+@njit(cache=True, nogil=True)
+def ring_serve_loop(ctl, ring, words, slots, slot_bytes, src_hi, src_lo, rstate, wid, tables, state, ws, tx):
+    """The data plane over a ring that a peer writes into (RoCE, §11): poll the ready word of
+    the next slot; when its sequence number is the one expected, hand the message to
+    ``process_datagram``, clear the word, and post the replies through the reply escape (one
+    ``objmode`` call per message that produced replies). Stops on ``ctl[CTL_STOP]``, or drains
+    like ``serve_loop`` on ``ctl[CTL_DRAIN]``.
+
+    Args:
+        ring: uint8 ``(slots * slot_bytes,)``, the registered region; ``words`` the same memory
+            as int64 (``ring.view(np.int64)``).
+        src_hi, src_lo: the controller's address (for the allow-lists).
+        rstate: int64 ``(4,)``, ``RS_*`` (kept across calls, so a session can be resumed).
+
+    Returns:
+        Messages handled.
+    """
+    counters = state[0]
+    hist, trace, tmeta = state[1], state[3], state[4]
+    txbuf, txhdr, txiov, txflag, txq = tx
+    handled = 0
+    mask = slots - 1
+    body = slot_bytes - READY_BYTES
+    while L.load_acquire(ctl, CTL_STOP) == 0:
+        seq = rstate[RS_NEXT]
+        i = (seq - 1) & mask
+        w = (i * slot_bytes + body) >> 3
+        word = L.load_acquire(words, w)
+        if (word >> 32) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
+            deadline = L.load_acquire(ctl, CTL_DRAIN)
+            if deadline != 0 and (monotonic_ns() > deadline
+                                  or shots_in_flight(tables[0], ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0):
+                break
+            continue
+        rx = monotonic_ns()
+        n = word & 0xFFFFFFFF
+        o = i * slot_bytes
+        process_datagram(ring[o:o + body], n, rx, 0, 0, src_hi, src_lo, 0, FLUSH_NONE, wid, tables, state, ws, tx)
+        L.store_release(words, w, 0)
+        rstate[RS_NEXT] = seq + 1
+        rstate[RS_CONSUMED] += 1
+        handled += 1
+        q = txq[0]
+        if q > 0 or rstate[RS_CONSUMED] - rstate[RS_CREDITED] >= (slots >> 2):
+            flush(FLUSH_NONE, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
+            consumed = rstate[RS_CONSUMED]
+            with objmode(r="int64"):
+                r = _post_replies(wid, q, consumed)
+            if r < 0:
+                counters[CNT_SEND_DROPPED] += q
+            else:
+                rstate[RS_CREDITED] = consumed
+            txq[0] = 0
+    return handled
+
+
 class WorkerState:
     """One worker's preallocated arrays: counters, histograms, trace ring, transmit batch and
     union-find workspace. Registered in ``_HOOKS`` for the matching escape.

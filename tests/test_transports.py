@@ -1,0 +1,243 @@
+"""One transport test suite, run against every transport this host offers (docs/wire-protocol.md
+§1, §11): UDP always; the §11 ring protocol in memory (``MemoryLink``: the compiled ring loop
+polling ready words that a thread writes the way a NIC would) always; RoCE through pyverbs only
+where an RDMA device with an active port exists, else skipped with the reason."""
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rtdecoder import dataplane as D
+from rtdecoder import protocol as P
+from rtdecoder.config import StreamConfig
+from rtdecoder.engine import Engine
+from rtdecoder.ring import PinnedRing
+from rtdecoder.transport import libc as L
+from rtdecoder.transport import roce as R
+from rtdecoder.transport.udp import UdpTransport, source_words
+
+CFG = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2)
+
+
+class UdpChannel:
+    """``serve_loop`` on a loopback socket; the client is a plain UDP socket."""
+
+    def __init__(self, engine):
+        self.transport = UdpTransport("127.0.0.1", 0, busy_poll_us=0)
+        self.ring = PinnedRing(8, 8192)
+        self.rx = L.MessageBatch(8, 8192, buffers=self.ring.array)
+        self.state = s = D.WorkerState(engine)
+        self.ctl = D.control_words()
+        args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.rx.name, self.ring.array, 4, False, s.wid,
+                engine.tables, s.arrays, s.workspace, s.tx_arrays)
+        stopped = D.control_words()
+        stopped[D.CTL_STOP] = 1
+        D.serve_loop(args[0], stopped, *args[2:])  # compile (or load) before the clock starts
+        self.thread = threading.Thread(target=D.serve_loop, args=args)
+        self.thread.start()
+        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.client.settimeout(10)
+        self.client.connect(self.transport.address)
+
+    def send(self, datagram: bytes) -> None:
+        self.client.send(datagram)
+
+    def recv(self) -> bytes:
+        return self.client.recv(65536)
+
+    def close(self) -> None:
+        self.ctl[D.CTL_STOP] = 1
+        self.thread.join(30)
+        self.client.close()
+        self.transport.close()
+
+
+class RingChannel:
+    """``ring_serve_loop`` on a region the client writes into by the §11.3 rules (body, then the
+    ready word), replies through ``MemoryLink`` into the client's region."""
+
+    SLOTS, SLOT_BYTES, REPLY_SLOTS = 16, 8192, 64
+
+    def __init__(self, engine):
+        self.ring = np.zeros(self.SLOTS * self.SLOT_BYTES, np.uint8)
+        self.peer = np.zeros(R.HEADER_BYTES + self.REPLY_SLOTS * 256, np.uint8)
+        self.state = s = D.WorkerState(engine, tx_slots=engine.max_windows + 4)
+        D._POSTERS[s.wid] = R.MemoryLink(self.peer, self.REPLY_SLOTS, 256, s.tx.buf, s.tx.iov)
+        self.ctl = D.control_words()
+        self.rstate = np.zeros(4, np.int64)
+        self.rstate[D.RS_NEXT] = 1
+        hi, lo = source_words("127.0.0.1")
+        args = (self.ctl, self.ring, self.ring.view(np.int64), self.SLOTS, self.SLOT_BYTES, hi, lo, self.rstate,
+                s.wid, engine.tables, s.arrays, s.workspace, s.tx_arrays)
+        stopped = D.control_words()
+        stopped[D.CTL_STOP] = 1
+        D.ring_serve_loop(stopped, *args[1:])  # compile (or load) before the clock starts
+        self.thread = threading.Thread(target=D.ring_serve_loop, args=args)
+        self.thread.start()
+        self.writer = R.RingWriter(self.SLOTS, self.SLOT_BYTES)
+        self.reader = R.RingReader(self.peer, self.REPLY_SLOTS, 256, R.HEADER_BYTES)
+        self.words = self.ring.view(np.int64)
+
+    def send(self, datagram: bytes) -> None:
+        n = len(datagram)
+        if n > self.SLOT_BYTES - R.READY_BYTES:  # a peer may announce any length: the service must refuse it
+            self.writer.seq += 1
+            off = ((self.writer.seq - 1) % self.SLOTS) * self.SLOT_BYTES
+            self.ring[off:off + self.SLOT_BYTES - 8] = np.frombuffer(datagram[:self.SLOT_BYTES - 8], np.uint8)
+            self.words[(off + self.SLOT_BYTES - 8) // 8] = R.ready_word(n, self.writer.seq)
+            return
+        body, ready, word = self.writer.next(n)
+        self.ring[body:body + n] = np.frombuffer(datagram, np.uint8)
+        self.words[ready // 8] = word
+
+    def recv(self) -> bytes:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            m = self.reader.poll()
+            if m is not None:
+                return m
+        raise TimeoutError("no reply in the ring")
+
+    def credit(self) -> int:
+        return int(self.peer.view(np.int64)[R.CREDIT_OFFSET // 8])
+
+    def close(self) -> None:
+        self.ctl[D.CTL_STOP] = 1
+        self.thread.join(30)
+        D._POSTERS.pop(self.state.wid, None)
+
+
+class RoceChannel(RingChannel):
+    """The ring loop over a real RC queue pair: the service's ring registered with the NIC, a
+    ``RoceController`` on the same port (RoCE loopback), rendezvous over a socket pair."""
+
+    def __init__(self, engine):
+        self.pinned = PinnedRing(self.SLOTS, self.SLOT_BYTES)
+        self.ring = self.pinned.array.reshape(-1)
+        self.state = s = D.WorkerState(engine, tx_slots=engine.max_windows + 4)
+        link = R.RoceLink(self.ring, self.SLOTS, self.SLOT_BYTES, local=(s.tx.buf,))
+        a, b = socket.socketpair()
+        t = threading.Thread(target=lambda: setattr(t, "peer", R.rendezvous_accept(a, link.info())))
+        t.start()
+        self.client = R.RoceController("", 0, reply_slots=self.REPLY_SLOTS, sock=b)
+        t.join()
+        link.connect(t.peer)
+        self.link = link
+        D._POSTERS[s.wid] = R.RoceReplyPoster(link, s.tx.buf, s.tx.iov)
+        self.ctl = D.control_words()
+        self.rstate = np.zeros(4, np.int64)
+        self.rstate[D.RS_NEXT] = 1
+        hi, lo = source_words("127.0.0.1")
+        args = (self.ctl, self.ring, self.ring.view(np.int64), self.SLOTS, self.SLOT_BYTES, hi, lo, self.rstate,
+                s.wid, engine.tables, s.arrays, s.workspace, s.tx_arrays)
+        self.thread = threading.Thread(target=D.ring_serve_loop, args=args)
+        self.thread.start()
+
+    def send(self, datagram: bytes) -> None:
+        while not self.client.send(datagram):
+            pass
+
+    def recv(self) -> bytes:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            m = self.client.poll()
+            if m is not None:
+                return m
+        raise TimeoutError("no reply over RoCE")
+
+    def close(self) -> None:
+        super().close()
+        self.client.close()
+        self.link.close()
+
+
+@pytest.fixture(params=["udp", "ring", "roce"])
+def channel(request):
+    if request.param == "roce":
+        st = R.probe()
+        if not st.usable:
+            pytest.skip(f"RoCE needs an RDMA device: {st.reason}")
+    engine = Engine([CFG])
+    ch = {"udp": UdpChannel, "ring": RingChannel, "roce": RoceChannel}[request.param](engine)
+    ch.engine = engine
+    yield ch
+    ch.close()
+
+
+def shot(engine, shot_id, events):
+    lay = engine.streams[0].layout
+    packed = P.pack_rounds(events[None, :], lay.round_offsets, lay.round_bytes)[0]
+    return P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=shot_id, num_rounds=lay.num_rounds),
+                    packed.tobytes())
+
+
+def test_hello_and_ping(channel):
+    channel.send(P.encode(P.Header(P.MsgType.HELLO, stream_id=0)))
+    info = P.StreamInfo.unpack(channel.recv()[P.HEADER_LEN:])
+    assert info.num_rounds == channel.engine.streams[0].layout.num_rounds
+    channel.send(P.encode(P.Header(P.MsgType.PING, shot_id=77)))
+    h = P.decode_header(channel.recv())
+    assert h.msg_type == P.MsgType.PONG and h.shot_id == 77
+
+
+def test_corrections_equal_the_in_process_path(channel):
+    reference = Engine([CFG])
+    dets = reference.streams[0].circuit.compile_detector_sampler(seed=2).sample(30)
+    nwin = reference.streams[0].plan.num_windows
+    for s, ev in enumerate(dets):
+        channel.send(shot(channel.engine, s + 1, ev))
+        got = [channel.recv() for _ in range(nwin)]
+        want = reference.handle(shot(reference, s + 1, ev))
+        strip = lambda r: r[:P.OFF_CONTROLLER_TS] + r[P.HEADER_LEN + 16:]  # noqa: E731 - times differ
+        assert [strip(g) for g in got] == [strip(w) for w in want]
+
+
+def test_bad_and_oversized_messages_get_their_status(channel):
+    channel.send(b"\x00" * 40)
+    assert P.decode_error(channel.recv())[1] == P.Status.BAD_MAGIC
+    if isinstance(channel, RoceChannel):
+        return  # an RDMA controller cannot write past a slot: RingWriter refuses it before the wire
+    big = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, num_rounds=1), bytes(9000))
+    channel.send(big)
+    assert P.decode_error(channel.recv())[1] == P.Status.TOO_LARGE
+
+
+def test_ring_credit_reports_consumption():
+    ch = RingChannel(Engine([CFG]))
+    try:
+        for i in range(RingChannel.SLOTS):  # more than slots/4 messages: the credit word moves
+            ch.send(P.encode(P.Header(P.MsgType.PING, shot_id=i)))
+            ch.recv()
+        assert ch.credit() == RingChannel.SLOTS
+    finally:
+        ch.close()
+
+
+def test_rendezvous_messages_round_trip_and_are_checked():
+    mine = R.RdvInfo(qp_num=0x123456, psn=0xABCDE, gid=bytes(range(16)), addr=0x7F0000001000, rkey=0xDEADBEEF,
+                     slot_bytes=8192, slots=1024, mtu=5)
+    assert R.RdvInfo.unpack(mine.pack()) == mine
+    bad = bytearray(mine.pack())
+    bad[0] ^= 1
+    with pytest.raises(ValueError, match="magic"):
+        R.RdvInfo.unpack(bytes(bad))
+    with pytest.raises(ValueError, match="power of two"):
+        R.RdvInfo.unpack(R.RdvInfo(1, 1, bytes(16), 0, 0, 8192, 1000, 5).pack())
+    a, b = socket.socketpair()
+    theirs = R.RdvInfo(7, 8, bytes(16), 4096, 9, 256, 64, 3)
+    t = threading.Thread(target=lambda: setattr(t, "got", R.rendezvous_accept(a, theirs)))
+    t.start()
+    assert R.rendezvous_connect(b, mine) == theirs
+    t.join()
+    assert t.got == mine
+
+
+def test_roce_probe_says_what_is_missing():
+    st = R.probe()
+    if st.usable:
+        pytest.skip(f"this host has RoCE: {st.reason}")
+    assert any(k in st.reason for k in ("no pyverbs", "no libibverbs", "no RDMA device", "no active RoCE port"))
+    assert "install" in st.reason or "load" in st.reason or "bring" in st.reason
