@@ -103,7 +103,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
                               ("metrics_port", a.metrics_port), ("cpus", a.cpus), ("busy_poll_us", a.busy_poll_us),
                               ("recv_batch", a.recv_batch), ("backend", a.backend),
                               ("error_replies_per_s", a.error_replies_per_s), ("error_burst", a.error_burst),
-                              ("drain_s", a.drain_s), ("busy_batches", a.busy_batches))
+                              ("drain_s", a.drain_s), ("busy_batches", a.busy_batches), ("transport", a.transport))
             if v is not None}
     if a.config:
         cfg = load_config(a.config)
@@ -128,7 +128,8 @@ def _emulator_options(a: argparse.Namespace, host: str, port: int):
             raise ConfigError(f"--{name} {getattr(a, name)} must be a probability in [0, 1]")
     return EmulatorOptions(host=host, port=port, shots=a.shots, rounds_per_packet=a.rounds_per_packet,
                            cycle_us=a.cycle_us, timeout_s=a.timeout, seed=a.seed, progress=not a.no_progress,
-                           drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, fault_seed=a.fault_seed)
+                           drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, fault_seed=a.fault_seed,
+                           transport=getattr(a, "transport", "udp"))
 
 
 def _write_outputs(report, a: argparse.Namespace) -> None:
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--error-replies-per-s", type=int, default=None,
                    help="ERROR replies per second each source may get (default 1000; the rest are counted, not sent)")
     s.add_argument("--error-burst", type=int, default=None, help="ERROR replies a source may get at once (default 100)")
+    s.add_argument("--transport", choices=["udp", "roce", "auto"], default=None,
+                   help="udp, roce (RDMA over Converged Ethernet through pyverbs), or auto: roce where an RDMA "
+                        "device with an active port exists, else udp (default auto)")
     s.add_argument("--busy-batches", type=int, default=None,
                    help="overload threshold: consecutive full receive batches before new shots get BUSY (default 4)")
     s.add_argument("--drain-s", type=float, default=None,
@@ -260,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("emulate", help="run the controller emulator against a service")
     e.add_argument("--host", default="127.0.0.1", help="the service's address (default 127.0.0.1)")
     e.add_argument("--port", type=int, default=7700, help="the service's UDP port (default 7700)")
+    e.add_argument("--transport", choices=["udp", "roce", "auto"], default="udp",
+                   help="how to reach the service: udp, roce (RDMA writes after a TCP rendezvous on --port), or "
+                        "auto (default udp)")
     _add_stream_flags(e)
     _add_emulator_flags(e, 2000)
     e.set_defaults(func=cmd_emulate)

@@ -152,6 +152,8 @@ class ServerConfig:
             in a burst (a token bucket per source address and port); the rest are not sent and
             are counted (``rtdecoder_error_replies_suppressed_total``). The datagrams are still
             counted by reason and their shots poisoned as usual.
+        transport: ``udp``, ``roce`` (pyverbs, an RDMA device with an active port) or ``auto``
+            (roce where it can run, else udp; the log says why).
         busy_batches: overload threshold: after this many consecutive full ``recvmmsg``
             batches a worker answers new shots BUSY until its socket's backlog drains.
         drain_s: on SIGTERM, the longest the workers wait for the shots in flight to finish, s.
@@ -172,6 +174,7 @@ class ServerConfig:
     error_burst: int = 100
     drain_s: float = 2.0
     busy_batches: int = 4
+    transport: str = "auto"
     backend: str = "cpu"
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
@@ -195,6 +198,8 @@ class ServerConfig:
             raise ConfigError(f"busy_batches {self.busy_batches} must be at least 1")
         if not 0 <= self.drain_s <= 3600:
             raise ConfigError(f"drain_s {self.drain_s} must be in 0..3600 seconds")
+        if self.transport not in ("udp", "roce", "auto"):
+            raise ConfigError(f"transport {self.transport!r} is not one of udp, roce, auto")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 1 <= self.recv_batch <= self.ring_slots:

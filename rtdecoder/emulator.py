@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -66,6 +67,7 @@ class EmulatorOptions:
         drop, duplicate, reorder: per-datagram probabilities of a network fault (``fault_plan``):
             the datagram is not sent, sent twice, or swapped with the next one.
         fault_seed: seed of the fault draws.
+        transport: ``udp``, ``roce`` or ``auto`` (``rtdecoder.transport.select``).
     """
 
     host: str = "127.0.0.1"
@@ -80,6 +82,7 @@ class EmulatorOptions:
     duplicate: float = 0.0
     reorder: float = 0.0
     fault_seed: int = 7
+    transport: str = "udp"
 
     def __post_init__(self) -> None:
         for name in ("drop", "duplicate", "reorder"):
@@ -171,10 +174,7 @@ class Controller:
         """Send a control message and wait for its reply (retrying ``attempts`` times)."""
         msg = P.encode(P.Header(msg_type, stream_id=self.stream_id))
         for _ in range(attempts):
-            try:
-                self.sock.send(msg)
-            except ConnectionRefusedError:
-                pass
+            self.send(msg)
             end = time.perf_counter() + timeout_s
             while time.perf_counter() < end:
                 r = self.recv()
@@ -187,6 +187,12 @@ class Controller:
                     _, status, _, _ = P.decode_error(r)
                     raise EmulatorError(f"the service answered {msg_type.name} with {status.name}")
         raise EmulatorError(f"no {want.name} from the service within {timeout_s * attempts:.1f} s")
+
+    def send(self, msg: bytes) -> None:
+        try:
+            self.sock.send(msg)
+        except ConnectionRefusedError:
+            pass
 
     def hello(self, timeout_s: float = 0.5, attempts: int = 10) -> P.StreamInfo:
         r = self.request(P.MsgType.HELLO, P.MsgType.HELLO_REPLY, timeout_s, attempts)
@@ -405,9 +411,15 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
     Raises:
         EmulatorError: the service does not answer HELLO, or its stream differs from ``cfg``.
     """
+    from rtdecoder.transport.select import choose_transport
+
     circuit = make_circuit(cfg)
     layout = detector_layout(circuit)
-    ctl = Controller(opts.host, opts.port, cfg.id)
+    transport, why = choose_transport(opts.transport)
+    if opts.progress:
+        print(f"rtdecoder emulate: {why}", file=sys.stderr)
+    ctl = RoceStreamController(opts.host, opts.port, cfg.id) if transport == "roce" else \
+        Controller(opts.host, opts.port, cfg.id)
     try:
         info = ctl.hello()
         mine = (layout.num_detectors, layout.num_rounds, layout.num_observables, layout.round_bytes)
@@ -423,6 +435,31 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         return _drive(cfg, opts, ctl, circuit, layout)
     finally:
         ctl.close()
+
+
+class RoceStreamController(Controller):
+    """``Controller`` over RoCE (docs/wire-protocol.md §11): the same messages, written into the
+    service's ring through ``rtdecoder.transport.roce.RoceController``; replies read from this
+    side's reply ring. Its shots are driven from Python (``RoceShotDriver``), so the emulator's
+    own time is in the latencies it reports over RoCE."""
+
+    def __init__(self, host: str, port: int, stream_id: int):
+        from rtdecoder.transport.roce import RoceController
+
+        self.link = RoceController(host, port)
+        self.stream_id = stream_id
+        self.sock = None
+
+    def recv(self) -> memoryview | None:
+        m = self.link.poll()
+        return None if m is None else memoryview(m)
+
+    def send(self, msg: bytes) -> None:
+        while not self.link.send(msg):  # no credit yet: the service writes it as it consumes
+            pass
+
+    def close(self) -> None:
+        self.link.close()
 
 
 def fault_plan(npk: int, rng: np.random.Generator, drop: float, duplicate: float, reorder: float
@@ -488,6 +525,44 @@ class ShotDriver:
         return self.res
 
 
+class RoceShotDriver(ShotDriver):
+    """``ShotDriver.run`` over a ``RoceStreamController``, paced and timed in Python."""
+
+    def run(self, shot_id: int, packed_shot: np.ndarray, pred_row: np.ndarray, order: np.ndarray | None = None
+            ) -> np.ndarray:
+        buf, off, length, ready = shot_packets(self.ctl.stream_id, shot_id, packed_shot, self.rpp)
+        if order is not None:
+            if len(order) == 0:
+                self.res[:] = 0
+                return self.res
+            off, length, ready = off[order], length[order], np.maximum.accumulate(ready[order])
+        res, nobs = self.res, self.layout.num_observables
+        res[:] = 0
+        start = monotonic_ns()
+        res[R_SHOT_START] = start
+
+        def take() -> None:
+            m = self.ctl.link.poll()
+            if m is not None:
+                self.rx[:len(m)] = np.frombuffer(m, np.uint8)
+                _on_reply(self.rx, len(m), shot_id, nobs, monotonic_ns(), res, pred_row, self.corr_round,
+                          self.corr_time, self.errs)
+
+        for i in range(len(off)):
+            deadline = start + int(ready[i]) * self.cycle_ns
+            while monotonic_ns() < deadline:
+                take()
+            now = monotonic_ns()
+            K.wr(buf, int(off[i]) + K.OFF_CONTROLLER_TS, 8, now)
+            self.ctl.send(buf[int(off[i]):int(off[i]) + int(length[i])].tobytes())
+            self.sent_time[i] = now
+        res[R_LAST_SENT] = self.sent_time[len(off) - 1]
+        end = monotonic_ns() + self.timeout_ns
+        while res[R_FINAL] == 0 and res[R_POISONED] == 0 and monotonic_ns() < end:
+            take()
+        return res
+
+
 def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     nobs = layout.num_observables
     nshots = opts.shots
@@ -498,7 +573,8 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     errored = np.zeros(nshots, bool)
     latency = np.full(nshots, np.nan)
     server = np.full(nshots, np.nan)
-    driver = ShotDriver(ctl, layout, opts.rounds_per_packet, opts.cycle_us, opts.timeout_s)
+    kind = RoceShotDriver if isinstance(ctl, RoceStreamController) else ShotDriver
+    driver = kind(ctl, layout, opts.rounds_per_packet, opts.cycle_us, opts.timeout_s)
     poisoned = np.zeros(nshots, bool)
     affected = np.zeros(nshots, bool)
     rng = np.random.default_rng(opts.fault_seed)

@@ -33,6 +33,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -50,6 +51,7 @@ from rtdecoder.kernels import stream as K
 from rtdecoder.metrics import EngineCollector
 from rtdecoder.ring import PinnedRing
 from rtdecoder.transport import libc as L
+from rtdecoder.transport.select import choose_transport
 from rtdecoder.transport.udp import UdpTransport
 
 
@@ -132,6 +134,111 @@ class Worker:
         self.ctl[D.CTL_DRAIN] = deadline_ns
 
 
+class RoceWorker(Worker):
+    """The worker of ``--transport roce``: controller sessions one at a time, each a TCP
+    rendezvous (``transport.roce``) then ``ring_serve_loop`` over the worker's pinned ring,
+    which is the memory region the controller RDMA-writes into. A second controller that
+    connects while a session runs is refused (its TCP connection is closed, and the log says so).
+    """
+
+    def __init__(self, engine: Engine, listener: socket.socket, ring: PinnedRing, cpu: int | None,
+                 error_limit: tuple[int, int], log: TextIO, gpu_slot: tuple | None = None):
+        self.engine = engine
+        self.listener = listener
+        self.ring = ring
+        self.cpu = cpu
+        self.log = log
+        self.state = D.WorkerState(engine, tx_slots=engine.max_windows + 4, gpu_slot=gpu_slot,
+                                   error_replies_per_s=error_limit[0], error_burst=error_limit[1])
+        self.ctl = D.control_words()
+        self.in_session = False
+        self.rstate = np.zeros(4, np.int64)
+        self.handled = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"rtdecoder-roce-{cpu}", daemon=True)
+        self._pause = threading.Event()
+        self._parked = threading.Event()
+        self._resume = threading.Event()
+        self._quit = False
+        self.echo = False
+
+    def _session(self, conn: socket.socket, addr) -> None:
+        from rtdecoder.transport import roce
+        from rtdecoder.transport.udp import source_words
+
+        flat = self.ring.array.reshape(-1)
+        link = roce.RoceLink(flat, self.ring.slots, self.ring.slot_bytes, local=(self.state.tx.buf,))
+        try:
+            peer = roce.rendezvous_accept(conn, link.info())
+            link.connect(peer)
+            D._POSTERS[self.state.wid] = roce.RoceReplyPoster(link, self.state.tx.buf, self.state.tx.iov)
+            flat.view(np.int64)[:] = 0
+            self.rstate[:] = 0
+            self.rstate[D.RS_NEXT] = 1
+            hi, lo = source_words(addr[0])
+            print(f"rtdecoder: roce session with {addr[0]} (QP {peer.qp_num:#x}, reply ring {peer.slots} x "
+                  f"{peer.slot_bytes} bytes)", file=self.log, flush=True)
+            watcher = threading.Thread(target=self._watch, args=(conn,), daemon=True)
+            watcher.start()
+            self.in_session = True
+            while True:
+                s = self.state
+                self.handled += D.ring_serve_loop(self.ctl, flat, flat.view(np.int64), self.ring.slots,
+                                                  self.ring.slot_bytes, hi, lo, self.rstate, s.wid, self.engine.tables,
+                                                  s.arrays, s.workspace, s.tx_arrays)
+                if not self._pause.is_set() or self._quit:
+                    break
+                self._parked.set()
+                self._resume.wait()
+                self._resume.clear()
+                if self._quit:
+                    break
+        finally:
+            self.in_session = False
+            D._POSTERS.pop(self.state.wid, None)
+            link.close()
+            conn.close()
+
+    def park(self, timeout_s: float = 5.0) -> bool:
+        """Between sessions there is no loop to stop: new sessions wait until ``unpark``."""
+        self._pause.set()
+        if not self.in_session:
+            return True
+        return super().park(timeout_s)
+
+    def _watch(self, conn: socket.socket) -> None:
+        """The session ends when the controller closes its rendezvous connection."""
+        try:
+            conn.settimeout(None)
+            conn.recv(1)
+        except OSError:
+            pass
+        if not self._quit:
+            self.ctl[D.CTL_STOP] = 1
+
+    def _run(self) -> None:
+        try:
+            if self.cpu is not None:
+                os.sched_setaffinity(0, {self.cpu})
+            self.listener.settimeout(0.2)
+            while not self._quit and self.ctl[D.CTL_DRAIN] == 0:
+                if self._pause.is_set():  # a reload is swapping the engine
+                    time.sleep(0.01)
+                    continue
+                try:
+                    conn, addr = self.listener.accept()
+                except socket.timeout:
+                    continue
+                if self._pause.is_set():
+                    conn.close()
+                    continue
+                self._session(conn, addr)
+                if not self._quit and self.ctl[D.CTL_DRAIN] == 0:
+                    self.ctl[D.CTL_STOP] = 0  # the controller left: wait for the next one
+        except BaseException as e:  # reported by Server.run
+            self.error = e
+
+
 class Server:
     """A configured service: engine, transport, workers and metrics endpoint.
 
@@ -160,6 +267,8 @@ class Server:
                               "pick from those, or check taskset/cgroup limits")
         backend, why = choose_backend(cfg.backend)
         print(f"rtdecoder: {why}", file=log)
+        self.transport_name, transport_why = ("udp", "transport udp (echo runs over UDP)") if echo else \
+            choose_transport(cfg.transport)
         t0 = time.perf_counter()
         slot_bytes = 1 << max(s.max_datagram for s in cfg.streams).bit_length()
         self.engine = Engine(cfg.streams, slot_bytes=slot_bytes, host_alloc=mapped_zeros if backend == "gpu" else None)
@@ -180,10 +289,46 @@ class Server:
         rest = allowed - set(cfg.cpus)
         if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
             os.sched_setaffinity(0, rest)
-        self.transport = UdpTransport(cfg.host, cfg.port, workers=len(cpus), busy_poll_us=cfg.busy_poll_us)
-        print(f"rtdecoder: transport udp on {self.transport.address[0]}:{self.transport.address[1]} "
-              f"(chosen: RDMA is not built yet), {self.transport.busy_poll}", file=log)
         self.workers: list[Worker] = []
+        if self.transport_name == "roce":
+            self._start_roce(cfg, cpus, slot_bytes, transport_why)
+        else:
+            self._start_udp(cfg, cpus, slot_bytes, transport_why, echo)
+        self._warm_up()
+        self.collector: EngineCollector | None = None
+        self.metrics_port = -1
+        if cfg.metrics_port >= 0:
+            fds = self.transport.fds() if self.transport_name == "udp" else []
+            self.collector = EngineCollector(self.engine, [w.state for w in self.workers], fds)
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(self.collector)
+            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
+            self.metrics_port = httpd.server_port
+            print(f"rtdecoder: metrics on http://{cfg.metrics_host}:{self.metrics_port}/metrics", file=log)
+
+    def _start_roce(self, cfg: ServerConfig, cpus: list, slot_bytes: int, why: str) -> None:
+        if len(cpus) > 1:
+            print(f"rtdecoder: roce serves one controller session on one worker: CPU {cpus[0]}; "
+                  f"{cpus[1:]} stay idle", file=self.log)
+        listener = socket.create_server((cfg.host, cfg.port), family=socket.AF_INET6 if ":" in cfg.host
+                                        else socket.AF_INET)
+        self.address = listener.getsockname()[:2]
+        self.transport = listener
+        print(f"rtdecoder: {why}; rendezvous on tcp {self.address[0]}:{self.address[1]}", file=self.log)
+        ring = PinnedRing(cfg.ring_slots, slot_bytes)
+        w = RoceWorker(self.engine, listener, ring, cpus[0], (cfg.error_replies_per_s, cfg.error_burst), self.log,
+                       self.gpu.slot_arrays(1) if self.gpu is not None else None)
+        w.ctl[D.CTL_WORKER], w.ctl[D.CTL_WORKERS] = 0, 1
+        self.workers.append(w)
+        print(f"rtdecoder: roce worker {'pinned to CPU ' + str(cpus[0]) if cpus[0] is not None else 'not pinned'}, "
+              f"ring {ring.slots} x {ring.slot_bytes} bytes {ring.pinned_reason}", file=self.log)
+
+    def _start_udp(self, cfg: ServerConfig, cpus: list, slot_bytes: int, why: str, echo: bool) -> None:
+        log = self.log
+        self.transport = UdpTransport(cfg.host, cfg.port, workers=len(cpus), busy_poll_us=cfg.busy_poll_us)
+        self.address = self.transport.address
+        print(f"rtdecoder: {why}; udp on {self.transport.address[0]}:{self.transport.address[1]}, "
+              f"{self.transport.busy_poll}", file=log)
         for i, (cpu, fd) in enumerate(zip(cpus, self.transport.fds())):
             ring = PinnedRing(cfg.ring_slots, slot_bytes)
             slot = self.gpu.slot_arrays(i + 1) if self.gpu is not None else None
@@ -197,16 +342,6 @@ class Server:
                   f"bytes {w.ring.pinned_reason}", file=log)
         if echo:
             print("rtdecoder: ECHO mode: every datagram is sent back unchanged; nothing is decoded", file=log)
-        self._warm_up()
-        self.collector: EngineCollector | None = None
-        self.metrics_port = -1
-        if cfg.metrics_port >= 0:
-            self.collector = EngineCollector(self.engine, [w.state for w in self.workers], self.transport.fds())
-            registry = CollectorRegistry(auto_describe=False)
-            registry.register(self.collector)
-            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
-            self.metrics_port = httpd.server_port
-            print(f"rtdecoder: metrics on http://{cfg.metrics_host}:{self.metrics_port}/metrics", file=log)
 
     def _warm_up(self) -> None:
         """Compile (or load from cache) the loop: run it once with its stop word already set."""
@@ -215,13 +350,19 @@ class Server:
         ctl = D.control_words()
         ctl[D.CTL_STOP] = 1
         s = w.state
-        D.serve_loop(w.fd, ctl, w.rx.hdr, w.rx.name, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables,
-                     s.arrays, s.workspace, s.tx_arrays)
+        if isinstance(w, RoceWorker):
+            flat = w.ring.array.reshape(-1)
+            D.ring_serve_loop(ctl, flat, flat.view(np.int64), w.ring.slots, w.ring.slot_bytes, 0, 0, w.rstate, s.wid,
+                              self.engine.tables, s.arrays, s.workspace, s.tx_arrays)
+        else:
+            D.serve_loop(w.fd, ctl, w.rx.hdr, w.rx.name, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables,
+                         s.arrays, s.workspace, s.tx_arrays)
         print(f"rtdecoder: data plane compiled in {time.perf_counter() - t0:.1f} s", file=self.log)
 
     def ready_line(self) -> str:
-        return json.dumps({"event": "ready", "host": self.transport.address[0], "port": self.transport.address[1],
-                           "metrics_port": self.metrics_port, "workers": len(self.workers)})
+        return json.dumps({"event": "ready", "host": self.address[0], "port": self.address[1],
+                           "metrics_port": self.metrics_port, "workers": len(self.workers),
+                           "transport": self.transport_name})
 
     def stop(self, *_: object) -> None:
         for w in self.workers:
@@ -266,7 +407,7 @@ class Server:
         self._reload_pending = True
 
     RESTART_ONLY = ("host", "port", "metrics_host", "metrics_port", "ring_slots", "cpus", "busy_poll_us",
-                    "recv_batch", "error_replies_per_s", "error_burst", "backend", "busy_batches")
+                    "recv_batch", "error_replies_per_s", "error_burst", "backend", "busy_batches", "transport")
 
     def reload(self, new_cfg: ServerConfig | None = None) -> bool:
         """Apply a new configuration's streams without disturbing the streams that did not change.

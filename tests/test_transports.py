@@ -241,3 +241,24 @@ def test_roce_probe_says_what_is_missing():
         pytest.skip(f"this host has RoCE: {st.reason}")
     assert any(k in st.reason for k in ("no pyverbs", "no libibverbs", "no RDMA device", "no active RoCE port"))
     assert "install" in st.reason or "load" in st.reason or "bring" in st.reason
+
+
+def test_transport_choice_names_what_is_missing():
+    import subprocess
+    import sys
+
+    from rtdecoder.config import ConfigError
+    from rtdecoder.transport.select import choose_transport
+
+    st = R.probe()
+    if st.usable:
+        pytest.skip(f"this host has RoCE: {st.reason}")
+    assert choose_transport("auto") == ("udp", f"transport auto chose udp: {st.reason}")
+    with pytest.raises(ConfigError, match="--transport roce: no"):
+        choose_transport("roce")
+    r = subprocess.run([sys.executable, "-m", "rtdecoder", "serve", "--transport", "roce", "--distance", "3",
+                        "--port", "0", "--metrics-port", "-1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "configuration error: --transport roce: no" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "rtdecoder", "emulate", "--transport", "roce", "--distance", "3",
+                        "--port", "9"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--transport roce: no" in r.stderr
