@@ -231,6 +231,17 @@ def cmd_decode(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from rtdecoder.doctor import print_report, run_checks
+
+    findings = run_checks()
+    if a.json:
+        print(json.dumps([f.__dict__ for f in findings], indent=1))
+    else:
+        print_report(findings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rtdecoder", description="Real-time QEC decoder service.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -282,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where union-find runs (default auto: gpu where a usable GPU is)")
     _add_stream_flags(x)
     x.set_defaults(func=cmd_decode, decoder="union_find")
+    dr = sub.add_parser("doctor", help="what this host offers (RDMA, GPU, cores, kernel settings) and what to tune")
+    dr.add_argument("--json", action="store_true", help="print the findings as JSON")
+    dr.set_defaults(func=cmd_doctor)
     d = sub.add_parser("demo", help="service and emulator on loopback, print the latency table")
     _add_stream_flags(d)
     _add_emulator_flags(d, 3000)

@@ -51,7 +51,9 @@ def probe() -> GpuStatus:
 
         count = driver.get_device_count()
     except Exception as e:  # noqa: BLE001 - CudaSupportError and friends, by message
-        return GpuStatus(False, False, "", f"no CUDA driver: libcuda.so could not be loaded ({' '.join(str(e).split())}); "
+        msg = " ".join(str(e).split())
+        detail = "" if "cannot be found" in msg else f" ({msg})"
+        return GpuStatus(False, False, "", f"no CUDA driver: libcuda.so could not be loaded{detail}; "
                                            "install the NVIDIA driver, or run with --backend cpu")
     if count == 0:
         return GpuStatus(False, False, "", "the CUDA driver is loaded but reports no device "

@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -53,6 +54,21 @@ from rtdecoder.ring import PinnedRing
 from rtdecoder.transport import libc as L
 from rtdecoder.transport.select import choose_transport
 from rtdecoder.transport.udp import UdpTransport
+
+
+def hold_cpu_dma_latency(log: TextIO) -> int | None:
+    """Write 0 to ``/dev/cpu_dma_latency`` and keep it open: while the descriptor is open, the
+    kernel's PM QoS keeps every core out of deep C-states (whose exit latency is tens of µs).
+    Returns the descriptor, or None where the device is absent or not writable (the log says)."""
+    try:
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+        os.write(fd, struct.pack("<i", 0))
+    except OSError as e:
+        print(f"rtdecoder: /dev/cpu_dma_latency not held ({e.strerror}): cores may enter deep C-states "
+              "(deploy/TUNING.md)", file=log)
+        return None
+    print("rtdecoder: holding /dev/cpu_dma_latency at 0 µs while serving (no deep C-states)", file=log)
+    return fd
 
 
 class Worker:
@@ -260,6 +276,7 @@ class Server:
         self.config_path = config_path
         self._draining = False
         self._reload_pending = False
+        self._pm_qos = hold_cpu_dma_latency(log)
         allowed = os.sched_getaffinity(0)
         missing = [c for c in cfg.cpus if c not in allowed]
         if missing:
@@ -492,6 +509,9 @@ class Server:
 
     def close(self) -> None:
         self.transport.close()
+        if self._pm_qos is not None:
+            os.close(self._pm_qos)
+            self._pm_qos = None
         if self.gpu is not None:
             self.gpu.stop()
 
