@@ -295,6 +295,42 @@ def require() -> RoceStatus:
 
 
 # --- verbs (run only where pyverbs and a device exist) -----------------------------------------
+def rts_attr(port: int, mtu: int, lid: int, psn: int, peer: RdvInfo, gid_index: int):
+    """The pyverbs ``QPAttr`` that takes an RC queue pair to RTS towards ``peer`` (§11.1 step 3):
+    remote write access, path MTU the smaller of the two, global route to the peer's GID."""
+    import pyverbs.enums as e
+    from pyverbs.addr import GID, AHAttr, GlobalRoute
+    from pyverbs.qp import QPAttr
+
+    attr = QPAttr(port_num=port)
+    attr.qp_access_flags = e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE
+    attr.path_mtu = min(mtu, peer.mtu)
+    attr.dest_qp_num = peer.qp_num
+    attr.rq_psn = peer.psn
+    attr.sq_psn = psn
+    attr.max_dest_rd_atomic = 1
+    attr.max_rd_atomic = 1
+    attr.min_rnr_timer = 12
+    attr.timeout = 14
+    attr.retry_cnt = 7
+    attr.rnr_retry = 7
+    text = ":".join(peer.gid.hex()[i:i + 4] for i in range(0, 32, 4))
+    gr = GlobalRoute(dgid=GID(text), sgid_index=gid_index)
+    attr.ah_attr = AHAttr(port_num=port, is_global=1, gr=gr, dlid=lid)
+    return attr
+
+
+def write_wr(local_addr: int, length: int, lkey: int, rkey: int, remote_addr: int, signaled: bool, inline: bool):
+    """The pyverbs ``SendWR`` of one RDMA WRITE."""
+    import pyverbs.enums as e
+    from pyverbs.wr import SGE, SendWR
+
+    flags = (e.IBV_SEND_SIGNALED if signaled else 0) | (e.IBV_SEND_INLINE if inline else 0)
+    wr = SendWR(opcode=e.IBV_WR_RDMA_WRITE, num_sge=1, sg=[SGE(local_addr, length, lkey)], send_flags=flags)
+    wr.set_wr_rdma(rkey, remote_addr)
+    return wr
+
+
 class RoceLink:
     """One RC queue pair over a registered region, and the peer's region to write into.
 
@@ -346,26 +382,8 @@ class RoceLink:
 
     def connect(self, peer: RdvInfo) -> None:
         """Move the queue pair to RTS towards ``peer`` (RESET → INIT → RTR → RTS)."""
-        from pyverbs.addr import GID, AHAttr, GlobalRoute
-        from pyverbs.qp import QPAttr
-
-        e = self.e
-        attr = QPAttr(port_num=self.port)
-        attr.qp_access_flags = e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_WRITE
-        attr.path_mtu = min(int(self.port_attr.active_mtu), peer.mtu)
-        attr.dest_qp_num = peer.qp_num
-        attr.rq_psn = peer.psn
-        attr.sq_psn = self.psn
-        attr.max_dest_rd_atomic = 1
-        attr.max_rd_atomic = 1
-        attr.min_rnr_timer = 12
-        attr.timeout = 14
-        attr.retry_cnt = 7
-        attr.rnr_retry = 7
-        text = ":".join(peer.gid.hex()[i:i + 4] for i in range(0, 32, 4))
-        gr = GlobalRoute(dgid=GID(text), sgid_index=self.gid_index)
-        attr.ah_attr = AHAttr(port_num=self.port, is_global=1, gr=gr, dlid=self.port_attr.lid)
-        self.qp.to_rts(attr)
+        self.qp.to_rts(rts_attr(self.port, int(self.port_attr.active_mtu), self.port_attr.lid, self.psn, peer,
+                                self.gid_index))
         self.peer = peer
 
     def lkey(self, addr: int, length: int) -> int:
@@ -382,16 +400,10 @@ class RoceLink:
         peer's region. ``inline``: the bytes are copied at post time (up to 64), so the source may
         be reused at once. ``wait``: signal this write and wait for its completion, which on RC
         also completes every write posted before it (their sources may then be reused)."""
-        from pyverbs.wr import SGE, SendWR
-
-        e = self.e
         self.unsignaled += 1
         signaled = wait or self.unsignaled >= 256  # a completion now and then keeps the send queue draining
-        flags = (e.IBV_SEND_SIGNALED if signaled else 0) | (e.IBV_SEND_INLINE if inline else 0)
-        wr = SendWR(opcode=e.IBV_WR_RDMA_WRITE, num_sge=1, sg=[SGE(local_addr, length, self.lkey(local_addr, length))],
-                    send_flags=flags)
-        wr.set_wr_rdma(self.peer.rkey, remote_addr)
-        self.qp.post_send(wr)
+        self.qp.post_send(write_wr(local_addr, length, self.lkey(local_addr, length), self.peer.rkey, remote_addr,
+                                   signaled, inline))
         if signaled:
             self.unsignaled = 0
             while not self.reap():
