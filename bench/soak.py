@@ -150,7 +150,7 @@ def main() -> int:
     t.add_column("figure")
     t.add_column("value", justify="right")
     for k, v in (("shots sent", r["shots"]), ("final corrections", r["final"]), ("error replies", r["errors"]),
-                 ("  by status", r["statuses"]), ("lost (a datagram dropped by the kernel)", r["lost"]),
+                 ("  by status", r["statuses"]), ("no answer (ERROR over the source budget, or a datagram dropped)", r["lost"]),
                  ("accounted (final + error + lost = sent)", r["final"] + r["errors"] + r["lost"] == r["shots"]),
                  ("wrong corrections", r["wrong"]),
                  ("offered rounds/s (over the time spent sending)", f"{r['offered_rounds_per_s']:,.0f}"),
