@@ -92,10 +92,10 @@ CTL_DRAIN = 1
 empty and none of its streams has a shot in flight, or at the deadline."""
 CTL_WORKER = 2
 CTL_WORKERS = 3
+"""This worker's index and the number of workers: it owns the streams ``sid % workers == index``."""
 CTL_BUSY_BATCHES = 4
 """Overload: after this many consecutive full ``recvmmsg`` batches (the socket held at least that
 many batches of datagrams), new shots are answered BUSY until a batch comes back short."""
-"""This worker's index and the number of workers: it owns the streams ``sid % workers == index``."""
 CACHE_LINE = 64
 
 
@@ -381,8 +381,8 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
     full = 0
     counters[SHED] = 0
     while L.load_acquire(ctl, CTL_STOP) == 0:
-        r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), min(batch, slots - slot),
-                       L.MSG_DONTWAIT | L.MSG_TRUNC)
+        want = min(batch, slots - slot)
+        r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), want, L.MSG_DONTWAIT | L.MSG_TRUNC)
         if r <= 0:
             if r < 0:
                 e = L.errno()
@@ -395,7 +395,7 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
             continue
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
-        if r == batch:  # the socket held a whole batch: a backlog, if it lasts
+        if r == want:  # the socket held a whole batch: a backlog, if it lasts
             full += 1
             if full == ctl[CTL_BUSY_BATCHES]:
                 counters[SHED] = 1
