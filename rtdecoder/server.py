@@ -91,10 +91,14 @@ class Worker:
         self.state = D.WorkerState(engine, gpu_slot=gpu_slot, error_replies_per_s=error_limit[0],
                                    error_burst=error_limit[1])
         self.rx = L.MessageBatch(ring.slots, ring.slot_bytes, buffers=ring.array)
+        self._init_thread(f"rtdecoder-worker-{cpu}")
+
+    def _init_thread(self, name: str) -> None:
+        """Control words, counters of the loop, and the thread with its park/resume events."""
         self.ctl = D.control_words()
         self.handled = 0
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=f"rtdecoder-worker-{cpu}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._pause = threading.Event()
         self._parked = threading.Event()
         self._resume = threading.Event()
@@ -166,17 +170,10 @@ class RoceWorker(Worker):
         self.log = log
         self.state = D.WorkerState(engine, tx_slots=engine.max_windows + 4, gpu_slot=gpu_slot,
                                    error_replies_per_s=error_limit[0], error_burst=error_limit[1])
-        self.ctl = D.control_words()
         self.in_session = False
         self.rstate = np.zeros(4, np.int64)
-        self.handled = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=f"rtdecoder-roce-{cpu}", daemon=True)
-        self._pause = threading.Event()
-        self._parked = threading.Event()
-        self._resume = threading.Event()
-        self._quit = False
         self.echo = False
+        self._init_thread(f"rtdecoder-roce-{cpu}")
 
     def _session(self, conn: socket.socket, addr) -> None:
         from rtdecoder.transport import roce

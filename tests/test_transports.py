@@ -66,6 +66,14 @@ class RingChannel:
         self.peer = np.zeros(R.HEADER_BYTES + self.REPLY_SLOTS * 256, np.uint8)
         self.state = s = D.WorkerState(engine, tx_slots=engine.max_windows + 4)
         D._POSTERS[s.wid] = R.MemoryLink(self.peer, self.REPLY_SLOTS, 256, s.tx.buf, s.tx.iov)
+        self.start_loop(engine)
+        self.writer = R.RingWriter(self.SLOTS, self.SLOT_BYTES)
+        self.reader = R.RingReader(self.peer, self.REPLY_SLOTS, 256, R.HEADER_BYTES)
+        self.words = self.ring.view(np.int64)
+
+    def start_loop(self, engine) -> None:
+        """``ring_serve_loop`` over ``self.ring`` in a thread, compiled first."""
+        s = self.state
         self.ctl = D.control_words()
         self.rstate = np.zeros(4, np.int64)
         self.rstate[D.RS_NEXT] = 1
@@ -77,9 +85,6 @@ class RingChannel:
         D.ring_serve_loop(stopped, *args[1:])  # compile (or load) before the clock starts
         self.thread = threading.Thread(target=D.ring_serve_loop, args=args)
         self.thread.start()
-        self.writer = R.RingWriter(self.SLOTS, self.SLOT_BYTES)
-        self.reader = R.RingReader(self.peer, self.REPLY_SLOTS, 256, R.HEADER_BYTES)
-        self.words = self.ring.view(np.int64)
 
     def send(self, datagram: bytes) -> None:
         n = len(datagram)
@@ -127,14 +132,7 @@ class RoceChannel(RingChannel):
         link.connect(t.peer)
         self.link = link
         D._POSTERS[s.wid] = R.RoceReplyPoster(link, s.tx.buf, s.tx.iov)
-        self.ctl = D.control_words()
-        self.rstate = np.zeros(4, np.int64)
-        self.rstate[D.RS_NEXT] = 1
-        hi, lo = source_words("127.0.0.1")
-        args = (self.ctl, self.ring, self.ring.view(np.int64), self.SLOTS, self.SLOT_BYTES, hi, lo, self.rstate,
-                s.wid, engine.tables, s.arrays, s.workspace, s.tx_arrays)
-        self.thread = threading.Thread(target=D.ring_serve_loop, args=args)
-        self.thread.start()
+        self.start_loop(engine)
 
     def send(self, datagram: bytes) -> None:
         while not self.client.send(datagram):
