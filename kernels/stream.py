@@ -2,7 +2,7 @@
 
 Everything here is numba nopython code that works on arrays allocated when the streams are
 configured (``rtdecoder.engine.Engine``); nothing allocates, formats or logs. The same functions
-serve the Python receive loop and, in a later stage, a receive loop compiled whole.
+serve the compiled data plane (``rtdecoder.dataplane``: the UDP and ring loops) and the in-process path.
 
 Tables (all int64 unless said; built by ``rtdecoder.engine``):
 
