@@ -150,7 +150,7 @@ def main() -> int:
             for p in args.ps:
                 circuit = make_circuit(StreamConfig(distance=d, rounds=d, p=p))
                 dem = circuit.detector_error_model(decompose_errors=True)
-                wg, _ = whole_shot_graph(dem, "union_find")
+                wg = whole_shot_graph(dem, "union_find")
                 g = uf.build_graph(wg.num_nodes, wg.edge_u, wg.edge_v, wg.edge_weight)
                 emask = wg.edge_obs.view(np.int64)
                 with console.status(f"d={d} p={p}: sampling {args.windows} windows"):

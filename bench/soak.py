@@ -40,12 +40,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of sample ``name`` (with ``labels``) in a Prometheus exposition, summed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def soak(seconds: float, distance: int, rounds: int, decoder: str, cycle_us: float, rpp: int, chunk: int,
@@ -117,7 +117,7 @@ def soak(seconds: float, distance: int, rounds: int, decoder: str, cycle_us: flo
             "decoded_rounds_per_s": totals["final"] * lay.num_rounds / sending,
             "rss_kib_first": samples[0][1], "rss_kib_after_warmup": base, "rss_kib_last": samples[-1][1],
             "rss_kib_max": max(r for _, r in samples), "rss_growth_kib": samples[-1][1] - base,
-            "rss_samples": samples, "server_busy": metric(metrics, 'rtdecoder_packets_rejected_total{reason="busy"}'),
+            "rss_samples": samples, "server_busy": metric(metrics, "rtdecoder_packets_rejected_total", reason="busy"),
             "server_overloads": metric(metrics, "rtdecoder_overloads_total"),
             "kernel_drops": metric(metrics, "rtdecoder_socket_drops_total"),
             "errors_suppressed": metric(metrics, "rtdecoder_error_replies_suppressed_total"),

@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.request
 
-from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, load_config
+from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, load_config, parse_cpu_list
 
 
 def _window(value: str) -> int:
@@ -82,18 +82,11 @@ def _stream_argv(cfg: StreamConfig) -> list[str]:
 
 
 def _cpus(value: str) -> tuple[int, ...]:
-    """``"2,3"`` or ``"2-5"`` or ``"2,4-6"`` → CPU numbers."""
-    out: list[int] = []
+    """``--cpus``: ``config.parse_cpu_list``, with argparse's error."""
     try:
-        for part in value.split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
-                out += range(int(lo), int(hi) + 1)
-            elif part.strip():
-                out.append(int(part))
+        return parse_cpu_list(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a CPU list like 2,3 or 2-5") from None
-    return tuple(out)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:

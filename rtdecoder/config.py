@@ -48,6 +48,23 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message says which and how to fix it."""
 
 
+def parse_cpu_list(value: str) -> tuple[int, ...]:
+    """``"2,3"``, ``"2-5"`` or ``"2,4-6"`` (the kernel's and taskset's list format) → CPU numbers.
+
+    Raises:
+        ValueError: not such a list.
+    """
+    out: list[int] = []
+    for part in value.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-")
+            out += range(int(lo), int(hi) + 1)
+        elif part:
+            out.append(int(part))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """One stream.

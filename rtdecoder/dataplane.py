@@ -56,6 +56,7 @@ from rtdecoder.kernels import stream as K
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.transport import libc as L
+from rtdecoder.transport import roce as RING  # the §11 layout only; pyverbs is imported by its verbs code
 
 # process_datagram is nogil (the in-process path must not hold the GIL while it waits for the GPU
 # simulator's threads) and has one objmode block (the matching escape), which takes the GIL itself.
@@ -112,6 +113,14 @@ def control_words() -> np.ndarray:
     ctl[CTL_WORKERS] = 1
     ctl[CTL_BUSY_BATCHES] = 4
     return ctl
+
+
+@njit(cache=True, inline="always")
+def drained(ctl, st):
+    """Draining (``ctl[CTL_DRAIN]`` holds a deadline) and either past the deadline or with no
+    shot of this worker's streams in flight: the loop may return."""
+    deadline = L.load_acquire(ctl, CTL_DRAIN)
+    return deadline != 0 and (monotonic_ns() > deadline or shots_in_flight(st, ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0)
 
 
 @njit(cache=True)
@@ -388,10 +397,8 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
                 e = L.errno()
                 if e != L.EAGAIN and e != L.EINTR:
                     counters[CNT_RECV_ERRORS] += 1
-            deadline = L.load_acquire(ctl, CTL_DRAIN)
-            if deadline != 0 and (monotonic_ns() > deadline
-                                  or shots_in_flight(tables[0], ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0):
-                break  # draining, and nothing left to wait for
+            if drained(ctl, tables[0]):
+                break
             continue
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
@@ -423,20 +430,18 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
 
 
 # --- ring transports (RoCE, docs/wire-protocol.md §11) ------------------------------------------
-READY_BYTES = 8
-"""The last 8 bytes of a ring slot: ``length | sequence << 32``, written after the message."""
+READY_BYTES = RING.READY_BYTES
+"""The last 8 bytes of a ring slot: ``length | sequence << 32``, written after the message (§11.3)."""
 RS_NEXT = 0      # rstate: the sequence number expected next (starts at 1)
 RS_CONSUMED = 1  # rstate: messages consumed
 RS_CREDITED = 2  # rstate: consumed count last reported to the peer
-_POSTERS: dict = {}
-"""``wid`` -> the object that sends a ring worker's queued replies (``RoceLink`` or, in tests,
-``MemoryLink``): its ``post(q, consumed)`` method."""
 
 
 def _post_replies(wid: int, q: int, consumed: int) -> int:
-    """Object-mode side of the reply escape of ``ring_serve_loop``: post ``q`` queued replies."""
+    """Object-mode side of the reply escape of ``ring_serve_loop``: post ``q`` queued replies
+    through the worker's ``WorkerState.poster`` (``RoceReplyPoster``, or ``MemoryLink``)."""
     try:
-        return _POSTERS[wid].post(q, consumed)
+        return _HOOKS[wid].poster.post(q, consumed)
     except Exception:  # noqa: BLE001 - the link is gone: the replies are counted as dropped
         return -1
 
@@ -470,9 +475,7 @@ def ring_serve_loop(ctl, ring, words, slots, slot_bytes, src_hi, src_lo, rstate,
         w = (i * slot_bytes + body) >> 3
         word = L.load_acquire(words, w)
         if (word >> 32) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
-            deadline = L.load_acquire(ctl, CTL_DRAIN)
-            if deadline != 0 and (monotonic_ns() > deadline
-                                  or shots_in_flight(tables[0], ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0):
+            if drained(ctl, tables[0]):
                 break
             continue
         rx = monotonic_ns()
@@ -528,6 +531,7 @@ class WorkerState:
         self.txq = np.zeros(1, np.int64)
         self._ws_size = (engine.uf_max_nodes, engine.uf_max_edges, engine.uf_max_length)
         self.workspace = uf.Workspace(*self._ws_size).arrays()
+        self.poster = None  # ring transports: what sends the queued replies (``_post_replies``)
         self.rl = np.zeros((RL_SLOTS + 1, 6), np.int64)
         self.rl[0, RL_RATE] = error_replies_per_s
         self.rl[0, RL_BURST] = error_burst

@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rtdecoder.config import parse_cpu_list
+
 OK, WARN, INFO = "ok", "warn", "info"
 
 
@@ -34,17 +36,8 @@ def _read(path: str) -> str | None:
 
 
 def _cpu_list(text: str | None) -> list[int]:
-    out: list[int] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-")
-            out += range(int(a), int(b) + 1)
-        else:
-            out.append(int(part))
-    return out
+    """A sysfs CPU list (``"2-5,8"``; empty or absent: none)."""
+    return list(parse_cpu_list(text or ""))
 
 
 def check_rdma() -> list[Finding]:

@@ -258,6 +258,14 @@ R_SHOT_START = 7
 NUM_R = 8
 
 
+@njit(cache=True, inline="always")
+def _cumulative_flips(rx, nobs, pred):
+    """A CORRECTION's cumulative observable flips (§4.4, the second bit field) into ``pred``."""
+    ob = (nobs + 7) >> 3
+    for o in range(nobs):
+        pred[o] = (rx[K.OFF_CORR_FLIPS + ob + (o >> 3)] >> (o & 7)) & 1
+
+
 @njit(cache=True, nogil=True)
 def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs):
     if n < P.HEADER_LEN or K.rd(rx, K.OFF_MAGIC, 4) != K.MAGIC:
@@ -273,9 +281,7 @@ def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs)
             corr_time[c] = now
         res[R_CORRECTIONS] = c + 1
         if K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL:
-            ob = (nobs + 7) >> 3
-            for o in range(nobs):
-                pred[o] = (rx[K.OFF_CORR_FLIPS + ob + (o >> 3)] >> (o & 7)) & 1
+            _cumulative_flips(rx, nobs, pred)
             res[R_FINAL] = 1
             res[R_FINAL_RECEIVED] = now
             res[R_SERVER_RX] = K.rd(rx, K.OFF_CORR_RX, 8)
@@ -345,9 +351,7 @@ def _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred):
         return 0
     mtype = rx[K.OFF_TYPE]
     if mtype == K.T_CORRECTION and K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL and outcome[s] == O_NONE:
-        ob = (nobs + 7) >> 3
-        for o in range(nobs):
-            pred[s, o] = (rx[K.OFF_CORR_FLIPS + ob + (o >> 3)] >> (o & 7)) & 1
+        _cumulative_flips(rx, nobs, pred[s])
         outcome[s] = O_FINAL
         return 1
     if mtype == K.T_ERROR and outcome[s] == O_NONE:

@@ -102,6 +102,7 @@ class Engine:
         off_base = syn_base = win_base = node_base = edge_base = graph_base = 0
         spans: list[tuple[int, int]] = []  # each window's detectors in syn, all streams in order
         allow: list[np.ndarray] = []
+        allow_at: dict[tuple[str, ...], tuple[int, int]] = {}
         allow_base = 0
         local_graph: list[int] = []
         for rt in rts:
@@ -121,11 +122,12 @@ class Engine:
             row[K.C_WINDOW] = rt.cfg.window
             row[K.C_COMMIT] = rt.cfg.commit
             row[K.C_DECODER] = P.DECODER_IDS[rt.cfg.decoder]
-            rows = allow_rows(rt.cfg.allow)
-            row[K.C_ALLOW_BASE] = allow_base
-            row[K.C_ALLOW_N] = len(rows)
-            allow.append(rows)
-            allow_base += len(rows)
+            if rt.cfg.allow not in allow_at:  # streams with the same list share its rows, so the
+                rows = allow_rows(rt.cfg.allow)  # any-stream check in ingest reads each subnet once
+                allow_at[rt.cfg.allow] = (allow_base, len(rows))
+                allow.append(rows)
+                allow_base += len(rows)
+            row[K.C_ALLOW_BASE], row[K.C_ALLOW_N] = allow_at[rt.cfg.allow]
             offs.append(lay.round_offsets)
             off_base += len(lay.round_offsets)
             spans += [(syn_base + int(lay.round_offsets[a]), syn_base + int(lay.round_offsets[b]))
@@ -165,10 +167,14 @@ class Engine:
         self.window_events = [self.syn[lo:hi] for lo, hi in spans]
         self.window_graph = local_graph
         # The in-process path's worker state: room for every reply one datagram can produce.
-        self.local = D.WorkerState(self, tx_slots=self.max_windows + 4)
-        self.counters = self.local.counters
-        self.hist = self.local.hist
-        self.tx = self.local.tx.buf[0]
+        self._set_local(D.WorkerState(self, tx_slots=self.max_windows + 4))
+
+    def _set_local(self, state: D.WorkerState) -> None:
+        """The in-process path's worker state: room for every reply one datagram can produce."""
+        self.local = state
+        self.counters = state.counters
+        self.hist = state.hist
+        self.tx = state.tx.buf[0]
 
     def _build_union_find(self, rts: list[StreamRuntime]) -> None:
         """Every union-find window graph's arrays, concatenated in global graph order, with
@@ -217,10 +223,7 @@ class Engine:
     def attach_gpu(self, decoder) -> None:
         """Decode the in-process path's union-find windows through slot 0 of ``decoder`` (a
         started ``rtdecoder.gpu.PersistentDecoder`` over this engine) and warm up through it."""
-        self.local = D.WorkerState(self, tx_slots=self.max_windows + 4, gpu_slot=decoder.slot_arrays(0))
-        self.counters = self.local.counters
-        self.hist = self.local.hist
-        self.tx = self.local.tx.buf[0]
+        self._set_local(D.WorkerState(self, tx_slots=self.max_windows + 4, gpu_slot=decoder.slot_arrays(0)))
         self.warm_up()
 
     def warm_up(self) -> None:

@@ -72,8 +72,7 @@ def whole_shot_graph(dem: stim.DetectorErrorModel, decoder: str):
     """The one window graph spanning every round of ``dem`` (``rtdecoder.windows.WindowGraph``)."""
     from rtdecoder.engine import stream_for_dem
 
-    rt = stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem)
-    return rt.plan.graphs[0], rt
+    return stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem).plan.graphs[0]
 
 
 def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
@@ -96,7 +95,7 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
         raise ConfigError(f"{in_path}: cannot read {width}-bit {in_format} shots: {e}") from None
     events = np.ascontiguousarray(data[:, :nd], np.uint8)
     truth = data[:, nd:] if append_observables else None
-    graph, _ = whole_shot_graph(dem, decoder)
+    graph = whole_shot_graph(dem, decoder)
     t0 = time.perf_counter()
     failed = 0
     if decoder == "matching":

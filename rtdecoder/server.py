@@ -108,20 +108,24 @@ class Worker:
         try:
             if self.cpu is not None:
                 os.sched_setaffinity(0, {self.cpu})  # 0: the calling thread
-            while True:
-                s = self.state
-                self.handled += D.serve_loop(self.fd, self.ctl, self.rx.hdr, self.rx.name, self.ring.array,
-                                             self.batch, self.echo, s.wid, self.engine.tables, s.arrays, s.workspace,
-                                             s.tx_arrays)
-                if not self._pause.is_set() or self._quit:
-                    return
-                self._parked.set()  # parked between two datagrams: the server may swap the engine now
-                self._resume.wait()
-                self._resume.clear()
-                if self._quit:
-                    return
+            self._serve_parkable(lambda s: D.serve_loop(
+                self.fd, self.ctl, self.rx.hdr, self.rx.name, self.ring.array, self.batch, self.echo, s.wid,
+                self.engine.tables, s.arrays, s.workspace, s.tx_arrays))
         except BaseException as e:  # reported by Server.run; the process then exits non-zero
             self.error = e
+
+    def _serve_parkable(self, loop) -> None:
+        """Run ``loop(state)`` (a compiled loop that returns on its stop word) until the worker
+        is stopped; while it is parked for a reload, wait, then run it again on the new engine."""
+        while True:
+            self.handled += loop(self.state)
+            if not self._pause.is_set() or self._quit:
+                return
+            self._parked.set()  # between two datagrams: the server may swap the engine now
+            self._resume.wait()
+            self._resume.clear()
+            if self._quit:
+                return
 
     def start(self) -> None:
         self.thread.start()
@@ -184,7 +188,7 @@ class RoceWorker(Worker):
         try:
             peer = roce.rendezvous_accept(conn, link.info())
             link.connect(peer)
-            D._POSTERS[self.state.wid] = roce.RoceReplyPoster(link, self.state.tx.buf, self.state.tx.iov)
+            self.state.poster = roce.RoceReplyPoster(link, self.state.tx.buf, self.state.tx.iov)
             flat.view(np.int64)[:] = 0
             self.rstate[:] = 0
             self.rstate[D.RS_NEXT] = 1
@@ -194,21 +198,13 @@ class RoceWorker(Worker):
             watcher = threading.Thread(target=self._watch, args=(conn,), daemon=True)
             watcher.start()
             self.in_session = True
-            while True:
-                s = self.state
-                self.handled += D.ring_serve_loop(self.ctl, flat, flat.view(np.int64), self.ring.slots,
-                                                  self.ring.slot_bytes, hi, lo, self.rstate, s.wid, self.engine.tables,
-                                                  s.arrays, s.workspace, s.tx_arrays)
-                if not self._pause.is_set() or self._quit:
-                    break
-                self._parked.set()
-                self._resume.wait()
-                self._resume.clear()
-                if self._quit:
-                    break
+            words = flat.view(np.int64)
+            self._serve_parkable(lambda s: D.ring_serve_loop(
+                self.ctl, flat, words, self.ring.slots, self.ring.slot_bytes, hi, lo, self.rstate, s.wid,
+                self.engine.tables, s.arrays, s.workspace, s.tx_arrays))
         finally:
             self.in_session = False
-            D._POSTERS.pop(self.state.wid, None)
+            self.state.poster = None
             link.close()
             conn.close()
 

@@ -109,3 +109,14 @@ def test_service_ignores_a_stranger_on_the_wire():
         assert P.decode_header(friend.recv(2048)).msg_type == P.MsgType.HELLO_REPLY
         metrics = svc.scrape()
     assert 'rtdecoder_packets_rejected_total{reason="not_allowed"} 2.0' in metrics
+
+
+def test_streams_with_the_same_list_share_its_rows():
+    """The any-stream check reads each distinct subnet once, however many streams list it."""
+    e = Engine([StreamConfig(id=i, distance=3, rounds=3) for i in range(4)]
+               + [StreamConfig(id=9, distance=3, rounds=3, allow=("10.0.0.0/24",))])
+    assert e.allow.shape == (3, 4)
+    assert {tuple(e.st[i, K.C_ALLOW_BASE:K.C_ALLOW_N + 1]) for i in range(4)} == {(0, 2)}
+    assert tuple(e.st[9, K.C_ALLOW_BASE:K.C_ALLOW_N + 1]) == (2, 1)
+    assert types_of(e.handle(hello(9), source="10.0.0.3")) == ["HELLO_REPLY"]
+    assert e.handle(hello(9)) == [] and types_of(e.handle(hello(3))) == ["HELLO_REPLY"]

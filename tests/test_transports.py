@@ -65,7 +65,7 @@ class RingChannel:
         self.ring = np.zeros(self.SLOTS * self.SLOT_BYTES, np.uint8)
         self.peer = np.zeros(R.HEADER_BYTES + self.REPLY_SLOTS * 256, np.uint8)
         self.state = s = D.WorkerState(engine, tx_slots=engine.max_windows + 4)
-        D._POSTERS[s.wid] = R.MemoryLink(self.peer, self.REPLY_SLOTS, 256, s.tx.buf, s.tx.iov)
+        s.poster = R.MemoryLink(self.peer, self.REPLY_SLOTS, 256, s.tx.buf, s.tx.iov)
         self.start_loop(engine)
         self.writer = R.RingWriter(self.SLOTS, self.SLOT_BYTES)
         self.reader = R.RingReader(self.peer, self.REPLY_SLOTS, 256, R.HEADER_BYTES)
@@ -112,7 +112,7 @@ class RingChannel:
     def close(self) -> None:
         self.ctl[D.CTL_STOP] = 1
         self.thread.join(30)
-        D._POSTERS.pop(self.state.wid, None)
+        self.state.poster = None
 
 
 class RoceChannel(RingChannel):
@@ -131,7 +131,7 @@ class RoceChannel(RingChannel):
         t.join()
         link.connect(t.peer)
         self.link = link
-        D._POSTERS[s.wid] = R.RoceReplyPoster(link, s.tx.buf, s.tx.iov)
+        s.poster = R.RoceReplyPoster(link, s.tx.buf, s.tx.iov)
         self.start_loop(engine)
 
     def send(self, datagram: bytes) -> None:

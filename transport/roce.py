@@ -17,7 +17,7 @@ unreliable, which the protocol would then have to handle as loss.
 Replies travel the same way in the other direction: the service RDMA-writes each reply, then its
 ready word, into the controller's reply ring (registered by the controller and announced at
 rendezvous). The service posts those writes with pyverbs from the data plane's reply escape
-(``RoceLink.post_replies``), one ``objmode`` call per datagram that produced replies.
+(``RoceReplyPoster.post``), one ``objmode`` call per message that produced replies.
 
 Flow control: the service RDMA-writes its count of consumed messages into the controller's credit
 word (the first 8 bytes of the controller's region) every ``slots // 4`` messages; the controller
@@ -427,7 +427,7 @@ class RoceLink:
 
 
 class RoceReplyPoster:
-    """The service's reply escape over RDMA (``rtdecoder.dataplane._POSTERS``): each queued reply
+    """The service's reply escape over RDMA (a ring worker's ``WorkerState.poster``): each queued reply
     is written into the controller's reply ring, body then ready word (inline), then the credit
     word; the last write is waited for, so the transmit batch may be reused when ``post``
     returns (costs one RC acknowledgement per datagram with replies)."""
