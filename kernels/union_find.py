@@ -11,29 +11,43 @@ toric code" (arXiv:2004.04693).
    from each end that lies in an active cluster (so twice as fast between two active clusters).
    When its growth reaches its length the edge is complete: the clusters at its ends merge, or,
    for an edge to the boundary, its cluster now touches the boundary.
-2. Peeling: each cluster's complete edges are searched breadth-first from a node where the
-   cluster touches the boundary (if it does), and the tree is peeled from the leaves: a leaf with
-   a detection event takes its tree edge, which moves the event to its parent; an event left at
-   the root goes out through the boundary edge.
+2. Peeling: the complete edges that merged two clusters form a spanning forest of the clusters.
+   Each tree is peeled from its leaves towards the node where its cluster touches the boundary
+   (if it does): a leaf with a detection event takes its tree edge, which moves the event to its
+   neighbour; an event left at that node goes out through the boundary edge. A node keeps its
+   tree degree and the XOR of its tree edges' indices, which at a leaf is the leaf's one edge, so
+   peeling needs no search of the graph.
 
 Growth is simulated event by event, not step by step. Each cluster keeps its *radius* (how long
 it has been active) as a linear function of time, and each node the cluster's radius when it
 joined, so an edge's growth at any time is the sum over its ends of (cluster radius now - radius
-when that end joined). An edge's completion time is put in a bucket queue (times are integers and
-never more than the longest edge ahead of the present, so a circular array of buckets suffices).
-When a cluster starts or stops growing (a merge changes its parity, it reaches the boundary, a
-node joins it) the edges at its nodes are rescheduled, and an edge that stops growing has its
-entry voided; an entry is acted on only if it is the edge's current one, and an edge whose ends
-have come to lie in one cluster is dropped when its entry comes up. A decode costs time in
-proportion to the edges around the clusters, plus one branch-free pass over the window's
-detection events.
+when that end joined). Completion times go in a bucket queue (times are integers and never more
+than the longest edge ahead of the present, so a circular array of buckets suffices). Two kinds
+of entry:
+
+- *Frontier* (one per node of an active cluster): an edge from the node to a node in no cluster
+  (or to the boundary) grows from that side alone, so the node's free edges complete in order of
+  length. Each node's adjacency is sorted by length and the node queues only its first free
+  edge; when that completes (the far node joins the cluster, or the cluster reaches the
+  boundary) the node queues the next. Edges found no longer free are passed over for good.
+- *Edge* (edges whose both ends are in clusters, queued when the second end joins): the time
+  the two sides' growth reaches its length.
+
+When a cluster starts growing (a merge makes it odd, a node joins it) its nodes' entries are
+(re)queued. When it stops (a merge makes it even, it reaches the boundary) nothing is done: an
+entry that comes up is checked against the growth at that time and requeued, or dropped, if the
+rates have fallen since it was made. An entry is acted on only if it is its edge's (node's)
+current one, and an edge whose ends have come to lie in one cluster is dropped when it comes up.
+A decode costs time in proportion to the nodes the clusters reach and their edges, plus one
+branch-free pass over the window's detection events.
 
 Ties: edges that complete at the same time are taken in the bucket's order (last scheduled
 first); a decode is a pure function of the graph and the detection events.
 
 Graph (``build_graph``, once per window graph): ``ptr`` int64 ``(n + 1,)`` and ``slot`` int64
 ``(2 m,)``, the CSR adjacency with each slot packed as ``edge << 40 | (other + 1) << 16 | length``
-(``other == -1`` for the boundary, ``length`` the edge's, see ``quantise_weights``); ``eu``/``ev``
+(``other == -1`` for the boundary, ``length`` the edge's, see ``quantise_weights``), each node's
+slots in order of length, then edge; ``eu``/``ev``
 int32 ``(m,)``, the endpoints (``ev == -1`` for a boundary edge).
 
 Workspace (``Workspace``, made once for the largest graph of a stream): every array is left
@@ -88,7 +102,7 @@ def build_graph(num_nodes: int, eu: np.ndarray, ev: np.ndarray, weight: np.ndarr
     edge = np.concatenate([np.arange(m), np.arange(m)])
     keep = ends >= 0
     ends, other, edge = ends[keep], other[keep], edge[keep]
-    order = np.lexsort((edge, ends))
+    order = np.lexsort((edge, w[edge], ends))  # each node's edges by length: its frontier's order
     ptr = np.zeros(num_nodes + 1, np.int64)
     np.add.at(ptr, ends + 1, 1)
     ptr = np.cumsum(ptr)
@@ -118,23 +132,23 @@ class Workspace:
         self.offset = np.zeros(n, i32)           # node: its cluster's radius when it joined
         self.in_cluster = np.zeros(n, np.uint8)
         self.defect = np.zeros(n, np.uint8)
-        self.visited = np.zeros(n, np.uint8)
-        self.parent_edge = np.full(n, -1, i32)
+        self.deg = np.zeros(n, i32)              # node: complete tree edges at it
+        self.xedge = np.zeros(n, i32)            # node: XOR of those edges
         self.touched = np.zeros(n, i32)
-        self.order = np.zeros(n, i32)
-        self.due = np.full(m, -1, i32)           # edge: its scheduled completion time
-        self.done = np.zeros(m, np.uint8)        # edge: complete
-        self.seen = np.zeros(m, i32)             # the edges ever scheduled, for the reset
+        self.front = np.zeros(n, i32)            # node: first edge (by length) that may be free
+        self.due = np.full(m + n, -1, i32)       # edge, then node (frontier): its scheduled time
+        self.done = np.zeros(m + n, np.uint8)    # edge: complete
+        self.seen = np.zeros(m + n, i32)         # the entries ever scheduled, for the reset
         self.bucket = np.full(p, -1, i32)        # queue: first entry of each time bucket
-        self.entry_edge = np.zeros(2 * m + 64, i32)
-        self.entry_next = np.zeros(2 * m + 64, i32)
+        self.entry_edge = np.zeros(2 * (m + n) + 64, i32)
+        self.entry_next = np.zeros(2 * (m + n) + 64, i32)
         self.count = np.zeros(3, np.int64)       # [edges seen, entries used, entries queued]
         self.chosen = np.zeros(2 * n + 1, np.int64)  # a tree edge per node, a boundary edge per cluster
 
     def arrays(self):
         return (self.parent, self.size, self.nxt, self.odd, self.bnode, self.bedge, self.radius, self.since,
-                self.offset, self.in_cluster, self.defect, self.visited, self.parent_edge, self.touched,
-                self.order, self.due, self.done, self.seen, self.bucket, self.entry_edge, self.entry_next,
+                self.offset, self.in_cluster, self.defect, self.deg, self.xedge, self.touched,
+                self.front, self.due, self.done, self.seen, self.bucket, self.entry_edge, self.entry_next,
                 self.count, self.chosen)
 
 
@@ -210,41 +224,71 @@ def _due(now, rem, k):
 
 
 @njit(_nrt=False, cache=True, inline="always")
-def _schedule_node(v, rv, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+def _front(v, ptr, slot, in_cluster, done, front):
+    """Node v's first free edge in its adjacency (sorted by length): the slot index, or
+    ``ptr[v + 1]`` if none is left. Edges passed over never become free again."""
+    j = ptr[v] + front[v]
+    hi = ptr[v + 1]
+    while j < hi:
+        s = slot[j]
+        u = ((s >> 16) & 0xFFFFFF) - 1
+        if u < 0:
+            if not done[s >> 40]:
+                break
+        elif not in_cluster[u]:
+            break
+        j += 1
+    front[v] = j - ptr[v]
+    return j
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def _schedule_front(v, g_v, now, m, ptr, slot, in_cluster, front, due, done, seen, bucket, entry_edge,
+                    entry_next, count):
+    """Queue node v's frontier entry (index ``m + v``): the time its first free edge completes,
+    growing from v's side alone (``g_v`` grown so far)."""
+    j = _front(v, ptr, slot, in_cluster, done, front)
+    if j < ptr[v + 1]:
+        rem = (slot[j] & 0xFFFF) - g_v
+        _enqueue(m + v, now + rem if rem > 0 else now, due, done, seen, bucket, entry_edge, entry_next, count)
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def _schedule_node(v, rv, now, m, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster, front,
                    due, done, seen, bucket, entry_edge, entry_next, count):
-    """(Re)schedule every incomplete edge at node v (in the cluster rooted at rv) from the rates
-    at `now`; edges inside the cluster are skipped."""
+    """(Re)schedule, from the rates at `now`, node v's edges to nodes of other clusters, and (if
+    v's cluster, rooted at rv, grows) its frontier: the time its first free edge completes."""
     g_v, k_v = _growth(rv, v, now, odd, bnode, radius, since, offset)
     for j in range(ptr[v], ptr[v + 1]):
         s = slot[j]
+        u = ((s >> 16) & 0xFFFFFF) - 1
+        if u < 0 or not in_cluster[u]:
+            continue  # free: the frontier's
         e = s >> 40
         if done[e]:
             continue
-        u = ((s >> 16) & 0xFFFFFF) - 1
-        g = g_v
-        k = k_v
-        if u >= 0 and in_cluster[u]:
-            ru = _find(parent, u)
-            if ru == rv:
-                continue
-            g_u, k_u = _growth(ru, u, now, odd, bnode, radius, since, offset)
-            g += g_u
-            k += k_u
-        t = _due(now, (s & 0xFFFF) - g, k)
+        ru = _find(parent, u)
+        if ru == rv:
+            continue
+        g_u, k_u = _growth(ru, u, now, odd, bnode, radius, since, offset)
+        t = _due(now, (s & 0xFFFF) - g_v - g_u, k_v + k_u)
         if t >= 0:
             _enqueue(e, t, due, done, seen, bucket, entry_edge, entry_next, count)
         elif due[e] >= 0:
             due[e] = -2  # not growing: its queued entry is void
+    if k_v:
+        _schedule_front(v, g_v, now, m, ptr, slot, in_cluster, front, due, done, seen, bucket, entry_edge,
+                        entry_next, count)
 
 
 @njit(_nrt=False, cache=True, inline="always")
-def _schedule_list(first, root, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
-                   due, done, seen, bucket, entry_edge, entry_next, count):
+def _schedule_list(first, root, now, m, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
+                   front, due, done, seen, bucket, entry_edge, entry_next, count):
     """``_schedule_node`` for every node on the circular node list through ``first`` (a cluster,
     or one side of a merge before its list is spliced), whose root is now ``root``."""
     v = first
     while True:
-        _schedule_node(v, root, now, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+        _schedule_node(v, root, now, m, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster, front,
                        due, done, seen, bucket, entry_edge, entry_next, count)
         v = nxt[v]
         if v == first:
@@ -253,8 +297,8 @@ def _schedule_list(first, root, now, ptr, slot, parent, nxt, odd, bnode, radius,
 
 @njit(_nrt=False, cache=True)
 def decode(ptr, slot, eu, ev, events,
-           parent, size, nxt, odd, bnode, bedge, radius, since, offset, in_cluster, defect, visited,
-           parent_edge, touched, order, due, done, seen, bucket, entry_edge, entry_next, count, chosen):
+           parent, size, nxt, odd, bnode, bedge, radius, since, offset, in_cluster, defect, deg,
+           xedge, touched, front, due, done, seen, bucket, entry_edge, entry_next, count, chosen):
     """Decode one window with weighted union-find and peeling.
 
     Args:
@@ -268,6 +312,7 @@ def decode(ptr, slot, eu, ev, events,
         neutralised (a component of the graph with an odd number of events and no boundary).
     """
     n = ptr.shape[0] - 1
+    m = eu.shape[0]
     mask = bucket.shape[0] - 1
     nt = 0
     for v in range(n):  # branch-free: detection events are sparse and unpredictable
@@ -281,7 +326,7 @@ def decode(ptr, slot, eu, ev, events,
     nactive = nt
     for i in range(nt):
         v = touched[i]
-        _schedule_node(v, v, 0, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster,
+        _schedule_node(v, v, 0, m, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster, front,
                        due, done, seen, bucket, entry_edge, entry_next, count)
     ok = True
     now = 0
@@ -295,39 +340,71 @@ def decode(ptr, slot, eu, ev, events,
         bucket[now & mask] = entry_next[q]
         count[2] -= 1
         e = entry_edge[q]
-        if done[e] or due[e] != now:
+        if due[e] != now or done[e]:
             continue  # stale: completed, cancelled or rescheduled to another time
-        a = eu[e]
-        b = ev[e]
-        ra = _find(parent, a) if in_cluster[a] else -1
-        rb = _find(parent, b) if b >= 0 and in_cluster[b] else -1
-        if ra == rb and ra >= 0:
-            continue  # inside one cluster now: it never needs to complete
+        grown = -1
+        if e >= m:  # a frontier entry: node v's first free edge completes now, if v still grows
+            grown = e - m
+            due[e] = -2  # consumed
+            ra = _find(parent, grown)
+            if odd[ra] == 0 or bnode[ra] >= 0:
+                continue  # its cluster stopped growing: restarting reschedules it
+            j = _front(grown, ptr, slot, in_cluster, done, front)
+            if j == ptr[grown + 1]:
+                continue
+            s = slot[j]
+            rem = (s & 0xFFFF) - (radius[ra] + (now - since[ra]) - offset[grown])
+            if rem > 0:  # the cluster stopped and restarted since: not yet
+                _enqueue(e, now + rem, due, done, seen, bucket, entry_edge, entry_next, count)
+                continue
+            e = s >> 40
+            if due[e] == -1:  # never queued: remember it for the reset
+                seen[count[0]] = e
+                count[0] += 1
+                due[e] = -2
+            a = grown
+            b = ((s >> 16) & 0xFFFFFF) - 1
+            rb = -1  # the far end is free (or the boundary)
+        else:  # an edge between two clusters
+            a = eu[e]
+            b = ev[e]
+            ra = _find(parent, a)
+            rb = _find(parent, b)
+            if ra == rb:
+                continue  # inside one cluster now: it never needs to complete
+            # a cluster that stops growing leaves its edges' entries as they are: check the growth
+            g_a, k_a = _growth(ra, a, now, odd, bnode, radius, since, offset)
+            g_b, k_b = _growth(rb, b, now, odd, bnode, radius, since, offset)
+            j = ptr[a]
+            while slot[j] >> 40 != e:
+                j += 1
+            t = _due(now, (slot[j] & 0xFFFF) - g_a - g_b, k_a + k_b)
+            if t != now:
+                due[e] = -2  # consumed
+                if t > now:
+                    _enqueue(e, t, due, done, seen, bucket, entry_edge, entry_next, count)
+                continue
         done[e] = 1
         if b < 0:  # the cluster reaches the boundary and stops growing
             if bnode[ra] >= 0:
                 continue
             bnode[ra] = a
             bedge[ra] = e
-            if odd[ra]:  # it was growing: stop its edges
+            if odd[ra]:  # it was growing: it stops (its queued entries are checked as they come up)
                 nactive -= 1
                 radius[ra] += now - since[ra]
                 since[ra] = now
-                _schedule_list(ra, ra, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
-                               due, done, seen, bucket, entry_edge, entry_next, count)
             continue
-        if ra < 0:  # a node new to the clusters joins as an even cluster of its own
-            ra = a
-            in_cluster[a] = 1
-            touched[nt] = a
-            nt += 1
-            since[a] = now
-        if rb < 0:
+        if rb < 0:  # a node new to the clusters joins as an even cluster of its own
             rb = b
             in_cluster[b] = 1
             touched[nt] = b
             nt += 1
             since[b] = now
+        deg[a] += 1  # the tree edges, for peeling
+        deg[b] += 1
+        xedge[a] ^= e
+        xedge[b] ^= e
         if size[ra] < size[rb]:
             ra, rb = rb, ra
         act_a = odd[ra] == 1 and bnode[ra] < 0
@@ -350,58 +427,50 @@ def decode(ptr, slot, eu, ev, events,
             bedge[ra] = bedge[rb]
         act = odd[ra] == 1 and bnode[ra] < 0
         nactive += np.int64(act) - np.int64(act_a) - np.int64(act_b)
-        # reschedule the edges of a side that started or stopped growing (lists not yet spliced)
-        if act_a != act:
-            _schedule_list(ra, ra, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
-                           due, done, seen, bucket, entry_edge, entry_next, count)
-        if act_b != act:
-            _schedule_list(rb, ra, now, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
-                           due, done, seen, bucket, entry_edge, entry_next, count)
+        # reschedule the edges of a side that starts growing (lists not yet spliced); a side that
+        # stops leaves its entries, which are checked as they come up
+        if act and not act_a:
+            _schedule_list(ra, ra, now, m, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
+                           front, due, done, seen, bucket, entry_edge, entry_next, count)
+        if act and not act_b:
+            _schedule_list(rb, ra, now, m, ptr, slot, parent, nxt, odd, bnode, radius, since, offset, in_cluster,
+                           front, due, done, seen, bucket, entry_edge, entry_next, count)
         t = nxt[ra]
         nxt[ra] = nxt[rb]
         nxt[rb] = t
+        if grown >= 0 and act:  # the node whose frontier edge completed grows on to its next
+            _schedule_front(grown, radius[ra] - offset[grown], now, m, ptr, slot, in_cluster, front, due, done,
+                            seen, bucket, entry_edge, entry_next, count)
 
-    # Peeling, cluster by cluster, over complete edges.
+    # Peeling: the complete edges that merged clusters form a forest (``deg``: tree edges at a
+    # node, ``xedge``: their XOR, which at a leaf is its one edge). Leaves are cut one by one,
+    # each moving its event to its neighbour; a cluster's boundary node is never cut, so each
+    # tree shrinks to it and a remaining event leaves through the boundary edge.
     nchosen = 0
     for i in range(nt):
-        s = touched[i]
-        if visited[s]:
-            continue
-        r = _find(parent, s)
-        if bnode[r] >= 0:
-            s = bnode[r]
-        visited[s] = 1
-        parent_edge[s] = -1
-        order[0] = s
-        head = 0
-        tail = 1
-        while head < tail:
-            v = order[head]
-            head += 1
-            for j in range(ptr[v], ptr[v + 1]):
-                sl = slot[j]
-                u = ((sl >> 16) & 0xFFFFFF) - 1
-                e = sl >> 40
-                if u < 0 or not done[e] or visited[u]:
-                    continue
-                visited[u] = 1
-                parent_edge[u] = e
-                order[tail] = u
-                tail += 1
-        for q in range(tail - 1, 0, -1):
-            v = order[q]
+        v = touched[i]
+        while deg[v] == 1:
+            r = _find(parent, v)
+            if bnode[r] == v:
+                break
+            e = xedge[v]
+            p = eu[e] + ev[e] - v
             if defect[v]:
-                e = parent_edge[v]
                 chosen[nchosen] = e
                 nchosen += 1
                 defect[v] = 0
-                p = eu[e] if ev[e] == v else ev[e]
                 defect[p] ^= 1
-        if defect[s]:
-            if bnode[r] >= 0:
+            deg[v] = 0
+            deg[p] -= 1
+            xedge[p] ^= e
+            v = p
+    for i in range(nt):
+        v = touched[i]
+        if defect[v]:
+            r = _find(parent, v)
+            if bnode[r] == v:
                 chosen[nchosen] = bedge[r]
                 nchosen += 1
-                defect[s] = 0
             else:
                 ok = False
 
@@ -419,8 +488,9 @@ def decode(ptr, slot, eu, ev, events,
         offset[v] = 0
         in_cluster[v] = 0
         defect[v] = 0
-        visited[v] = 0
-        parent_edge[v] = -1
+        deg[v] = 0
+        xedge[v] = 0
+        front[v] = 0
     for i in range(count[0]):
         e = seen[i]
         due[e] = -1
@@ -435,15 +505,15 @@ def decode(ptr, slot, eu, ev, events,
 
 @njit(_nrt=False, cache=True)
 def decode_batch(ptr, slot, eu, ev, emask, events, counts, obs,
-                 parent, size, nxt, odd, bnode, bedge, radius, since, offset, in_cluster, defect, visited,
-                 parent_edge, touched, order, due, done, seen, bucket, entry_edge, entry_next, count, chosen):
+                 parent, size, nxt, odd, bnode, bedge, radius, since, offset, in_cluster, defect, deg,
+                 xedge, touched, front, due, done, seen, bucket, entry_edge, entry_next, count, chosen):
     """``decode`` on every row of ``events`` (uint8 ``(shots, num_nodes)``) with one graph:
     ``counts[s]`` the edges chosen (-1: none explains the events) and ``obs[s]`` the XOR of their
     observable masks (``emask`` int64 per edge, bit ``i`` = observable ``i``). The CPU side of
     ``rtdecoder decode``; the GPU's is ``rtdecoder.kernels.uf_cuda.batch_kernel``."""
     for s in range(events.shape[0]):
         n = decode(ptr, slot, eu, ev, events[s], parent, size, nxt, odd, bnode, bedge, radius, since, offset,
-                   in_cluster, defect, visited, parent_edge, touched, order, due, done, seen, bucket, entry_edge,
+                   in_cluster, defect, deg, xedge, touched, front, due, done, seen, bucket, entry_edge,
                    entry_next, count, chosen)
         counts[s] = n
         mask = np.int64(0)

@@ -172,9 +172,10 @@ def test_queue_rebuild_when_the_entry_pool_runs_out():
     g = uf.build_graph(n, eu, ev, weights)
     big = uf.Workspace(n, len(eu), int(uf.quantise_weights(weights).max()))
     small = uf.Workspace(n, len(eu), int(uf.quantise_weights(weights).max()))
-    # the smallest pool that is safe: one entry more than there are edges (live entries <= edges)
-    small.entry_edge = np.zeros(len(eu) + 1, np.int32)
-    small.entry_next = np.zeros(len(eu) + 1, np.int32)
+    # the smallest pool that is safe: one entry more than there are edges and frontiers (live
+    # entries <= edges + nodes)
+    small.entry_edge = np.zeros(len(eu) + n + 1, np.int32)
+    small.entry_next = np.zeros(len(eu) + n + 1, np.int32)
     for _ in range(20):
         events = (rng.random(n) < 0.3).astype(np.uint8)
         k1 = uf.decode(*g, events, *big.arrays())
