@@ -85,19 +85,6 @@ class Result:
     seconds: float = 0.0
 
 
-class _Recorder:
-    """Wraps a compiled window decoder and keeps copies of the first windows it is given."""
-
-    def __init__(self, inner, limit: int):
-        self.inner, self.limit, self.windows = inner, limit, []
-        self.name = inner.name
-
-    def decode_window(self, graph, events):
-        if len(self.windows) < self.limit:
-            self.windows.append((int(graph), np.array(events, np.uint8)))
-        return self.inner.decode_window(graph, events)
-
-
 def _timing_loop():
     from numba import njit
 
@@ -129,17 +116,17 @@ def run_task(task: Task) -> Result:
     rt = engines["union_find"].streams[0]
     lay, plan = rt.layout, rt.plan
     res = Result(task.basis, d, p, lay.num_rounds, cfgs["matching"].window, cfgs["matching"].commit)
-    rec = _Recorder(engines["union_find"].decoders[0], task.timing_windows)
-    engines["union_find"].decoders[0] = rec
 
     sampler = rt.circuit.compile_detector_sampler(seed=task.seed)
     wrong = {name: 0 for name in engines}
     both = 0
     t_start = time.perf_counter()
     chunk = 500
+    first = None
     while True:
         dets, obs = sampler.sample(chunk, separate_observables=True)
         dets = dets.astype(np.uint8)
+        first = dets if first is None else first
         fails = {}
         for name, eng in engines.items():
             pred = eng.decode_shots(0, dets, rounds_per_packet=lay.num_rounds)
@@ -167,13 +154,24 @@ def run_task(task: Task) -> Result:
         # with few errors the paired estimate is meaningless (8 shared errors give +-0): leave it out
         res.ratio_err = math.sqrt(max(var, 0.0)) if b >= MIN_ERRORS_FOR_RATIO else None
 
-    # Timing on the recorded windows.
-    windows = rec.windows
+    # Timing on the windows union-find decoded in the first shots: each shot is decoded again on
+    # its own and every window's detection events are read from the engine's buffer afterwards
+    # (a window's rounds are not changed by the windows after it while W <= 2C: the next window's
+    # carry lands at or after this one's end).
+    eng = engines["union_find"]
+    assert plan.window <= 2 * plan.commit
+    windows = []
+    for s in range(len(first)):
+        if len(windows) >= task.timing_windows:
+            break
+        eng.decode_shots(0, first[s:s + 1], rounds_per_packet=lay.num_rounds)
+        windows += [(int(eng.window_graph[k]), np.array(eng.window_events[k])) for k in range(plan.num_windows)]
+    windows = windows[:task.timing_windows]
     res.timing_windows = len(windows)
     res.mean_events = float(np.mean([w.sum() for _, w in windows])) if windows else 0.0
     pm_ns, uf_ns = [], []
     loop = _timing_loop()
-    dec = rec.inner
+    dec = rt.decoder
     ws = dec.workspace
     for gi in sorted({g for g, _ in windows}):
         batch = [w for g, w in windows if g == gi]

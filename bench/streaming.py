@@ -24,7 +24,7 @@ Beside them, the published NV-Fusion p99 (84 CPU threads; DESIGN.md's numbers) a
 targets of the hot-path issue: union_find's p99 at 10,000 rounds below NV-Fusion's and at least
 25x below monolithic PyMatching's, on one core.
 
-Throughput (``--no-throughput`` skips it): for each decoder and d, a bisection on the round
+Throughput (``--no-throughput`` skips it; ``--no-latency`` runs it alone): for each decoder and d, a bisection on the round
 period finds the highest round rate at which the backlog does not grow over a shot of
 ``--throughput-rounds`` rounds: each correction's lag (arrival minus the send time of the
 packet that completed its window) in the last fifth of the shot may not exceed the lag in the
@@ -229,6 +229,7 @@ def main() -> int:
     ap.add_argument("--window-commit", default="5,4", help="W and C in multiples of d (default 5,4)")
     ap.add_argument("--throughput-rounds", type=int, default=2000)
     ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--no-latency", action="store_true", help="skip the tail-latency runs (throughput and jitter only)")
     ap.add_argument("--jitter-s", type=float, default=20.0, help="seconds of the machine-jitter baseline (0: skip)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
@@ -259,7 +260,7 @@ def main() -> int:
             console.print(f"machine jitter, CPU {cpu}: {v['gaps_over_100us_per_s']:.1f} gaps > 100 µs per s, "
                           f"{v['gaps_over_1ms_per_s']:.1f} > 1 ms per s, longest {v['max_gap_us']:.0f} µs, "
                           f"{100 * v['lost_fraction']:.2f}% of the time lost")
-    for d in args.distances:
+    for d in ([] if args.no_latency else args.distances):
         for rounds in args.rounds:
             t_build = time.perf_counter()
             cfg = StreamConfig(id=0, distance=d, rounds=rounds, p=0.001)
@@ -339,8 +340,9 @@ def main() -> int:
            "nv_fusion_p99_us": NV_FUSION_P99_US, "published_monolithic_pymatching_p99_us": MONOLITHIC_PYMATCHING_P99_US,
            "machine_jitter": jitter, "results": rows, "throughput": rates, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "streaming.json").write_text(json.dumps(doc, indent=1))
-    plot(rows, args.out / "streaming.png")
-    console.print(f"wrote {args.out / 'streaming.json'}, {args.out / 'streaming.png'}")
+    if rows:
+        plot(rows, args.out / "streaming.png")
+    console.print(f"wrote {args.out / 'streaming.json'}" + (f", {args.out / 'streaming.png'}" if rows else ""))
     return 0
 
 
@@ -395,7 +397,8 @@ def report(rows: list[dict], rates: list[dict], jitter: dict | None, args, w: in
                   str(r["logical_errors"]), f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", str(r["controller_late_shots"]),
                   f"{r['p99_controller_on_time_us']:.1f}", f"{nv:.0f}" if nv else "-",
                   f"{mono['p99_us'] / r['p99_us']:.1f}x", expected_hit(jitter, r["rounds"] * args.cycle_us))
-    console.print(t)
+    if rows:
+        console.print(t)
     if rates:
         tt = Table(title=f"sustained round rate on one core (no growing backlog), {args.throughput_rounds}-round shots, "
                          f"k={args.rounds_per_packet}")
