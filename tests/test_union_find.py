@@ -40,6 +40,20 @@ def test_weights_choose_the_cheaper_explanation():
     assert _decode(2, edges, [1.0, 9.0, 9.0], [1, 1])[1] == [0]
 
 
+def test_a_cluster_that_stops_and_grows_again():
+    """Events at 0, 1 and 2. 0 and 1 meet first (t = 1) and their even cluster stops with its
+    edges' entries left queued; 2 keeps growing, reaches it (t = 4), and the odd cluster grows
+    again, out through 2's boundary edge (t = 10) before 0's (t = 23)."""
+    edges = [(0, 1), (1, 2), (2, -1), (0, -1)]
+    lengths = np.array([2, 4, 10, 20])
+    assert _decode(3, edges, lengths / uf.WEIGHT_RESOLUTION, [1, 1, 1]) == (2, [0, 2])
+    # 0's boundary edge short, 2's long: 1-2 is due at t = 2 while both grow, but 0-1 stops at
+    # t = 1, so its entry comes up short and is requeued for t = 3; the cluster grows again and
+    # leaves through 0 (t = 10). Peeling pairs 1 with 2 and sends 0 out.
+    lengths = np.array([2, 4, 30, 8])
+    assert _decode(3, edges, lengths / uf.WEIGHT_RESOLUTION, [1, 1, 1]) == (2, [1, 3])
+
+
 def test_odd_component_without_boundary_is_reported():
     assert _decode(3, [(0, 1), (1, 2)], [1.0, 1.0], [1, 0, 0])[0] == -1
 
