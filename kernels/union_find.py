@@ -256,9 +256,10 @@ def _schedule_front(v, g_v, now, m, ptr, slot, in_cluster, front, due, done, see
 @njit(_nrt=False, cache=True, inline="always")
 def _schedule_node(v, rv, now, m, ptr, slot, parent, odd, bnode, radius, since, offset, in_cluster, front,
                    due, done, seen, bucket, entry_edge, entry_next, count):
-    """(Re)schedule, from the rates at `now`, node v's edges to nodes of other clusters, and (if
-    v's cluster, rooted at rv, grows) its frontier: the time its first free edge completes."""
-    g_v, k_v = _growth(rv, v, now, odd, bnode, radius, since, offset)
+    """(Re)schedule, from the rates at `now`, node v's edges to nodes of other clusters and its
+    frontier (the time its first free edge completes). Called only while v's cluster, rooted at
+    rv, grows: a cluster that stops leaves its entries to be checked as they come up."""
+    g_v = radius[rv] + (now - since[rv]) - offset[v]
     for j in range(ptr[v], ptr[v + 1]):
         s = slot[j]
         u = ((s >> 16) & 0xFFFFFF) - 1
@@ -271,14 +272,10 @@ def _schedule_node(v, rv, now, m, ptr, slot, parent, odd, bnode, radius, since, 
         if ru == rv:
             continue
         g_u, k_u = _growth(ru, u, now, odd, bnode, radius, since, offset)
-        t = _due(now, (s & 0xFFFF) - g_v - g_u, k_v + k_u)
-        if t >= 0:
-            _enqueue(e, t, due, done, seen, bucket, entry_edge, entry_next, count)
-        elif due[e] >= 0:
-            due[e] = -2  # not growing: its queued entry is void
-    if k_v:
-        _schedule_front(v, g_v, now, m, ptr, slot, in_cluster, front, due, done, seen, bucket, entry_edge,
-                        entry_next, count)
+        _enqueue(e, _due(now, (s & 0xFFFF) - g_v - g_u, 1 + k_u), due, done, seen, bucket, entry_edge,
+                 entry_next, count)
+    _schedule_front(v, g_v, now, m, ptr, slot, in_cluster, front, due, done, seen, bucket, entry_edge,
+                    entry_next, count)
 
 
 @njit(_nrt=False, cache=True, inline="always")
@@ -354,7 +351,7 @@ def decode(ptr, slot, eu, ev, events,
                 continue
             s = slot[j]
             rem = (s & 0xFFFF) - (radius[ra] + (now - since[ra]) - offset[grown])
-            if rem > 0:  # the cluster stopped and restarted since: not yet
+            if rem > 0:  # its first free edge is a longer one now (or the cluster paused): not yet
                 _enqueue(e, now + rem, due, done, seen, bucket, entry_edge, entry_next, count)
                 continue
             e = s >> 40
