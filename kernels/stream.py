@@ -27,8 +27,12 @@ Wire layouts and status codes: ``docs/wire-protocol.md`` and ``rtdecoder.protoco
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from rtdecoder import protocol as P
 
@@ -145,6 +149,38 @@ OFF_TYPE = int(P.OFF_TYPE)
 OFF_VERSION = int(P.OFF_VERSION)
 PONG_BODY_SIZE = int(P.PONG_BODY.size)
 VERSION = int(P.VERSION)
+
+
+assert sys.byteorder == "little", "ingest spreads detection-event bits with little-endian word stores"
+
+SPREAD = np.array([sum(((b >> i) & 1) << (8 * i) for i in range(8)) for b in range(256)], np.uint64)
+"""``SPREAD[b]``: the 8 bits of byte ``b`` as 8 bytes of 0 or 1 (bit ``i`` in byte ``i``), as one
+little-endian word: a wire byte of detection events (§5, least significant bit first) unpacked
+with one load and one store."""
+
+
+@intrinsic
+def _store_word(typingctx, arr, idx, val):
+    if (not isinstance(arr, types.Array) or arr.dtype != types.uint8 or not isinstance(idx, types.Integer)
+            or not isinstance(val, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = context.cast(builder, args[2], signature.args[2], types.uint64)
+        ptr = builder.bitcast(builder.gep(a.data, [i]), ir.IntType(64).as_pointer())
+        builder.store(v, ptr, align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, val), codegen
+
+
+@njit(cache=True, inline="always")
+def store_word(arr, i, value):
+    """``arr[i:i + 8] = value``'s 8 bytes, little-endian, at any alignment (uint8 ``arr``, which
+    must be C-contiguous and hold ``i + 8`` bytes: not checked)."""
+    _store_word(arr, i, value)
 
 
 @njit(cache=True, inline="always")
@@ -378,13 +414,16 @@ def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_l
                 reject(tx, buf, n, ST_BAD_PAYLOAD, shot, expected, rx_ns, counters, out)
                 return
     sbase = st[sid, C_SYN_BASE]
-    for i in range(nr):
+    for i in range(nr):  # unpack: a word store per whole byte, bit by bit for a round's last bits
         r = first + i
-        d0 = offs[base + r]
-        cnt = offs[base + r + 1] - d0
+        o = sbase + offs[base + r]
+        cnt = offs[base + r + 1] - offs[base + r]
         blk = HEADER_LEN + i * rbytes
-        for j in range(cnt):
-            syn[sbase + d0 + j] = (buf[blk + (j >> 3)] >> (j & 7)) & 1
+        full = cnt >> 3
+        for k in range(full):
+            store_word(syn, o + 8 * k, SPREAD[buf[blk + k]])
+        for j in range(full << 3, cnt):
+            syn[o + j] = (buf[blk + full] >> (j & 7)) & 1
     st[sid, S_NEXT_ROUND] = first + nr
     st[sid, S_RX_NS] = rx_ns
     st[sid, S_TS] = ts

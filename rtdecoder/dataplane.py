@@ -36,10 +36,14 @@ Stages: ``check`` = checked − received, ``decode`` = decoded − checked (with
 completed by one datagram, the earlier windows' time counts toward the later ones), ``send`` =
 sent − decoded; ``HIST_SERVER`` is sent − received.
 
-Send policy: the replies a datagram produces (an error or control reply, one CORRECTION per
-window it completed) are queued in the transmit batch and sent together when the datagram has
-been handled, or earlier when the batch is full. A shot's final CORRECTION is always the last
-reply its datagram produces, so it leaves as soon as it is decoded.
+Send policy: the replies the datagrams of one ``recvmmsg`` batch produce (an error or control
+reply, one CORRECTION per window completed) are queued in the transmit batch and sent with one
+``sendmmsg`` when the receive batch has been handled; earlier when the transmit batch is full,
+and at once after a datagram that completed a shot (its FINAL CORRECTION is the last reply that
+datagram produces, so a shot's end never waits for the datagrams behind it). When the service
+keeps up, a batch is one datagram and this is a send per datagram; in a backlog it is one send
+system call per batch instead of one per window, which is what lets the worker catch up after
+a stall (measured at d = 5: see ``bench/streaming``).
 """
 
 from __future__ import annotations
@@ -292,6 +296,10 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
         wid: this worker's index in ``_HOOKS`` (for the matching escape).
         tables: ``Engine.tables``; state: ``WorkerState.arrays``; ws: the union-find workspace;
         tx: ``WorkerState.tx_arrays``.
+
+    Returns:
+        1 if the datagram completed a shot (its replies end with the FINAL CORRECTION; the
+        caller sends them at once), else 0.
     """
     st, offs, syn, win, gbase, node_round, edges, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, allow = tables
     counters, hist, out, trace, tmeta, chosen_m, escape, gq, gr, gc, rl = state
@@ -309,7 +317,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
                      name_addr, namelen)
     sid = out[K.OUT_STREAM]
     if sid < 0:
-        return
+        return 0
     checked = monotonic_ns()
     K.observe(hist, HIST_CHECK, checked - rx)
     dec = st[sid, K.C_DECODER]
@@ -318,7 +326,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
     while True:
         k = K.next_window(st, win, sid)
         if k < 0:
-            return
+            return st[sid, K.S_DONE]
         if txq[0] == cap:
             flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
         q = txq[0]
@@ -348,7 +356,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
                                  st[sid, K.S_RX_NS])
             K.wr(txbuf[q], K.OFF_STREAM, 2, sid)
             _queue_reply(txq, txhdr, txiov, txflag, _row_addr(txbuf, q), size, 0, name_addr, namelen)
-            return
+            return 0
         size = K.commit_window(st, offs, syn, win, gbase, node_round, edges, sid, k, chosen, nchosen,
                                txbuf[q], counters)
         decoded = monotonic_ns()
@@ -416,14 +424,19 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
             name_addr = rxhdr[s, L.H_NAME]
             namelen = rxhdr[s, L.H_NAMELEN] & 0xFFFFFFFF
             if echo:  # send straight from the ring slot (no copy, any length up to the slot)
+                if txq[0] == txbuf.shape[0]:
+                    flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
                 _queue_reply(txq, txhdr, txiov, txflag, _row_addr(rxbuf, s), min(n, rxbuf.shape[1]), 0,
                              name_addr, namelen)
             else:
                 src_hi, src_lo, src_port = L.source_of(rxname[s])
-                process_datagram(rxbuf[s], n, rx, name_addr, namelen, src_hi, src_lo, src_port, fd, wid, tables,
-                                 state, ws, tx)
-            flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
+                if process_datagram(rxbuf[s], n, rx, name_addr, namelen, src_hi, src_lo, src_port, fd, wid,
+                                    tables, state, ws, tx):
+                    flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
             rxhdr[s, L.H_NAMELEN] = L.SOCKADDR_BYTES  # value-result: reset for the next receive
+        # the replies point into this batch's slots (names, echoed data): they leave before the
+        # next recvmmsg can overwrite them
+        flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
         slot = (slot + r) & mask
         handled += r
     return handled

@@ -24,9 +24,14 @@ from rtdecoder.transport.udp import UdpTransport
 class Loop:
     """``serve_loop`` for one engine on a fresh socket, in a thread, until ``stop``."""
 
-    def __init__(self, engine, slot_bytes=8192, tx_slots=64, echo=False):
+    def __init__(self, engine, slot_bytes=8192, tx_slots=64, echo=False, backlog=()):
         self.engine = engine
         self.transport = UdpTransport("127.0.0.1", 0, busy_poll_us=0)
+        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.client.settimeout(10)
+        self.client.connect(self.transport.address)
+        for datagram in backlog:  # queued before the loop starts: its first recvmmsg takes them together
+            self.client.send(datagram)
         self.ring = PinnedRing(8, slot_bytes)
         self.rx = L.MessageBatch(8, slot_bytes, buffers=self.ring.array)
         self.state = D.WorkerState(engine, tx_slots=tx_slots)
@@ -38,9 +43,6 @@ class Loop:
                 s.arrays, s.workspace, s.tx_arrays)
         self.thread = threading.Thread(target=lambda: setattr(self, "handled", D.serve_loop(*args)))
         self.thread.start()
-        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.client.settimeout(10)
-        self.client.connect(self.transport.address)
 
     def ask(self, datagram: bytes, replies: int = 1) -> list[bytes]:
         self.client.send(datagram)
@@ -127,6 +129,32 @@ def test_a_full_transmit_batch_is_sent_before_the_datagram_is_done(uf_engine):
     firsts = [P.decode_header(g).first_round for g in got]
     assert firsts == sorted(firsts) and len(set(firsts)) == nwin
     assert P.decode_correction(got[-1], 1).final
+
+
+def test_a_backlog_is_answered_with_one_send_per_batch_but_a_shots_end_leaves_at_once(uf_engine):
+    """Three datagrams taken by one recvmmsg: shot 1's two halves, then shot 2's first half.
+    Shot 1's replies leave together as soon as its FINAL correction is decoded, before shot 2's
+    datagram is handled; shot 2's leave when the batch is done."""
+    rt = uf_engine.streams[0]
+    n, nr = rt.layout.num_detectors, rt.layout.num_rounds
+    half = int(rt.plan.end[0])  # the first window's last round: the first half completes it
+    zero = np.zeros(n, np.uint8)
+    backlog = [shot_datagram(uf_engine, 0, 1, zero, 0, half), shot_datagram(uf_engine, 0, 1, zero, half, nr - half),
+               shot_datagram(uf_engine, 0, 2, zero, 0, half)]
+    nwin = rt.plan.num_windows
+    loop = Loop(uf_engine, backlog=backlog)
+    try:
+        got = [loop.client.recv(65536) for _ in range(nwin + 1)]
+    finally:
+        loop.stop()
+    assert [P.decode_header(g).shot_id for g in got] == [1] * nwin + [2]
+    assert P.decode_correction(got[nwin - 1], 1).final
+    st = loop.state
+    assert st.counters[D.CNT_BATCHES] == 1
+    t = st.trace[:nwin + 1]
+    assert len(set(t[:nwin, D.TR_SENT])) == 1  # shot 1: one sendmmsg, right after its final window
+    assert t[nwin, D.TR_SENT] > t[0, D.TR_SENT]  # shot 2's reply: a second one, at the batch's end
+    assert t[nwin, D.TR_DECODED] > t[0, D.TR_SENT]
 
 
 def test_a_datagram_longer_than_its_ring_slot_is_answered_too_large(uf_engine):
