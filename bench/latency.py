@@ -9,8 +9,12 @@ and sent by a compiled client (``rtdecoder.emulator.round_trips``: the C library
 ``recv`` from numba, busy-polling), which waits for that shot's final CORRECTION before sending
 the next. Round trip = send → final CORRECTION received, CLOCK_MONOTONIC.
 
-In the same run, against three services started one after another (``rtdecoder serve`` child
-processes, the worker pinned with ``--cpus`` to the last CPU, the client to the first):
+In the same run, against three services (``rtdecoder serve`` child processes, the worker pinned
+with ``--cpus`` to the last CPU, the client to the first), measured in ``--blocks`` alternating
+blocks (floor, union_find, matching, floor, ...; each block a fresh service with its own warm-up)
+whose round trips are pooled per service, so that a change in the machine's state during the run
+(a noisy neighbour on the host shifts the whole distribution by microseconds for seconds at a
+time on these VMs) reaches the floor and the services alike:
 
 (a) the *transport floor*: ``rtdecoder serve --echo``, the same compiled loop, ``recvmmsg`` into
     the ring and ``sendmmsg`` back, with no checking or decoding, echoing the same datagrams;
@@ -94,8 +98,11 @@ def stage_quantiles(metrics: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def measure(service_argv: list[str], datagrams: np.ndarray, length: int, echo: bool, warmup: int,
+def measure(service_argv: list[str], warm_up: np.ndarray, datagrams: np.ndarray, length: int, echo: bool,
             client_cpu: int | None) -> tuple[np.ndarray, dict]:
+    """Round trips of ``datagrams`` (after ``warm_up``, untimed) through a fresh service:
+    int64 ``(2, n)`` ns (round trip, the server's rx → tx stamps; -1: lost) and its stage
+    quantiles (``stage_quantiles``; empty for the echo)."""
     from rtdecoder.cli import ServiceProcess
     from rtdecoder.emulator import round_trips
 
@@ -105,10 +112,10 @@ def measure(service_argv: list[str], datagrams: np.ndarray, length: int, echo: b
         sock.connect((svc.host, svc.port))
         sock.setblocking(False)
         rx = np.zeros(65536, np.uint8)
-        warm = np.zeros((2, warmup), np.int64)
-        out = np.zeros((2, len(datagrams) - warmup), np.int64)
-        round_trips(sock.fileno(), datagrams[:warmup], length, 1, echo, 100_000_000, rx, warm[0], warm[1])
-        round_trips(sock.fileno(), datagrams[warmup:], length, 1 + warmup, echo, 100_000_000, rx, out[0], out[1])
+        warm = np.zeros((2, len(warm_up)), np.int64)
+        out = np.zeros((2, len(datagrams)), np.int64)
+        round_trips(sock.fileno(), warm_up, length, 1, echo, 100_000_000, rx, warm[0], warm[1])
+        round_trips(sock.fileno(), datagrams, length, 1 + len(warm_up), echo, 100_000_000, rx, out[0], out[1])
         stages = stage_quantiles(svc.scrape()) if not echo else {}
         sock.close()
     return out, stages
@@ -123,8 +130,9 @@ def pct(ns: np.ndarray) -> dict[str, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distances", type=int, nargs="+", default=[5, 7, 13])
-    ap.add_argument("--shots", type=int, default=20_000, help="timed round trips per measurement")
+    ap.add_argument("--shots", type=int, default=20_000, help="timed round trips per service and distance")
     ap.add_argument("--warmup", type=int, default=1_000)
+    ap.add_argument("--blocks", type=int, default=4, help="alternating blocks per service (each a fresh service)")
     ap.add_argument("--quick", action="store_true", help="d = 5, 3,000 round trips")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
@@ -141,11 +149,20 @@ def main() -> int:
     for d in args.distances:
         datagrams, length, layout = shots_as_datagrams(d, d, args.shots + args.warmup, seed=d)
         base = ["--distance", str(d), "--rounds", str(d), "--p", "0.001", "--window", "all", "--metrics-port", "0"] + pin
+        services = (("floor (echo)", ["--echo"], True), ("union_find", ["--decoder", "union_find"], False),
+                    ("matching", ["--decoder", "matching"], False))
+        blocks = np.array_split(np.arange(args.warmup, args.warmup + args.shots), max(1, args.blocks))
+        parts: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in services}
+        stages_of: dict[str, dict] = {}
+        for b, idx in enumerate(blocks):
+            for name, extra, echo in services:
+                with console.status(f"d={d}: {name}, block {b + 1} of {len(blocks)}"):
+                    ns, stages_of[name] = measure(base + extra, datagrams[:args.warmup], datagrams[idx], length, echo,
+                                                  client_cpu)
+                parts[name].append(ns)
         results = {}
-        for name, extra, echo in (("floor (echo)", ["--echo"], True), ("union_find", ["--decoder", "union_find"], False),
-                                  ("matching", ["--decoder", "matching"], False)):
-            with console.status(f"d={d}: {name}"):
-                ns, stages = measure(base + extra, datagrams, length, echo, args.warmup, client_cpu)
+        for name, _, _ in services:
+            ns, stages = np.concatenate(parts[name], axis=1), stages_of[name]  # stages: the last block's service
             results[name] = {**pct(ns[0]), "stages_us": stages,
                              "server_us": {k: v for k, v in pct(ns[1]).items() if k.startswith("p")},
                              "outside_server_us": {k: v for k, v in pct(ns[0] - ns[1]).items() if k.startswith("p")}}
@@ -185,7 +202,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"benchmark": "latency", "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                                "python": sys.version.split()[0]},
-           "parameters": {"distances": args.distances, "shots": args.shots, "warmup": args.warmup, "p": 0.001,
+           "parameters": {"distances": args.distances, "shots": args.shots, "warmup": args.warmup, "blocks": args.blocks,
+                          "p": 0.001,
                           "rounds": "d", "window": "all", "client_cpu": client_cpu, "server_cpus": server_cpus},
            "results": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "latency.json").write_text(json.dumps(doc, indent=1))
