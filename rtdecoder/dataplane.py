@@ -30,7 +30,8 @@ scrape time:
 - *received*: ``recvmmsg`` returned the batch holding the datagram that completed the window;
 - *checked*: ``ingest`` checked the datagram and appended its rounds;
 - *decoded*: the window was decoded and committed, its CORRECTION written;
-- *sent*: ``sendmmsg`` returned for the datagram's replies.
+- *sent*: ``sendmmsg`` returned for the datagram's replies (with the rest of its receive batch's,
+  see the send policy below).
 
 Stages: ``check`` = checked − received, ``decode`` = decoded − checked (with several windows
 completed by one datagram, the earlier windows' time counts toward the later ones), ``send`` =
