@@ -43,8 +43,7 @@ reply, one CORRECTION per window completed) are queued in the transmit batch and
 and at once after a datagram that completed a shot (its FINAL CORRECTION is the last reply that
 datagram produces, so a shot's end never waits for the datagrams behind it). When the service
 keeps up, a batch is one datagram and this is a send per datagram; in a backlog it is one send
-system call per batch instead of one per window, which is what lets the worker catch up after
-a stall (measured at d = 5: see ``bench/streaming``).
+system call per batch instead of one per window, so the worker catches up faster after a stall.
 """
 
 from __future__ import annotations
