@@ -6,7 +6,7 @@ import pytest
 
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
-from rtdecoder.engine import Engine
+from rtdecoder.engine import Engine, source_words
 from rtdecoder.kernels import stream as K
 
 SID = 0
@@ -157,7 +157,7 @@ def test_ingest_unpacks_each_round_into_its_detectors_and_writes_nothing_else():
         buf = np.zeros(eng.slot_bytes, np.uint8)
         buf[:len(datagram)] = np.frombuffer(datagram, np.uint8)
         K.ingest(buf, len(datagram), 0, eng.st, eng.offs, eng.syn, eng.counters, tx, out, eng.allow,
-                 0, (0xFFFF << 32) | 0x7F000001, 0)
+                 *source_words("127.0.0.1"), 0)
         assert out[K.OUT_REPLY_LEN] == 0 and out[K.OUT_STREAM] == 0
     assert np.array_equal(eng.syn[:n0], events[0])
     assert np.all(eng.syn[n0:] == 7)
