@@ -11,6 +11,8 @@ Tables (all int64 unless said; built by ``rtdecoder.engine``):
 - ``offs``: every stream's round offsets, concatenated; stream ``sid``'s round ``r`` starts at
   detector ``offs[st[sid, C_OFF_BASE] + r]`` (relative to the stream's first detector).
 - ``syn``: uint8, one byte per detector of every stream's current shot (0 or 1), concatenated.
+- ``keep``: uint8, parallel to ``syn``: 1 for a detector whose events can change an observable,
+  0 for one whose events ingest drops (``rtdecoder.dem.observable_detectors``).
 - ``win[k, :]``: ``(start, end, commit_end, graph)`` of every window of every stream.
 - ``gbase[g, :]``: ``(first node, first edge)`` of window graph ``g`` in ``node_round`` and ``edges``.
 - ``node_round``: each graph node's round relative to its window's first round.
@@ -27,14 +29,11 @@ Wire layouts and status codes: ``docs/wire-protocol.md`` and ``rtdecoder.protoco
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from rtdecoder import protocol as P
+from rtdecoder.kernels.words import load_word, store_word
 
 # --- stream table columns -------------------------------------------------------------------
 C_CONFIGURED = 0
@@ -151,36 +150,10 @@ PONG_BODY_SIZE = int(P.PONG_BODY.size)
 VERSION = int(P.VERSION)
 
 
-assert sys.byteorder == "little", "ingest spreads detection-event bits with little-endian word stores"
-
 SPREAD = np.array([sum(((b >> i) & 1) << (8 * i) for i in range(8)) for b in range(256)], np.uint64)
 """``SPREAD[b]``: the 8 bits of byte ``b`` as 8 bytes of 0 or 1 (bit ``i`` in byte ``i``), as one
 little-endian word: a wire byte of detection events (§5, least significant bit first) unpacked
 with one load and one store."""
-
-
-@intrinsic
-def _store_word(typingctx, arr, idx, val):
-    if (not isinstance(arr, types.Array) or arr.dtype != types.uint8 or not isinstance(idx, types.Integer)
-            or not isinstance(val, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        i = context.cast(builder, args[1], signature.args[1], types.intp)
-        v = context.cast(builder, args[2], signature.args[2], types.uint64)
-        ptr = builder.bitcast(builder.gep(a.data, [i]), ir.IntType(64).as_pointer())
-        builder.store(v, ptr, align=1)
-        return context.get_dummy_value()
-
-    return types.none(arr, idx, val), codegen
-
-
-@njit(cache=True, inline="always")
-def store_word(arr, i, value):
-    """``arr[i:i + 8] = value``'s 8 bytes, little-endian, at any alignment (uint8 ``arr``, which
-    must be C-contiguous and hold ``i + 8`` bytes: not checked)."""
-    _store_word(arr, i, value)
 
 
 @njit(cache=True, inline="always")
@@ -264,7 +237,7 @@ def allowed(allow, lo_row, n_rows, src_hi, src_lo):
 
 
 @njit(cache=True)
-def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_lo, shed):
+def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi, src_lo, shed):
     """Check one received datagram and apply it to its stream (docs/wire-protocol.md §6, §7).
 
     A datagram from a source in no stream's allow-list, or naming a stream whose allow-list does
@@ -275,7 +248,8 @@ def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_l
         buf: uint8 array, the ring slot holding the datagram (its first ``min(n, len(buf))`` bytes).
         n: the datagram's length in bytes as the kernel reported it (may exceed ``len(buf)``).
         rx_ns: receive time, ns (CLOCK_MONOTONIC).
-        st, offs, syn, counters, allow: the tables described in the module docstring.
+        st, offs, syn, keep, counters, allow: the tables described in the module docstring. A
+            round's detection events go into ``syn`` ANDed with ``keep``.
         src_hi, src_lo: the source address, as in ``allow`` (IPv4 mapped into IPv6).
         shed: non-zero while the worker is overloaded: a SYNDROME that would start a new shot is
             answered BUSY and changes nothing (the shots in flight go on).
@@ -421,9 +395,9 @@ def ingest(buf, n, rx_ns, st, offs, syn, counters, tx, out, allow, src_hi, src_l
         blk = HEADER_LEN + i * rbytes
         full = cnt >> 3
         for k in range(full):
-            store_word(syn, o + 8 * k, SPREAD[buf[blk + k]])
+            store_word(syn, o + 8 * k, SPREAD[buf[blk + k]] & load_word(keep, o + 8 * k))
         for j in range(full << 3, cnt):
-            syn[o + j] = (buf[blk + full] >> (j & 7)) & 1
+            syn[o + j] = ((buf[blk + full] >> (j & 7)) & 1) & keep[o + j]
     st[sid, S_NEXT_ROUND] = first + nr
     st[sid, S_RX_NS] = rx_ns
     st[sid, S_TS] = ts

@@ -301,14 +301,14 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
         1 if the datagram completed a shot (its replies end with the FINAL CORRECTION; the
         caller sends them at once), else 0.
     """
-    st, offs, syn, win, gbase, node_round, edges, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, allow = tables
+    st, offs, syn, keep, win, gbase, node_round, edges, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, allow = tables
     counters, hist, out, trace, tmeta, chosen_m, escape, gq, gr, gc, rl = state
     txbuf, txhdr, txiov, txflag, txq = tx
     cap = txbuf.shape[0]
     if txq[0] == cap:
         flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta)
     q = txq[0]
-    K.ingest(buf, n, rx, st, offs, syn, counters, txbuf[q], out, allow, src_hi, src_lo, counters[SHED])
+    K.ingest(buf, n, rx, st, offs, syn, keep, counters, txbuf[q], out, allow, src_hi, src_lo, counters[SHED])
     if out[K.OUT_REPLY_LEN] and txbuf[q, K.OFF_TYPE] == K.T_ERROR and not take_error_token(rl, src_hi, src_lo,
                                                                                          src_port, rx):
         counters[CNT_ERRORS_SUPPRESSED] += 1

@@ -11,6 +11,11 @@ Rounds come from detector coordinates (DESIGN.md): stim's generated circuits giv
 data-qubit measurement forms the last block. rtdecoder numbers the distinct time coordinates
 ``0 .. num_rounds - 1`` and requires detectors to be listed in non-decreasing round order, so that
 each round's detectors form one contiguous index range ``round_offsets[r] <= j < round_offsets[r + 1]``.
+
+Which detectors can matter (``observable_detectors``): a reply carries only observable flips
+(docs/wire-protocol.md §4.4), so a connected part of the DEM's graph that holds no edge flipping an
+observable can never change one; its detection events are dropped at ingest and no decoder works
+on them (for a surface-code Z memory, the X-stabiliser half of the detectors).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import stim
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from rtdecoder.config import ConfigError, StreamConfig
 
@@ -265,3 +272,38 @@ def dem_components(dem: stim.DetectorErrorModel) -> DemComponents:
     Components that flip no detector (undetectable errors) are dropped: no decoder can see them.
     """
     return DemComponents(dem)
+
+
+def observable_detectors(comps: DemComponents, num_detectors: int) -> np.ndarray:
+    """Which detectors lie in a connected part of the DEM's graph that can flip an observable.
+
+    Nodes are detectors and edges the DEM's two-detector components (edges to the boundary join
+    nothing). A detector is kept when its connected part holds a component, of one or two
+    detectors, that flips at least one observable; the others' events cannot change any
+    observable under any decoder that corrects each connected part on its own (matching and
+    union-find both do), and carries between windows stay within a part, so dropping them
+    changes no reply. Repeat blocks are expanded as distinct edges (duplicates merged per block
+    first): d = 13 with 10,000 rounds, 1.68 M detectors, takes about two seconds.
+
+    Returns:
+        uint8 ``(num_detectors,)``: 1 = keep the detector's events, 0 = drop them.
+    """
+    us, vs, marked = [], [], []
+    for sg in comps.segments:
+        c = sg.comps
+        inner = c.d1 >= 0
+        pairs = np.unique(np.stack([c.d0[inner], c.d1[inner]], axis=1), axis=0)
+        flips = np.unique(c.d0[c.obs != 0])
+        shifts = sg.base + sg.shift * np.arange(sg.count, dtype=np.int64)
+        us.append((pairs[:, 0][None, :] + shifts[:, None]).ravel())
+        vs.append((pairs[:, 1][None, :] + shifts[:, None]).ravel())
+        marked.append((flips[None, :] + shifts[:, None]).ravel())
+    n = max(num_detectors, 1)
+    u = np.concatenate(us) if us else np.zeros(0, np.int64)
+    v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
+    graph = coo_matrix((np.ones(len(u), np.int8), (u.astype(np.int32), v.astype(np.int32))), shape=(n, n))
+    _, label = connected_components(graph.tocsr(), directed=False)
+    flips = np.zeros(label.max() + 1, bool)
+    for m in marked:
+        flips[label[m]] = True
+    return flips[label][:num_detectors].astype(np.uint8)

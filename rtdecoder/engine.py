@@ -21,7 +21,7 @@ from rtdecoder import dataplane as D
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.decoders import CompiledUnionFind, CompiledWindowDecoder, make_decoder
-from rtdecoder.dem import DetectorLayout, dem_components, detector_layout, make_circuit
+from rtdecoder.dem import DetectorLayout, dem_components, detector_layout, make_circuit, observable_detectors
 from rtdecoder.kernels import stream as K
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.transport.udp import allow_rows, source_words
@@ -30,7 +30,9 @@ from rtdecoder.windows import WindowPlan, plan_windows
 
 @dataclass
 class StreamRuntime:
-    """One configured stream: its circuit, DEM, layout, window plan and compiled decoder."""
+    """One configured stream: its circuit, DEM, layout, window plan and compiled decoder, and
+    ``keep``, uint8 per detector (``rtdecoder.dem.observable_detectors``: 1 where a detection
+    event can change an observable; ingest drops the others)."""
 
     cfg: StreamConfig
     circuit: stim.Circuit | None
@@ -38,6 +40,7 @@ class StreamRuntime:
     layout: DetectorLayout
     plan: WindowPlan
     decoder: CompiledWindowDecoder
+    keep: np.ndarray
 
     @property
     def info(self) -> P.StreamInfo:
@@ -63,9 +66,10 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     """A stream decoding ``dem`` (graphlike, with detector time coordinates) with ``cfg``'s
     decoder and windows; ``cfg``'s circuit fields are not used."""
     layout = detector_layout(dem)
-    plan = plan_windows(layout, dem_components(dem), cfg.window, cfg.commit)
+    comps = dem_components(dem)
+    plan = plan_windows(layout, comps, cfg.window, cfg.commit)
     decoder = make_decoder(cfg.decoder).compile(plan)
-    return StreamRuntime(cfg, circuit, dem, layout, plan, decoder)
+    return StreamRuntime(cfg, circuit, dem, layout, plan, decoder, observable_detectors(comps, layout.num_detectors))
 
 
 class Engine:
@@ -105,6 +109,7 @@ class Engine:
         allow_at: dict[tuple[str, ...], tuple[int, int]] = {}
         allow_base = 0
         local_graph: list[int] = []
+        keep: list[np.ndarray] = []
         for rt in rts:
             sid, lay, plan = rt.cfg.id, rt.layout, rt.plan
             row = self.st[sid]
@@ -133,6 +138,7 @@ class Engine:
             spans += [(syn_base + int(lay.round_offsets[a]), syn_base + int(lay.round_offsets[b]))
                       for a, b in zip(plan.start, plan.end)]
             local_graph += [int(g) for g in plan.graph]
+            keep.append(rt.keep)
             syn_base += lay.num_detectors
             w = np.stack([plan.start, plan.end, plan.commit_end, plan.graph + graph_base], axis=1)
             win.append(w)
@@ -150,12 +156,13 @@ class Engine:
             self.syn = np.zeros(syn_base, np.uint8)
         else:
             self.syn_device, self.syn = self._host_alloc(syn_base, np.uint8)
+        self.keep = np.ascontiguousarray(np.concatenate(keep).astype(np.uint8))  # parallel to syn
         self.win = np.ascontiguousarray(np.concatenate(win).astype(np.int64))
         self.gbase = np.asarray(gbase, np.int64).reshape(-1, 2)
         self.node_round = np.concatenate(node_round).astype(np.int64)
         self.edges = np.ascontiguousarray(np.concatenate(edges).astype(np.int64))
         self._build_union_find(rts)
-        self.tables = (self.st, self.offs, self.syn, self.win, self.gbase, self.node_round, self.edges,
+        self.tables = (self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round, self.edges,
                        self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)

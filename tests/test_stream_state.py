@@ -141,23 +141,29 @@ def test_other_streams_are_unaffected_by_a_poisoned_one():
 
 def test_ingest_unpacks_each_round_into_its_detectors_and_writes_nothing_else():
     """Rounds of 12 and 24 detectors (d = 5: a whole byte plus four bits, and three whole bytes)
-    unpacked into ``syn``, least significant bit first (§5); the next stream's bytes are untouched."""
+    unpacked into ``syn``, least significant bit first (§5), each detector's event ANDed with its
+    ``keep`` byte; the next stream's bytes are untouched."""
     eng = Engine([StreamConfig(id=0, distance=5, rounds=4), StreamConfig(id=1, distance=3, rounds=2)])
     lay = eng.streams[0].layout
     assert lay.round_offsets[1] == 12 and lay.round_offsets[2] - lay.round_offsets[1] == 24
     events = np.random.default_rng(7).integers(0, 2, (1, lay.num_detectors)).astype(np.uint8)
     packed = P.pack_rounds(events, lay.round_offsets, lay.round_bytes)[0]
     n0 = lay.num_detectors
-    eng.syn[n0:] = 7  # stream 1's detectors: nothing of stream 0 may reach them
     out = np.zeros(3, np.int64)
     tx = np.zeros(256, np.uint8)
-    for first, nr in ((0, 2), (2, lay.num_rounds - 2)):
-        datagram = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, first_round=first, num_rounds=nr),
-                            packed[first:first + nr].tobytes())
-        buf = np.zeros(eng.slot_bytes, np.uint8)
-        buf[:len(datagram)] = np.frombuffer(datagram, np.uint8)
-        K.ingest(buf, len(datagram), 0, eng.st, eng.offs, eng.syn, eng.counters, tx, out, eng.allow,
-                 *source_words("127.0.0.1"), 0)
-        assert out[K.OUT_REPLY_LEN] == 0 and out[K.OUT_STREAM] == 0
-    assert np.array_equal(eng.syn[:n0], events[0])
-    assert np.all(eng.syn[n0:] == 7)
+    mixed = np.random.default_rng(8).integers(0, 2, n0).astype(np.uint8)
+    for keep in (np.ones(n0, np.uint8), eng.streams[0].keep, mixed):
+        eng.keep[:n0] = keep
+        eng.syn[:n0] = 5
+        eng.syn[n0:] = 7  # stream 1's detectors: nothing of stream 0 may reach them
+        eng.st[0, K.S_HAS_SHOT:] = 0  # no shot in progress
+        for first, nr in ((0, 2), (2, lay.num_rounds - 2)):
+            datagram = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, first_round=first,
+                                         num_rounds=nr), packed[first:first + nr].tobytes())
+            buf = np.zeros(eng.slot_bytes, np.uint8)
+            buf[:len(datagram)] = np.frombuffer(datagram, np.uint8)
+            K.ingest(buf, len(datagram), 0, eng.st, eng.offs, eng.syn, eng.keep, eng.counters, tx, out, eng.allow,
+                     *source_words("127.0.0.1"), 0)
+            assert out[K.OUT_REPLY_LEN] == 0 and out[K.OUT_STREAM] == 0
+        assert np.array_equal(eng.syn[:n0], events[0] & keep)
+        assert np.all(eng.syn[n0:] == 7)

@@ -9,7 +9,7 @@ import pytest
 import stim
 
 from rtdecoder.config import StreamConfig
-from rtdecoder.dem import dem_components
+from rtdecoder.dem import dem_components, observable_detectors
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import stream as K
 from rtdecoder.windows import window_schedule
@@ -37,6 +37,52 @@ def test_repeat_blocks_expand_to_stims_own_flattening():
         for f in ("prob", "d0", "d1", "obs"):
             assert np.array_equal(getattr(x, f), getattr(y, f)), (a, b, f)
     assert len(ours.in_range(0, n).d0) > 0 and ours.in_range(n, n + 5).d0.size == 0
+
+
+
+def test_observable_detectors_are_the_connected_parts_with_an_observable_edge():
+    dem = stim.DetectorErrorModel("""
+        error(0.1) D0 D1
+        error(0.1) D1 L0
+        error(0.1) D2 D3
+        error(0.1) D3
+        error(0.1) D4 ^ D5 L1
+        detector D13
+        repeat 3 {
+            error(0.1) D7 D9
+            error(0.1) D8 L0
+            shift_detectors 2
+        }
+    """)
+    # D6 sees no error; the repeat joins 7-9-11-13 (no observable) and marks 8, 10 and 12
+    keep = observable_detectors(dem_components(dem), dem.num_detectors)
+    assert keep.tolist() == [1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize("circuit", ["surface_code:rotated_memory_z", "surface_code:rotated_memory_x"])
+def test_a_memory_experiment_keeps_the_detectors_of_its_observables_basis(circuit):
+    d, rounds = 3, 9
+    dem = stim.Circuit.generated(circuit, distance=d, rounds=rounds, after_clifford_depolarization=0.002,
+                                 before_measure_flip_probability=0.001).detector_error_model(decompose_errors=True)
+    n = dem.num_detectors
+    keep = observable_detectors(dem_components(dem), n)
+    assert np.array_equal(keep, observable_detectors(dem_components(dem.flattened()), n))
+    assert keep.sum() == (d * d - 1) // 2 * (rounds + 1)  # the stabilisers of the measured basis, every round
+    c = dem_components(dem).in_range(0, n)
+    inner = c.d1 >= 0
+    assert np.array_equal(keep[c.d0[inner]], keep[c.d1[inner]])  # no edge leaves a kept part
+    assert np.all(keep[c.d0[c.obs != 0]] == 1)
+
+
+@pytest.mark.parametrize("decoder", ["matching", "union_find"])
+def test_events_that_cannot_flip_an_observable_never_reach_the_decoder(decoder):
+    eng = Engine([StreamConfig(distance=5, rounds=10, p=0.005, decoder=decoder, window=4, commit=2)])
+    rt = eng.streams[0]
+    dropped = rt.keep == 0
+    events = np.random.default_rng(3).integers(0, 2, (40, rt.layout.num_detectors)).astype(np.uint8) * dropped
+    assert events.sum() > 1000
+    assert not eng.decode_shots(0, events, rounds_per_packet=3).any()
+    assert not eng.syn.any() and eng.counters[K.CNT_SHOTS] == 40
 
 
 def test_interior_windows_share_one_graph_whatever_the_rounds():
