@@ -7,5 +7,5 @@
   kernels (imported only by ``rtdecoder.gpu``).
 - ``rtdecoder.kernels.slots``: the persistent GPU decoder's slot layout.
 - ``rtdecoder.kernels.clock``: CLOCK_MONOTONIC from compiled code.
-- ``rtdecoder.kernels.words``: unaligned 8-byte loads and stores of uint8 arrays.
+- ``rtdecoder.kernels.memory``: unaligned 8-byte loads and stores of uint8 arrays, cache prefetches.
 """

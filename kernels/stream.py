@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from rtdecoder import protocol as P
-from rtdecoder.kernels.words import load_word, store_word
+from rtdecoder.kernels.memory import load_word, store_word
 
 # --- stream table columns -------------------------------------------------------------------
 C_CONFIGURED = 0

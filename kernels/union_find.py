@@ -46,7 +46,8 @@ rates have fallen since it was made. An entry is acted on only if it is its edge
 current one, and an edge whose ends have come to lie in one cluster is dropped when it comes up.
 A decode costs time in proportion to the nodes the clusters reach and their edges, plus one
 pass over the window's detection events that loads eight at a time and looks at each of the
-eight only where the word is not zero.
+eight only where the word is not zero. The events' adjacency rows are prefetched
+(``rtdecoder.kernels.memory.prefetch``) before any is read, so their cache misses overlap.
 
 Ties: edges that complete at the same time are taken in the bucket's order (last scheduled
 first); a decode is a pure function of the graph and the detection events.
@@ -67,7 +68,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from rtdecoder.kernels.words import load_word
+from rtdecoder.kernels.memory import load_word, prefetch
 
 WEIGHT_RESOLUTION = 64
 """Integer length units per unit of edge weight (natural log of odds)."""
@@ -348,6 +349,12 @@ def decode(ptr, slot, eu, ev, events,
         defect[v] = 1
     nactive = nt
     nev = nt
+    for i in range(nt):  # start every event's adjacency loading before using any (misses overlap)
+        prefetch(ptr, touched[i])
+    for i in range(nt):
+        v = touched[i]
+        prefetch(slot, ptr[v])
+        prefetch(slot, ptr[v + 1] - 1)
     wake = MAX_LENGTH
     for i in range(nt):  # edges between events now; frontiers at the wake (see the module docstring)
         v = touched[i]
@@ -529,12 +536,14 @@ def decode(ptr, slot, eu, ev, events,
         deg[v] = 0
         xedge[v] = 0
         front[v] = 0
+    if count[2] == 1 and due[m + n] >= 0:  # only the wake is left: every cluster stopped before it
+        bucket[due[m + n] & mask] = -1
+    elif count[2] > 0:
+        bucket[:] = -1
     for i in range(count[0]):
         e = seen[i]
         due[e] = -1
         done[e] = 0
-    if count[2] > 0:
-        bucket[:] = -1
     count[0] = 0
     count[1] = 0
     count[2] = 0
