@@ -4,9 +4,9 @@ uint8 arrays, and cache prefetches.
 Numba indexes a uint8 array one byte at a time; these read or write eight consecutive bytes as
 one little-endian uint64 at any offset, which x86-64 does in one instruction (LLVM splits the
 access on a target that needs alignment, such as NVPTX). The bytes must be contiguous (stride 1)
-and ``arr`` must hold ``i + 8`` of them: neither is checked. Used to unpack a wire byte of detection events into eight detector
-bytes (``rtdecoder.kernels.stream.ingest``) and to skip eight nodes without a detection event at a
-time (``rtdecoder.kernels.union_find.decode``).
+and ``arr`` must hold ``i + 8`` of them: neither is checked. Used to unpack a wire byte of
+detection events into eight detector bytes (``rtdecoder.kernels.stream.ingest``) and to skip eight
+nodes without a detection event at a time (``rtdecoder.kernels.union_find.decode``).
 
 ``prefetch(arr, i)`` asks the CPU to bring the cache line holding ``arr[i]`` into every level of
 cache (LLVM's ``llvm.prefetch``, ``prefetcht0`` on x86-64) and returns at once; it never faults,
@@ -83,8 +83,8 @@ def _prefetch(typingctx, arr, idx):
 
 @njit(_nrt=False, cache=True, inline="always")
 def prefetch(arr, i):
-    """Start loading the cache line of ``arr[i]`` (any array, C-contiguous; ``i`` is not checked:
-    a prefetch of an address outside the array does nothing)."""
+    """Start loading the cache line of the element ``i`` places past ``arr``'s first (``i`` is not
+    checked: a prefetch of an address outside the array does nothing)."""
     _prefetch(arr, i)
 
 

@@ -293,17 +293,17 @@ def observable_detectors(comps: DemComponents, num_detectors: int) -> np.ndarray
         c = sg.comps
         inner = c.d1 >= 0
         pairs = np.unique(np.stack([c.d0[inner], c.d1[inner]], axis=1), axis=0)
-        flips = np.unique(c.d0[c.obs != 0])
+        flipping = np.unique(c.d0[c.obs != 0])  # a detector of each component with an observable
         shifts = sg.base + sg.shift * np.arange(sg.count, dtype=np.int64)
         us.append((pairs[:, 0][None, :] + shifts[:, None]).ravel())
         vs.append((pairs[:, 1][None, :] + shifts[:, None]).ravel())
-        marked.append((flips[None, :] + shifts[:, None]).ravel())
+        marked.append((flipping[None, :] + shifts[:, None]).ravel())
     n = max(num_detectors, 1)
     u = np.concatenate(us) if us else np.zeros(0, np.int64)
     v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
     graph = coo_matrix((np.ones(len(u), np.int8), (u.astype(np.int32), v.astype(np.int32))), shape=(n, n))
     _, label = connected_components(graph.tocsr(), directed=False)
-    flips = np.zeros(label.max() + 1, bool)
+    can_flip = np.zeros(label.max() + 1, bool)  # per connected part
     for m in marked:
-        flips[label[m]] = True
-    return flips[label][:num_detectors].astype(np.uint8)
+        can_flip[label[m]] = True
+    return can_flip[label][:num_detectors].astype(np.uint8)
