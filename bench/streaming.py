@@ -290,6 +290,7 @@ def main() -> int:
             results = {"monolithic PyMatching": mono}
             lates = {"monolithic PyMatching": np.zeros(args.shots, bool)}
             errors = {"monolithic PyMatching": int(np.sum(np.any(mono_pred != obs[args.warmup:], axis=1)))}
+            replies: dict[str, dict[str, int]] = {"monolithic PyMatching": {}}
             path = config_file(d, rounds, w, c, server_cpus)
             with console.status(f"d={d} rounds={rounds}: starting rtdecoder serve (two streams)"):
                 svc = ServiceProcess(["--config", path])
@@ -312,6 +313,7 @@ def main() -> int:
                         results[name] = lat
                         lates[name] = late
                         errors[name] = wrong
+                        replies[name] = {P.Status(i).name: int(k) for i, k in enumerate(stream.driver.errs) if k}
                     finally:
                         pin(None)
                         stream.close()
@@ -325,7 +327,10 @@ def main() -> int:
                              "p99_us": float(np.percentile(ok, 99)) if len(ok) else float("nan"),
                              "controller_late_shots": int(np.sum(fin & lates[name])),
                              "p99_controller_on_time_us": float(np.percentile(on_time, 99)) if len(on_time) else float("nan"),
-                             "latencies_us": ok.tolist()})
+                             "error_replies": replies[name], "latencies_us": ok.tolist()})
+                if np.sum(~fin):  # what became of a lost shot: an ERROR status, or none (no reply in time)
+                    console.print(f"d={d} rounds={rounds} {name}: {int(np.sum(~fin))} shot(s) lost; ERROR replies "
+                                  f"by status: {replies[name] or 'none'}")
             console.print(" ".join(f"{r['decoder']}: p50 {r['p50_us']:.1f} p99 {r['p99_us']:.1f} µs;"
                                    for r in rows if r["distance"] == d and r["rounds"] == rounds))
     if not args.no_throughput:
