@@ -11,7 +11,8 @@ in either format. Files are read and written with ``stim.read_shot_data_file`` a
 Each shot is decoded whole (one window spanning every round) on the graph of the DEM (``--dem``,
 or the circuit of the stream flags): union-find on the CPU (``union_find.decode_batch``) or the
 GPU (``rtdecoder.gpu.BatchDecoder``, every shot of a chunk in one launch), or PyMatching's
-``decode_batch`` for ``--decoder matching``.
+``decode_batch`` for ``--decoder matching``. As in the service, the events of detectors that
+cannot change an observable (``rtdecoder.dem.observable_detectors``) are dropped first.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
                                         num_detectors=width, num_observables=0)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{in_path}: cannot read {width}-bit {in_format} shots: {e}") from None
-    events = np.ascontiguousarray(data[:, :nd], np.uint8)
+    from rtdecoder.dem import dem_components, observable_detectors
+
+    events = np.ascontiguousarray(data[:, :nd], np.uint8) & observable_detectors(dem_components(dem), nd)
     truth = data[:, nd:] if append_observables else None
     graph = whole_shot_graph(dem, decoder)
     t0 = time.perf_counter()

@@ -204,3 +204,24 @@ def test_a_decoder_failure_poisons_the_shot_and_answers_internal():
         replies += eng.handle(P.encode(P.Header(P.MsgType.SYNDROME, shot_id=1, first_round=r, num_rounds=1), bytes(rb)))
     assert [P.decode_error(x)[1] for x in replies] == [P.Status.INTERNAL]
     assert eng.counters[P.Status.INTERNAL] == 1
+
+
+@pytest.mark.parametrize("decoder", ["matching", "union_find"])
+def test_offline_decoding_drops_the_same_events_and_predicts_as_on_the_full_syndrome(tmp_path, decoder):
+    from rtdecoder.offline import decode_file, write_example
+
+    circuit = stim.Circuit.generated("surface_code:rotated_memory_z", distance=5, rounds=5,
+                                     after_clifford_depolarization=0.01, before_measure_flip_probability=0.01)
+    dem = circuit.detector_error_model(decompose_errors=True)
+    write_example(tmp_path / "d.b8", dem, circuit, 2000, "b8", seed=4)
+    s = decode_file(tmp_path / "d.b8", tmp_path / "p.01", dem, append_observables=True, decoder=decoder)
+    data = stim.read_shot_data_file(path=str(tmp_path / "d.b8"), format="b8", num_measurements=0,
+                                    num_detectors=dem.num_detectors + dem.num_observables, num_observables=0)
+    preds = stim.read_shot_data_file(path=str(tmp_path / "p.01"), format="01", num_measurements=0,
+                                     num_detectors=0, num_observables=dem.num_observables)
+    full = pymatching.Matching.from_detector_error_model(dem).decode_batch(data[:, :dem.num_detectors])
+    if decoder == "matching":
+        assert np.array_equal(preds, full.astype(bool))
+    else:
+        assert np.mean(np.any(preds != full.astype(bool), axis=1)) < 0.02  # union-find is not matching
+    assert s.failed == 0 and 10 < s.logical_errors < 400  # the shots do hold logical errors to get right
