@@ -55,6 +55,16 @@ class UdpChannel:
         self.transport.close()
 
 
+def poll_reply(poll, where: str, timeout_s: float = 10.0) -> bytes:
+    """Call ``poll()`` until it returns a message (not None); TimeoutError after ``timeout_s``."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        m = poll()
+        if m is not None:
+            return m
+    raise TimeoutError(f"no reply {where}")
+
+
 class RingChannel:
     """``ring_serve_loop`` on a region the client writes into by the §11.3 rules (body, then the
     ready word), replies through ``MemoryLink`` into the client's region."""
@@ -99,12 +109,7 @@ class RingChannel:
         self.words[ready // 8] = word
 
     def recv(self) -> bytes:
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            m = self.reader.poll()
-            if m is not None:
-                return m
-        raise TimeoutError("no reply in the ring")
+        return poll_reply(self.reader.poll, "in the ring")
 
     def credit(self) -> int:
         return int(self.peer.view(np.int64)[R.CREDIT_OFFSET // 8])
@@ -139,12 +144,7 @@ class RoceChannel(RingChannel):
             pass
 
     def recv(self) -> bytes:
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            m = self.client.poll()
-            if m is not None:
-                return m
-        raise TimeoutError("no reply over RoCE")
+        return poll_reply(self.client.poll, "over RoCE")
 
     def close(self) -> None:
         super().close()
