@@ -45,15 +45,14 @@ PERSISTENT_THREADS = 32
 
 @cuda.jit
 def batch_kernel(uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, emask, win_graph, win_events, events,
-                 p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15, p16, p17, p18, p19,
-                 p20, p21, p22, counts, obs, chosen_out):
+                 p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, counts, obs, chosen_out):
     """Decode windows ``0 .. len(win_graph)-1``, grid-stride, one window per thread at a time.
 
     Args:
         win_graph: int64 ``(W,)``, each window's graph (``uf_base`` row).
         win_events: int64 ``(W,)``, offset of each window's first detection event in ``events``.
         events: uint8, detection events (0/1), one byte per node, windows back to back.
-        p0 .. p22: the workspace, ``union_find.Workspace.arrays()`` order, one row per thread.
+        p0 .. p9: the workspace, ``union_find.Workspace.arrays()`` order, one row per thread.
         counts: int64 ``(W,)`` out, edges chosen (-1: no correction explains the events).
         obs: int64 ``(W,)`` out, XOR of the chosen edges' observable masks.
         chosen_out: int64 ``(W, c)`` out, the first ``min(count, c)`` chosen edges (``c`` may be 0).
@@ -68,12 +67,10 @@ def batch_kernel(uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, emask, win_graph, win_e
         pb, nn, sb, ns, eb, m = uf_base[g, 0], uf_base[g, 1], uf_base[g, 2], uf_base[g, 3], uf_base[g, 4], uf_base[g, 5]
         lo = win_events[w]
         n = _decode(uf_ptr[pb:pb + nn + 1], uf_slot[sb:sb + ns], uf_eu[eb:eb + m], uf_ev[eb:eb + m],
-                    events[lo:lo + nn], p0[t], p1[t], p2[t], p3[t], p4[t], p5[t], p6[t], p7[t], p8[t], p9[t],
-                    p10[t], p11[t], p12[t], p13[t], p14[t], p15[t], p16[t], p17[t], p18[t], p19[t], p20[t],
-                    p21[t], p22[t])
+                    events[lo:lo + nn], p0[t], p1[t], p2[t], p3[t], p4[t], p5[t], p6[t], p7[t], p8[t], p9[t])
         counts[w] = n
         mask = int64(0)
-        ch = p22[t]
+        ch = p9[t]
         for i in range(n if n > 0 else 0):
             e = ch[i]
             mask ^= emask[eb + e]
@@ -84,8 +81,7 @@ def batch_kernel(uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, emask, win_graph, win_e
 
 @cuda.jit
 def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, evbuf,
-                      p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15, p16, p17, p18, p19,
-                      p20, p21, p22, chosen, last):
+                      p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, chosen, last):
     """Resident decoder: block ``b`` serves slots ``b, b + grid, b + 2 grid, ...`` until
     ``ctl[CTL_STOP]`` is set (on a GPU the grid is one block per slot; numba's simulator, which
     runs one kernel at a time and its blocks one after another, gets one block for all slots).
@@ -132,10 +128,9 @@ def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev
         cuda.syncthreads()
         if lane == 0:
             n = _decode(uf_ptr[pb:pb + nn + 1], uf_slot[sb:sb + ns], uf_eu[eb:eb + m], uf_ev[eb:eb + m], ev[:nn],
-                        p0[s], p1[s], p2[s], p3[s], p4[s], p5[s], p6[s], p7[s], p8[s], p9[s], p10[s], p11[s],
-                        p12[s], p13[s], p14[s], p15[s], p16[s], p17[s], p18[s], p19[s], p20[s], p21[s], p22[s])
+                        p0[s], p1[s], p2[s], p3[s], p4[s], p5[s], p6[s], p7[s], p8[s], p9[s])
             out = chosen[s]
-            ch = p22[s]
+            ch = p9[s]
             for i in range(n if n > 0 else 0):
                 out[i] = ch[i]
             res[base + RS_COUNT] = n
@@ -146,7 +141,7 @@ def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev
 
 
 def device_workspace(rows: int, num_nodes: int, num_edges: int, max_length: int) -> tuple:
-    """The 23 workspace arrays of ``union_find.Workspace(num_nodes, num_edges, max_length)`` with
+    """The 10 workspace arrays of ``union_find.Workspace(num_nodes, num_edges, max_length)`` with
     a leading axis of ``rows``, on the device, all-clear."""
     one = uf.Workspace(num_nodes, num_edges, max_length).arrays()
     return tuple(cuda.to_device(np.ascontiguousarray(np.broadcast_to(a, (rows,) + a.shape))) for a in one)

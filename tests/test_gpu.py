@@ -218,8 +218,9 @@ NVVM_CHECK = """
     from rtdecoder.kernels import uf_cuda as G
     a = lambda t, nd: types.Array(t, nd, "A")
     i64, i32, u8 = types.int64, types.int32, types.uint8
-    ws = [a(i32, 2)] * 3 + [a(u8, 2)] + [a(i32, 2)] * 5 + [a(u8, 2)] * 3 + [a(i32, 2)] * 4 + [a(u8, 2)] \\
-        + [a(i32, 2)] * 4 + [a(i64, 2)] * 2
+    from numba.np.numpy_support import from_dtype
+    from rtdecoder.kernels import union_find as uf
+    ws = [a(from_dtype(w.dtype), w.ndim + 1) for w in uf.Workspace(4, 4, 8).arrays()]  # a row per thread
     batch = [a(i64, 2), a(i64, 1), a(i64, 1), a(i32, 1), a(i32, 1), a(i64, 1), a(i64, 1), a(i64, 1), a(u8, 1)] \\
         + ws + [a(i64, 1), a(i64, 1), a(i64, 2)]
     ptx, _ = cuda.compile_ptx(G.batch_kernel.py_func, tuple(batch), cc=(9, 0))

@@ -161,8 +161,19 @@ def test_random_graphs_are_explained_or_refused(data):
         assert np.array_equal(_syndrome(n, eu, ev, chosen), events)
     else:
         assert k == -1
-    # and the workspace is all-clear again: a decode of no events chooses nothing
+    # and the workspace is all-clear again: its state equals a fresh one's, and a decode of no
+    # events chooses nothing
+    fresh = uf.Workspace(n, m, int(uf.quantise_weights(weights).max()))
+    for name in ("nd", "in_cluster", "es", "bucket", "count"):
+        assert np.array_equal(getattr(ws, name), getattr(fresh, name)), name
     assert uf.decode(*g, np.zeros(n, np.uint8), *ws.arrays()) == 0
+
+
+def test_each_nodes_state_is_one_cache_line():
+    ws = uf.Workspace(1000, 3000)
+    assert ws.nd.shape == (1000, uf.NODE_COLUMNS) and ws.nd.strides == (64, 4)
+    assert ws.nd.ctypes.data % 64 == 0
+    assert np.array_equal(ws.nd[:, uf.PARENT], np.arange(1000)) and np.all(ws.nd[:, uf.BNODE] == -1)
 
 
 def test_queue_rebuild_when_the_entry_pool_runs_out():
