@@ -156,7 +156,7 @@ little-endian word: a wire byte of detection events (§5, least significant bit 
 with one load and one store."""
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def rd(buf, off, nbytes):
     """Little-endian unsigned integer of ``nbytes`` bytes at ``buf[off]``."""
     v = np.int64(0)
@@ -165,7 +165,7 @@ def rd(buf, off, nbytes):
     return v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def wr(buf, off, nbytes, value):
     """Store ``value`` little-endian in ``nbytes`` bytes at ``buf[off]``."""
     v = np.int64(value)
@@ -173,7 +173,7 @@ def wr(buf, off, nbytes, value):
         buf[off + i] = np.uint8((v >> (8 * i)) & 0xFF)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def write_header(tx, msg_type, flags, stream_id, first_round, shot_id, num_rounds, payload_len, ts):
     wr(tx, OFF_MAGIC, 4, MAGIC)
     tx[OFF_VERSION] = VERSION
@@ -189,7 +189,7 @@ def write_header(tx, msg_type, flags, stream_id, first_round, shot_id, num_round
     return HEADER_LEN + payload_len
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def write_error(tx, buf, n, status, shot_id, expected_round, rx_ns):
     """An ERROR reply (§4.5) echoing what can be read of the offending header."""
     if n >= HEADER_LEN:
@@ -210,13 +210,13 @@ def write_error(tx, buf, n, status, shot_id, expected_round, rx_ns):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def reject(tx, buf, n, status, shot_id, expected_round, rx_ns, counters, out):
     counters[status] += 1
     out[OUT_REPLY_LEN] = write_error(tx, buf, n, status, shot_id, expected_round, rx_ns)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def reset_shot(st, sid, shot_id):
     st[sid, S_HAS_SHOT] = 1
     st[sid, S_SHOT] = shot_id
@@ -227,7 +227,7 @@ def reset_shot(st, sid, shot_id):
     st[sid, S_CUM] = 0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def allowed(allow, lo_row, n_rows, src_hi, src_lo):
     """Whether the source ``(src_hi, src_lo)`` lies in one of ``allow[lo_row:lo_row + n_rows]``."""
     for i in range(lo_row, lo_row + n_rows):
@@ -236,7 +236,7 @@ def allowed(allow, lo_row, n_rows, src_hi, src_lo):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi, src_lo, shed):
     """Check one received datagram and apply it to its stream (docs/wire-protocol.md §6, §7).
 
@@ -404,7 +404,7 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
     out[OUT_STREAM] = sid
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def next_window(st, win, sid):
     """Global index of the stream's next window if all its rounds have arrived, else -1."""
     if st[sid, S_POISONED] == 1 or st[sid, S_HAS_SHOT] == 0:
@@ -418,7 +418,7 @@ def next_window(st, win, sid):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def commit_window(st, offs, syn, win, gbase, node_round, edges, sid, k, chosen, nchosen, tx, counters):
     """Commit window ``k`` of stream ``sid`` from its decoder's chosen edges; write the CORRECTION.
 
@@ -482,7 +482,7 @@ BUCKETS_NS = np.array(
 NUM_BUCKETS = len(BUCKETS_NS) + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def observe(hist, row, value_ns):
     """Add one observation to row ``row`` of ``hist`` (int64, ``(rows, NUM_BUCKETS + 2)``):
     ``hist[row, :NUM_BUCKETS]`` non-cumulative bucket counts (the last one is +Inf),
@@ -495,7 +495,7 @@ def observe(hist, row, value_ns):
     hist[row, NUM_BUCKETS + 1] += value_ns
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def edges_of_pairs(keys, num_nodes, pairs, chosen):
     """Map node pairs to edge indices of a window graph.
 

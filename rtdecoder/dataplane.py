@@ -8,6 +8,13 @@ nopython code: no Python bytecode runs per datagram when the stream decodes with
 ``process_datagram`` is the one implementation of a datagram's handling; the in-process path
 (``Engine.handle``, used by tests, ``Engine.decode_shots`` and sinter) calls it too.
 
+Everything on the data path (these loops, ``kernels/stream.py``, ``kernels/union_find.py``) is
+compiled with ``_nrt=False``: numba's runtime is off, so the code cannot allocate (it would not
+compile) and takes no reference counts. With the runtime on, each array taken out of the
+``tables``/``state`` tuples or sliced (a window's events, a ring slot) cost an atomic increment
+and decrement, a call each: ``process_datagram``'s code held 315 such calls, and the runtime's
+two functions took 3.5 % of a busy worker's time at d = 13 (perf, cpu-clock samples).
+
 Matching: PyMatching is C++ behind a Python API, so a matching window leaves compiled code for
 exactly one call, a numba ``objmode`` block that takes the GIL, calls
 ``CompiledMatching.decode_window`` on the window's detection events (a view of ``syn`` made at
@@ -127,7 +134,7 @@ def drained(ctl, st):
     return deadline != 0 and (monotonic_ns() > deadline or shots_in_flight(st, ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def shots_in_flight(st, worker, workers):
     """Shots begun and neither complete nor poisoned on the streams this worker owns."""
     n = 0
@@ -185,7 +192,7 @@ def _decode_matching(wid: int, sid: int, k: int) -> int:
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def take_error_token(rl, src_hi, src_lo, port, now):
     """Whether source ``(src_hi, src_lo, port)`` may get one more ERROR reply at ``now`` (ns):
     a token bucket of ``rl[0, RL_BURST]`` replies refilled at ``rl[0, RL_RATE]`` per second."""
@@ -210,7 +217,7 @@ def take_error_token(rl, src_hi, src_lo, port, now):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _decode_gpu(gq, gr, g, lo):
     """Post window (graph ``g``, events at ``syn[lo:]``) to this worker's GPU slot and wait for
     the answer: the number of chosen edges (in the slot's chosen row), -1 if no correction
@@ -232,7 +239,7 @@ def _row_addr(a, i):
     return a.ctypes.data + i * a.strides[0]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _queue_reply(txq, txhdr, txiov, txflag, addr, length, stamp, name_addr, namelen):
     """Queue ``length`` bytes at address ``addr`` (a transmit buffer row, or for the echo the
     ring slot itself) for ``name_addr``; ``stamp``: write the send time at byte 48 first."""
@@ -245,7 +252,7 @@ def _queue_reply(txq, txhdr, txiov, txflag, addr, length, stamp, name_addr, name
     txq[0] = q + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta):
     """Stamp the queued replies' send times, send them (``fd >= 0``), and close their windows'
     trace entries and histograms. With ``fd == FLUSH_NONE`` the replies stay queued."""
@@ -280,7 +287,7 @@ def flush(fd, txbuf, txhdr, txiov, txflag, txq, counters, hist, trace, tmeta):
     tmeta[M_PENDING] = tmeta[M_NEXT]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, fd, wid, tables, state, ws, tx):
     """Handle one received datagram: check it, append its rounds, decode and commit every window
     it completed, and queue the replies (docs/wire-protocol.md §6, §7).
@@ -373,7 +380,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, f
         tmeta[M_NEXT] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, ws, tx):
     """Busy-poll ``fd`` until ``ctl[CTL_STOP]`` is set, or, once ``ctl[CTL_DRAIN]`` holds a
     deadline, until the socket is empty and no shot of this worker's streams is in flight (or the
@@ -459,7 +466,7 @@ def _post_replies(wid: int, q: int, consumed: int) -> int:
         return -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def ring_serve_loop(ctl, ring, words, slots, slot_bytes, src_hi, src_lo, rstate, wid, tables, state, ws, tx):
     """The data plane over a ring that a peer writes into (RoCE, §11): poll the ready word of
     the next slot; when its sequence number is the one expected, hand the message to

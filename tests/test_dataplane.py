@@ -5,6 +5,7 @@ metrics that read them. Each loop runs only while its test sends, then is stoppe
 import socket
 import threading
 
+import numba
 import numpy as np
 import pytest
 from prometheus_client import generate_latest
@@ -231,3 +232,25 @@ def test_cpu_lists_parse_like_taskset():
     from rtdecoder.cli import _cpus
 
     assert _cpus("2,3") == (2, 3) and _cpus("2-5") == (2, 3, 4, 5) and _cpus("0,4-6") == (0, 4, 5, 6)
+
+
+def test_the_compiled_data_path_takes_no_reference_counts(uf_engine):
+    """Every function a datagram passes through is compiled with numba's runtime off, and the
+    machine code of the datagram handler calls no reference-counting (or allocating) function of
+    the runtime."""
+    from rtdecoder.kernels import union_find as uf
+
+    path = [D.serve_loop, D.ring_serve_loop, D.process_datagram, D.flush, D._queue_reply, D._decode_gpu,
+            D.take_error_token, K.ingest, K.next_window, K.commit_window, K.write_error, K.observe, uf.decode]
+    for fn in path:
+        assert fn.targetoptions.get("_nrt") is False, fn.__name__
+    uf_engine.handle(shot_datagram(uf_engine, 0, 1, np.zeros(uf_engine.streams[0].layout.num_detectors, np.uint8)))
+    sig = D.process_datagram.signatures[0]
+    # numba cannot show the code of a function it loaded from its cache: compile a fresh copy
+    opts = {k: v for k, v in D.process_datagram.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**opts)(D.process_datagram.py_func)
+    fresh.compile(sig)
+    ir = fresh.inspect_llvm(sig)
+    assert "define" in ir and "ingest" in ir  # the handler's own code, calling the checks
+    calls = [line for line in ir.splitlines() if "call" in line and "NRT_" in line]
+    assert not calls, calls[:3]
