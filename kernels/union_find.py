@@ -47,7 +47,7 @@ current one, and an edge whose ends have come to lie in one cluster is dropped w
 A decode costs time in proportion to the nodes the clusters reach and their edges, plus one
 pass over the window's detection events that tests 32 at a time (four 8-byte loads), then the
 8-byte words of a group that holds one, and looks at each of the eight only where its word is
-not zero. The events' adjacency rows are prefetched
+not zero. The events' adjacency and node rows are prefetched
 (``rtdecoder.kernels.memory.prefetch``) before any is read, so their cache misses overlap.
 
 Ties: edges that complete at the same time are taken in the bucket's order (last scheduled
@@ -66,8 +66,8 @@ cache miss rather than one per array; whether a node is in a cluster stays a den
 ``in_cluster``, since every neighbour of a growing node is tested. An entry's (edge's, frontier's,
 the wake's) due time and done flag share a row of ``es``. Half of a decode's time at d = 13 was
 waiting on cache misses (a decode repeated on the same events took half as long); with this
-layout an interior window takes 0.82-0.89 of the time it took with an array per field
-(interleaved runs over the same 1,500 sampled windows, p = 0.001). All arithmetic is
+layout an interior window takes 0.80-0.92 of the time it took with an array per field (five
+interleaved runs over the same 1,500 sampled windows, p = 0.001). All arithmetic is
 int64. Compiled with ``_nrt=False``: the kernel allocates nothing and takes no reference counts.
 """
 
@@ -160,17 +160,6 @@ def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
-def clear_nodes(nd: np.ndarray) -> None:
-    """Set a node table to its all-clear state (every node a cluster of its own, no event)."""
-    nd[:] = 0
-    idx = np.arange(nd.shape[0], dtype=nd.dtype)
-    nd[:, PARENT] = idx
-    nd[:, SIZE] = 1
-    nd[:, NXT] = idx
-    nd[:, BNODE] = -1
-    nd[:, BEDGE] = -1
-
-
 class Workspace:
     """Scratch arrays for graphs of up to ``num_nodes`` nodes, ``num_edges`` edges and edge
     lengths up to ``max_length``."""
@@ -181,8 +170,11 @@ class Workspace:
         while p <= max_length:
             p *= 2
         i32 = np.int32
-        self.nd = aligned_empty((n, NODE_COLUMNS), i32)  # the node table (columns above)
-        clear_nodes(self.nd)
+        self.nd = aligned_empty((n, NODE_COLUMNS), i32)  # the node table (columns above), all-clear:
+        self.nd[:] = 0                                   # each node a cluster of its own, no event
+        self.nd[:, PARENT] = self.nd[:, NXT] = np.arange(n)
+        self.nd[:, SIZE] = 1
+        self.nd[:, BNODE] = self.nd[:, BEDGE] = -1
         self.in_cluster = np.zeros(n, np.uint8)  # node: in a cluster (dense: neighbours are tested)
         self.touched = np.zeros(n, i32)          # the events, then the nodes clusters reached
         self.es = np.zeros((m + n + 1, 2), i32)  # entry (edge, node frontier, the wake): [DUE, DONE]
