@@ -5,13 +5,13 @@ Numba indexes a uint8 array one byte at a time; these read or write eight consec
 one little-endian uint64 at any offset, which x86-64 does in one instruction (LLVM splits the
 access on a target that needs alignment, such as NVPTX). The bytes must be contiguous (stride 1)
 and ``arr`` must hold ``i + 8`` of them: neither is checked. Used to unpack a wire byte of
-detection events into eight detector bytes (``rtdecoder.kernels.stream.ingest``) and to skip eight
-nodes without a detection event at a time (``rtdecoder.kernels.union_find.decode``).
+detection events into eight detector bytes (``rtdecoder.kernels.stream.ingest``) and to skip
+nodes without a detection event 32 and 8 at a time (``rtdecoder.kernels.union_find.decode``).
 
 ``prefetch(arr, i)`` asks the CPU to bring the cache line holding ``arr[i]`` into every level of
 cache (LLVM's ``llvm.prefetch``, ``prefetcht0`` on x86-64) and returns at once; it never faults,
-whatever ``i`` is. ``union_find.decode`` issues the loads of all its events' adjacency before it
-uses any, so their cache misses overlap instead of following one another. For the CUDA target it
+whatever ``i`` is. ``union_find.decode`` issues the loads of all its events' adjacency and node
+rows before it uses any, so their cache misses overlap instead of following one another. For the CUDA target it
 compiles to nothing.
 """
 

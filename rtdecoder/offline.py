@@ -69,11 +69,17 @@ def load_dem(dem_path: str | None, cfg: StreamConfig | None) -> stim.DetectorErr
     return make_circuit(cfg).detector_error_model(decompose_errors=True)
 
 
-def whole_shot_graph(dem: stim.DetectorErrorModel, decoder: str):
-    """The one window graph spanning every round of ``dem`` (``rtdecoder.windows.WindowGraph``)."""
+def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str):
+    """A stream (``rtdecoder.engine.StreamRuntime``) decoding ``dem`` in one window spanning every
+    round: its ``plan.graphs[0]`` is the graph, its ``keep`` the detectors whose events count."""
     from rtdecoder.engine import stream_for_dem
 
-    return stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem).plan.graphs[0]
+    return stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem)
+
+
+def whole_shot_graph(dem: stim.DetectorErrorModel, decoder: str):
+    """The one window graph spanning every round of ``dem`` (``rtdecoder.windows.WindowGraph``)."""
+    return whole_shot_stream(dem, decoder).plan.graphs[0]
 
 
 def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
@@ -94,11 +100,10 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
                                         num_detectors=width, num_observables=0)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{in_path}: cannot read {width}-bit {in_format} shots: {e}") from None
-    from rtdecoder.dem import dem_components, observable_detectors
-
-    events = np.ascontiguousarray(data[:, :nd], np.uint8) & observable_detectors(dem_components(dem), nd)
+    rt = whole_shot_stream(dem, decoder)
+    graph = rt.plan.graphs[0]
+    events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
     truth = data[:, nd:] if append_observables else None
-    graph = whole_shot_graph(dem, decoder)
     t0 = time.perf_counter()
     failed = 0
     if decoder == "matching":
