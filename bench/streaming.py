@@ -12,13 +12,25 @@ the time from the last round sent to the shot's final observable correction rece
 Decoders, side by side in one run (the same stim samples for all):
 
 - sliding-window ``union_find`` and sliding-window ``matching`` through ``rtdecoder serve``
-  (one child process per (d, rounds), its worker pinned with ``--cpus`` to the last CPU, the
-  controller, ``rtdecoder.emulator.drive_shot``, compiled and pinned to the first); windows of
+  (one child process per (d, rounds) serving both as two streams, its worker pinned with
+  ``--cpus`` to the last CPU, the controller, ``rtdecoder.emulator.drive_shot``, compiled and
+  pinned to the first); windows of
   ``W = w*d`` rounds committing ``C = c*d`` (``--window-commit w,c``, default 5,4: the buffer is
   d rounds, as in the 2d/d default, and each round is decoded 1.25 times instead of twice);
 - *monolithic PyMatching*: the whole shot decoded after its last round, ``Matching.decode`` on
   the full DEM, timed in this process around the call alone (no transport), so its figure is a
   lower bound on what any service built on it would show.
+
+Beneath them, the *transport floor* of the same run: ``rtdecoder serve --echo`` (the same
+compiled receive/send loop on the same CPU, every datagram sent straight back, nothing checked or
+decoded) driven by the same controller with the same pacing; its tail is last datagram sent →
+that datagram's echo received. It is what a decoder taking no time would show on this machine:
+the loopback's cost and every stall of either CPU that falls at the end of a shot. The echo
+answers every datagram (1,000 per 10,000-round shot at k = 10) where the service answers once
+per window, so the controller receives more replies against the floor than against a decoder.
+The two decoders and the floor take turns of 50 shots (``run_interleaved``; the echo service
+runs beside the decoding one on the same CPU, the one not in turn held stopped), so that a
+spell of machine noise, which lasts seconds here, falls on all three alike.
 
 Beside them, the published NV-Fusion p99 (84 CPU threads; DESIGN.md's numbers) and the
 targets of the hot-path issue: union_find's p99 at 10,000 rounds below NV-Fusion's and at least
@@ -65,6 +77,8 @@ NV_FUSION_P99_US = {5: 67.0, 13: 1280.0}
 MONOLITHIC_PYMATCHING_P99_US = {5: 2130.0, 13: 28000.0}
 TARGET_VS_MONOLITHIC = 25.0
 ALL_CPUS = sorted(os.sched_getaffinity(0))
+FLOOR = "floor (echo)"
+BLOCK = 50  # shots per turn when the decoders and the floor take turns (run_interleaved)
 
 
 LATE_NS = 50_000  # a controller that sent a packet later than this after its deadline was stalled
@@ -88,12 +102,13 @@ def config_file(d: int, rounds: int, w: int, c: int, cpus: list[int]) -> str:
 class Stream:
     """The controller's side of one stream of a running service."""
 
-    def __init__(self, host: str, port: int, sid: int, layout, rpp: int, cycle_us: float):
+    def __init__(self, host: str, port: int, sid: int, layout, rpp: int, cycle_us: float, echo: bool = False):
         from rtdecoder.emulator import Controller, ShotDriver
 
         self.ctl = Controller(host, port, sid)
-        self.ctl.hello()
-        self.ctl.reset()
+        if not echo:  # an echo answers HELLO with HELLO: nothing to ask of it
+            self.ctl.hello()
+            self.ctl.reset()
         self.driver = ShotDriver(self.ctl, layout, rpp, cycle_us, timeout_s=2.0)
         self.layout = layout
         self.shot = 0
@@ -171,6 +186,69 @@ def sustained_rate(stream: Stream, packed: np.ndarray, rounds: int, window: int,
     return {"period_us": hi, "rounds_per_s": 1e6 / hi, "controller_limited": lo_limited}
 
 
+def run_interleaved(path: str, layout, packed: np.ndarray, obs: np.ndarray, args, client_cpu: int | None,
+                    on_ready) -> dict[str, tuple[np.ndarray, np.ndarray, int | None, dict]]:
+    """Drive ``packed`` (uint8 ``(warmup + shots, rounds, round_bytes)``) through union_find,
+    matching and the transport floor, in turns of ``BLOCK`` shots each, so that the three meet
+    the same spells of machine noise. Two services run side by side, their workers pinned to the
+    same CPU: ``rtdecoder serve`` (both decoders, streams 0 and 1) and ``rtdecoder serve --echo``;
+    the one not in turn is held stopped (SIGSTOP) so that it takes no CPU time.
+
+    Returns, per name: tail latencies (µs, float ``(shots,)``, NaN for a lost shot), whether the
+    controller sent late (bool ``(shots,)``), logical errors (None for the floor), and ERROR replies
+    by status name.
+    """
+    import signal
+
+    from rtdecoder import protocol as P
+    from rtdecoder.cli import ServiceProcess
+
+    n = len(packed)
+    svc = ServiceProcess(["--config", path])
+    try:
+        echo = ServiceProcess(["--config", path, "--echo"])
+    except BaseException:
+        svc.stop()
+        raise
+    echo.proc.send_signal(signal.SIGSTOP)
+    active = svc
+    on_ready()
+    streams: dict[str, tuple] = {}
+    out = {}
+    try:
+        rpp, cyc = args.rounds_per_packet, args.cycle_us
+        streams["union_find"] = (svc, Stream(svc.host, svc.port, 0, layout, rpp, cyc))
+        streams["matching"] = (svc, Stream(svc.host, svc.port, 1, layout, rpp, cyc))
+        streams[FLOOR] = (echo, Stream(echo.host, echo.port, 0, layout, rpp, cyc, echo=True))
+        lat = {k: np.full(args.shots, np.nan) for k in streams}
+        late = {k: np.zeros(args.shots, bool) for k in streams}
+        wrong = dict.fromkeys(streams, 0)
+        pin(client_cpu)
+        for b0 in range(0, n, BLOCK):
+            for name, (owner, stream) in streams.items():
+                if owner is not active:
+                    active.proc.send_signal(signal.SIGSTOP)
+                    owner.proc.send_signal(signal.SIGCONT)
+                    active = owner
+                for s in range(b0, min(n, b0 + BLOCK)):
+                    t, pred = stream.run(packed[s])
+                    if s >= args.warmup:
+                        lat[name][s - args.warmup] = t
+                        late[name][s - args.warmup] = stream.lateness_ns() > LATE_NS
+                        wrong[name] += int(np.any(pred != obs[s]))
+        for name, (_, stream) in streams.items():
+            errs = {P.Status(i).name: int(k) for i, k in enumerate(stream.driver.errs) if k}
+            out[name] = (lat[name], late[name], None if name == FLOOR else wrong[name], errs)
+    finally:
+        pin(None)
+        for _, stream in streams.values():
+            stream.close()
+        for p in (echo, svc):
+            p.proc.send_signal(signal.SIGCONT)
+            p.stop()
+    return out
+
+
 def _spin_gaps(duration_ns: int, out: np.ndarray) -> int:
     """Spin reading the clock for ``duration_ns``; record (start, length) ns of every gap over
     50 µs into ``out``; return the number of gaps. Compiled by ``machine_jitter``."""
@@ -243,7 +321,6 @@ def main() -> int:
     from rich.console import Console
 
     from rtdecoder import protocol as P
-    from rtdecoder.cli import ServiceProcess
     from rtdecoder.config import StreamConfig
     from rtdecoder.dem import detector_layout, make_circuit
 
@@ -292,37 +369,18 @@ def main() -> int:
             errors = {"monolithic PyMatching": int(np.sum(np.any(mono_pred != obs[args.warmup:], axis=1)))}
             replies: dict[str, dict[str, int]] = {"monolithic PyMatching": {}}
             path = config_file(d, rounds, w, c, server_cpus)
-            with console.status(f"d={d} rounds={rounds}: starting rtdecoder serve (two streams)"):
-                svc = ServiceProcess(["--config", path])
-            with svc:
-                console.print(f"d={d} rounds={rounds}: data built in {time.perf_counter() - t_build:.0f} s")
-                for sid, name in ((0, "union_find"), (1, "matching")):
-                    stream = Stream(svc.host, svc.port, sid, layout, args.rounds_per_packet, args.cycle_us)
-                    pin(client_cpu)
-                    try:
-                        lat = np.zeros(args.shots)
-                        late = np.zeros(args.shots, bool)
-                        wrong = 0
-                        with console.status(f"d={d} rounds={rounds}: {name}"):
-                            for s in range(n):
-                                t, pred = stream.run(packed[s])
-                                if s >= args.warmup:
-                                    lat[s - args.warmup] = t
-                                    late[s - args.warmup] = stream.lateness_ns() > LATE_NS
-                                    wrong += int(np.any(pred != obs[s]))
-                        results[name] = lat
-                        lates[name] = late
-                        errors[name] = wrong
-                        replies[name] = {P.Status(i).name: int(k) for i, k in enumerate(stream.driver.errs) if k}
-                    finally:
-                        pin(None)
-                        stream.close()
+            with console.status(f"d={d} rounds={rounds}: union_find, matching and the floor, in blocks of {BLOCK} shots"):
+                got = run_interleaved(path, layout, packed, obs, args, client_cpu,
+                                      lambda: console.print(f"d={d} rounds={rounds}: data built in "
+                                                            f"{time.perf_counter() - t_build:.0f} s"))
+            for name, (lat, late, wrong, errs) in got.items():
+                results[name], lates[name], errors[name], replies[name] = lat, late, wrong, errs
             os.unlink(path)
             for name, lat in results.items():
                 fin = np.isfinite(lat)
                 ok, on_time = lat[fin], lat[fin & ~lates[name]]
                 rows.append({"distance": d, "rounds": rounds, "decoder": name, "shots": int(len(ok)),
-                             "lost": int(np.sum(~fin)), "logical_errors": errors[name],
+                             "lost": int(np.sum(~fin)), "logical_errors": errors[name] if name != FLOOR else None,
                              "p50_us": float(np.percentile(ok, 50)) if len(ok) else float("nan"),
                              "p99_us": float(np.percentile(ok, 99)) if len(ok) else float("nan"),
                              "controller_late_shots": int(np.sum(fin & lates[name])),
@@ -390,16 +448,21 @@ def report(rows: list[dict], rates: list[dict], jitter: dict | None, args, w: in
 
     t = Table(title=f"streaming tail latency (µs), last round sent → final correction received; rotated Z memory, "
                     f"p=0.001, {args.cycle_us} µs/round, k={args.rounds_per_packet}, windows {w}d/{c}d")
-    for col in ("d", "rounds", "decoder", "shots", "lost", "logical errors", "p50", "p99", "controller late",
-                "p99, controller on time", "NV-Fusion p99 (84 thr.)", "monolithic PM p99 / this p99",
+    for col in ("d", "rounds", "decoder", "shots", "lost", "logical errors", "p50", "p99", "p99 − floor p99",
+                "controller late", "p99, controller on time", "NV-Fusion p99 (84 thr.)", "monolithic PM p99 / this p99",
                 "shots with a machine gap (expected)"):
         t.add_column(col, justify="right")
     for r in rows:
         mono = next(x for x in rows if x["distance"] == r["distance"] and x["rounds"] == r["rounds"]
                     and x["decoder"] == "monolithic PyMatching")
         nv = NV_FUSION_P99_US.get(r["distance"]) if r["rounds"] == 10000 else None
+        floor = _floor_of(rows, r)
         t.add_row(str(r["distance"]), str(r["rounds"]), r["decoder"], str(r["shots"]), str(r["lost"]),
-                  str(r["logical_errors"]), f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}", str(r["controller_late_shots"]),
+                  "-" if r["logical_errors"] is None else str(r["logical_errors"]), f"{r['p50_us']:.1f}",
+                  f"{r['p99_us']:.1f}",
+                  f"{r['p99_us'] - floor['p99_us']:+.1f}" if floor and r["decoder"] not in (FLOOR, "monolithic PyMatching")
+                  else "-",
+                  str(r["controller_late_shots"]),
                   f"{r['p99_controller_on_time_us']:.1f}", f"{nv:.0f}" if nv else "-",
                   f"{mono['p99_us'] / r['p99_us']:.1f}x", expected_hit(jitter, r["rounds"] * args.cycle_us))
     if rows:
@@ -420,15 +483,24 @@ def report(rows: list[dict], rates: list[dict], jitter: dict | None, args, w: in
                     and x["decoder"] == "monolithic PyMatching")
         ratio = mono["p99_us"] / r["p99_us"]
         nv = NV_FUSION_P99_US.get(r["distance"])
+        floor = _floor_of(rows, r)
         if nv is not None:
             console.print(f"target: d={r['distance']} union_find p99 {r['p99_us']:.1f} µs below NV-Fusion's {nv:.0f} µs: "
-                          f"{'MET' if r['p99_us'] < nv else 'MISSED'}")
+                          f"{'MET' if r['p99_us'] < nv else 'MISSED'}" +
+                          (f" (transport floor p99 in the same run: {floor['p99_us']:.1f} µs, controller on time "
+                           f"{floor['p99_controller_on_time_us']:.1f} µs)" if floor else ""))
         console.print(f"target: d={r['distance']} union_find p99 at least {TARGET_VS_MONOLITHIC:.0f}x below monolithic "
                       f"PyMatching ({mono['p99_us']:.0f} µs): {ratio:.1f}x {'MET' if ratio >= TARGET_VS_MONOLITHIC else 'MISSED'}")
     for r in rates:
         if r["distance"] == 5 and r["decoder"] == "union_find":
             console.print(f"target: d=5 union_find sustains 1 round/µs on one core: {r['rounds_per_s'] / 1e6:.2f} M rounds/s "
                           f"{'MET' if r['rounds_per_s'] >= 1e6 else 'MISSED'}")
+
+
+def _floor_of(rows: list[dict], r: dict) -> dict | None:
+    """The transport floor's row for ``r``'s distance and rounds (None when it was not run)."""
+    return next((x for x in rows if x["distance"] == r["distance"] and x["rounds"] == r["rounds"]
+                 and x["decoder"] == FLOOR), None)
 
 
 def expected_hit(jitter: dict | None, shot_us: float) -> str:
@@ -446,7 +518,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120, sharey=True)
-    styles = {"union_find": "-o", "matching": "--s", "monolithic PyMatching": ":^"}
+    styles = {"union_find": "-o", "matching": "--s", "monolithic PyMatching": ":^", FLOOR: "-."}
     for ax, q in zip(axes, ("p50_us", "p99_us")):
         for (dec, style) in styles.items():
             for d in sorted({r["distance"] for r in rows}):

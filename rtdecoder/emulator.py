@@ -267,12 +267,19 @@ def _cumulative_flips(rx, nobs, pred):
 
 
 @njit(cache=True, nogil=True)
-def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs):
+def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, last_ts):
+    """Apply one reply to the shot's results. A SYNDROME reply can only be an echo (the transport
+    floor, ``rtdecoder serve --echo``): the echo of the shot's last datagram, recognised by its
+    controller stamp ``last_ts`` (0 while that datagram is unsent), stands for the final answer."""
     if n < P.HEADER_LEN or K.rd(rx, K.OFF_MAGIC, 4) != K.MAGIC:
         return
     mtype = rx[K.OFF_TYPE]
     shot = K.rd(rx, K.OFF_SHOT, 8)
-    if mtype == K.T_CORRECTION:
+    if mtype == K.T_SYNDROME:
+        if last_ts != 0 and shot == shot_id and K.rd(rx, K.OFF_CONTROLLER_TS, 8) == last_ts:
+            res[R_FINAL] = 1
+            res[R_FINAL_RECEIVED] = now
+    elif mtype == K.T_CORRECTION:
         if shot != shot_id:
             return  # a late correction of an earlier shot
         c = res[R_CORRECTIONS]
@@ -305,7 +312,8 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
     up on. Replies are taken while waiting. ``sent_time[i]`` gets each packet's send time;
     ``corr_round``/``corr_time`` each CORRECTION's first round and arrival time (ns); ``errs``
     counts ERROR replies by status; ``pred`` gets the final cumulative observable flips;
-    ``res[R_*]`` the rest.
+    ``res[R_*]`` the rest. Against ``rtdecoder serve --echo`` (the transport floor) the echo of
+    the last datagram is the final answer (``_on_reply``).
     """
     res[:] = 0
     start = monotonic_ns()
@@ -319,7 +327,7 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
             n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
             now = monotonic_ns()
             if n > 0:
-                _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs)
+                _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, 0)
         o = offset[i]
         K.wr(pkt, o + K.OFF_CONTROLLER_TS, 8, now)
         L.send(fd, pkt.ctypes.data + o, length[i], 0)
@@ -331,7 +339,7 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
         n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
         now = monotonic_ns()
         if n > 0:
-            _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs)
+            _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, sent_time[npk - 1])
         elif now > end:
             break
 
@@ -550,7 +558,7 @@ class RoceShotDriver(ShotDriver):
             if m is not None:
                 self.rx[:len(m)] = np.frombuffer(m, np.uint8)
                 _on_reply(self.rx, len(m), shot_id, nobs, monotonic_ns(), res, pred_row, self.corr_round,
-                          self.corr_time, self.errs)
+                          self.corr_time, self.errs, 0)
 
         for i in range(len(off)):
             deadline = start + int(ready[i]) * self.cycle_ns

@@ -178,6 +178,36 @@ def test_echo_mode_sends_every_datagram_back_unchanged(uf_engine):
     assert loop.state.counters[K.CNT_PACKETS] == 0  # nothing was checked or decoded
 
 
+def test_a_paced_shot_against_the_echo_ends_with_the_echo_of_its_last_datagram(uf_engine):
+    """The streaming benchmark's transport floor: ``ShotDriver`` against ``serve --echo``."""
+    from rtdecoder import emulator as E
+
+    lay = uf_engine.streams[0].layout
+    loop = Loop(uf_engine, echo=True)
+    ctl = E.Controller(*loop.transport.address, 0)
+    try:
+        drv = E.ShotDriver(ctl, lay, 2, 1.0, timeout_s=5.0)
+        packed = P.pack_rounds(np.ones((1, lay.num_detectors), np.uint8), lay.round_offsets, lay.round_bytes)[0]
+        res = drv.run(7, packed, np.zeros(lay.num_observables, np.uint8)).copy()
+    finally:
+        ctl.sock.close()
+        loop.stop()
+    assert res[E.R_FINAL] == 1 and res[E.R_CORRECTIONS] == 0
+    assert res[E.R_FINAL_RECEIVED] > res[E.R_LAST_SENT] == drv.sent_time[-(-lay.num_rounds // 2) - 1]
+    assert loop.handled == -(-lay.num_rounds // 2)
+
+    # only the echo of the datagram stamped last_ts counts, and none before the last is sent
+    rx = np.zeros(256, np.uint8)
+    hdr = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=7, first_round=0, num_rounds=1,
+                            controller_ts_ns=1234))
+    rx[:len(hdr)] = np.frombuffer(hdr, np.uint8)
+    scratch = (np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros(P.NUM_STATUS, np.int64))
+    for shot, last_ts, final in ((7, 0, 0), (7, 999, 0), (8, 1234, 0), (7, 1234, 1)):
+        res = np.zeros(E.NUM_R, np.int64)
+        E._on_reply(rx, len(hdr), shot, 1, 5678, res, np.zeros(1, np.uint8), *scratch, last_ts)
+        assert (res[E.R_FINAL], res[E.R_FINAL_RECEIVED]) == (final, 5678 * final)
+
+
 def test_matching_windows_leave_compiled_code_through_the_counted_escape():
     eng = Engine([StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="matching", window=4, commit=2)])
     loop = Loop(eng)
