@@ -485,12 +485,22 @@ def report(rows: list[dict], rates: list[dict], jitter: dict | None, args, w: in
         nv = NV_FUSION_P99_US.get(r["distance"])
         floor = _floor_of(rows, r)
         if nv is not None:
+            note = ""
+            if floor:
+                note = (f" (transport floor p99 in the same run: {floor['p99_us']:.1f} µs, controller on time "
+                        f"{floor['p99_controller_on_time_us']:.1f} µs")
+                note += ("; the floor itself misses the target: in this run the machine, not a decoder, sets it)"
+                         if floor["p99_us"] >= nv else ")")
             console.print(f"target: d={r['distance']} union_find p99 {r['p99_us']:.1f} µs below NV-Fusion's {nv:.0f} µs: "
-                          f"{'MET' if r['p99_us'] < nv else 'MISSED'}" +
-                          (f" (transport floor p99 in the same run: {floor['p99_us']:.1f} µs, controller on time "
-                           f"{floor['p99_controller_on_time_us']:.1f} µs)" if floor else ""))
+                          f"{'MET' if r['p99_us'] < nv else 'MISSED'}{note}")
+        note = ""
+        if floor:
+            best = mono["p99_us"] / floor["p99_us"]
+            note = f" (the transport floor's own ratio: {best:.1f}x" + \
+                ("; short of the target: in this run the machine, not a decoder, sets it)" if best < TARGET_VS_MONOLITHIC else ")")
         console.print(f"target: d={r['distance']} union_find p99 at least {TARGET_VS_MONOLITHIC:.0f}x below monolithic "
-                      f"PyMatching ({mono['p99_us']:.0f} µs): {ratio:.1f}x {'MET' if ratio >= TARGET_VS_MONOLITHIC else 'MISSED'}")
+                      f"PyMatching ({mono['p99_us']:.0f} µs): {ratio:.1f}x {'MET' if ratio >= TARGET_VS_MONOLITHIC else 'MISSED'}"
+                      f"{note}")
     for r in rates:
         if r["distance"] == 5 and r["decoder"] == "union_find":
             console.print(f"target: d=5 union_find sustains 1 round/µs on one core: {r['rounds_per_s'] / 1e6:.2f} M rounds/s "
