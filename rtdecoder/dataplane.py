@@ -107,7 +107,7 @@ CTL_WORKERS = 3
 """This worker's index and the number of workers: it owns the streams ``sid % workers == index``."""
 CTL_BUSY_BATCHES = 4
 """Overload: after this many consecutive full ``recvmmsg`` batches (the socket held at least that
-many batches of datagrams), new shots are answered BUSY until a batch comes back short."""
+many batches of datagrams), new shots are answered BUSY until a read comes back short or empty."""
 CACHE_LINE = 64
 
 
@@ -386,9 +386,11 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
     deadline, until the socket is empty and no shot of this worker's streams is in flight (or the
     deadline passes); handle every datagram (see the module docstring). After
     ``ctl[CTL_BUSY_BATCHES]`` consecutive full batches the worker is overloaded: SYNDROME
-    datagrams that would start a new shot are answered BUSY (``counters[SHED]``) until a batch
-    comes back short, so the shots in flight finish and the backlog, bounded by the socket's
-    receive buffer, drains. ``rxhdr``/``rxname``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a
+    datagrams that would start a new shot are answered BUSY (``counters[SHED]``) until a read
+    comes back short or empty, so the shots in flight finish and the backlog, bounded by the
+    socket's receive buffer, drains. Every read asks for ``batch`` datagrams (the ring position
+    goes back to slot 0 where fewer slots are left; the replies of a batch leave before the next
+    read), so that a full read always means the socket held a whole batch. ``rxhdr``/``rxname``/``rxbuf`` are the receive ring's ``MessageBatch`` arrays (a
     power of two of slots); ``batch`` bounds the datagrams taken per ``recvmmsg``. With ``echo`` set, each
     datagram is sent back unchanged and nothing else happens (the transport floor).
 
@@ -405,19 +407,23 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
     full = 0
     counters[SHED] = 0
     while L.load_acquire(ctl, CTL_STOP) == 0:
-        want = min(batch, slots - slot)
-        r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), want, L.MSG_DONTWAIT | L.MSG_TRUNC)
+        if slots - slot < batch:  # every read asks for a whole batch, so a full one means a backlog
+            slot = 0
+        r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), batch, L.MSG_DONTWAIT | L.MSG_TRUNC)
         if r <= 0:
             if r < 0:
                 e = L.errno()
                 if e != L.EAGAIN and e != L.EINTR:
                     counters[CNT_RECV_ERRORS] += 1
+            if full:  # the socket is empty: no backlog
+                full = 0
+                counters[SHED] = 0
             if drained(ctl, tables[0]):
                 break
             continue
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
-        if r == want:  # the socket held a whole batch: a backlog, if it lasts
+        if r == batch:  # the socket held a whole batch: a backlog, if it lasts
             full += 1
             if full == ctl[CTL_BUSY_BATCHES]:
                 counters[SHED] = 1

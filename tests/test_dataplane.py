@@ -25,7 +25,7 @@ from rtdecoder.transport.udp import UdpTransport
 class Loop:
     """``serve_loop`` for one engine on a fresh socket, in a thread, until ``stop``."""
 
-    def __init__(self, engine, slot_bytes=8192, tx_slots=64, echo=False, backlog=()):
+    def __init__(self, engine, slot_bytes=8192, tx_slots=64, echo=False, backlog=(), busy_batches=4):
         self.engine = engine
         self.transport = UdpTransport("127.0.0.1", 0, busy_poll_us=0)
         self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -37,6 +37,7 @@ class Loop:
         self.rx = L.MessageBatch(8, slot_bytes, buffers=self.ring.array)
         self.state = D.WorkerState(engine, tx_slots=tx_slots)
         self.ctl = D.control_words()
+        self.ctl[D.CTL_BUSY_BATCHES] = busy_batches
         self.handled = None
         s = self.state
         args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.rx.name, self.ring.array, 4, echo, s.wid,
@@ -166,6 +167,27 @@ def test_a_datagram_longer_than_its_ring_slot_is_answered_too_large(uf_engine):
     finally:
         loop.stop()
     assert P.decode_error(reply)[1] == P.Status.TOO_LARGE
+
+
+def test_a_shot_after_a_backlog_is_not_shed_wherever_the_ring_position_stands(uf_engine):
+    """Overload is a socket that holds a whole batch, read after read; once it is empty, a new
+    shot is served. The loop reads 4 at a time into 8 slots: a backlog of 7 PINGs leaves the
+    ring at slot 7, where a read of the 1 slot left would come back "full" if it asked for less
+    than a batch, and with a threshold of one full batch the next shot would be answered BUSY."""
+    ping = P.encode(P.Header(P.MsgType.PING, stream_id=0))
+    loop = Loop(uf_engine, backlog=[ping] * 7, busy_batches=1)
+    try:
+        for _ in range(7):
+            assert P.decode_header(loop.client.recv(65536)).msg_type == P.MsgType.PONG
+        n = uf_engine.streams[0].layout.num_detectors
+        first = loop.ask(shot_datagram(uf_engine, 0, 1, np.zeros(n, np.uint8)))[0]
+        assert P.decode_header(first).msg_type == P.MsgType.CORRECTION, P.decode_error(first)[1].name
+        rest = [loop.client.recv(65536) for _ in range(uf_engine.streams[0].plan.num_windows - 1)]
+    finally:
+        loop.stop()
+    assert all(P.decode_header(g).msg_type == P.MsgType.CORRECTION for g in rest)
+    assert loop.state.counters[P.Status.BUSY] == 0
+    assert loop.state.counters[D.CNT_OVERLOADED] >= 1  # the backlog's first read did count as overload
 
 
 def test_echo_mode_sends_every_datagram_back_unchanged(uf_engine):
