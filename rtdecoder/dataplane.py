@@ -129,7 +129,11 @@ def control_words() -> np.ndarray:
 @njit(cache=True, inline="always")
 def drained(ctl, st):
     """Draining (``ctl[CTL_DRAIN]`` holds a deadline) and either past the deadline or with no
-    shot of this worker's streams in flight: the loop may return."""
+    shot of this worker's streams in flight: the loop may return. The loops call it only after
+    a read that found nothing and that began after they had seen the deadline: a datagram sent
+    before the drain was asked for is then already taken, so its shot counts as in flight (an
+    empty read from before the deadline, followed by the check, once let the service leave
+    with that datagram unread)."""
     deadline = L.load_acquire(ctl, CTL_DRAIN)
     return deadline != 0 and (monotonic_ns() > deadline or shots_in_flight(st, ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0)
 
@@ -407,18 +411,21 @@ def serve_loop(fd, ctl, rxhdr, rxname, rxbuf, batch, echo, wid, tables, state, w
     full = 0
     counters[SHED] = 0
     while L.load_acquire(ctl, CTL_STOP) == 0:
+        draining = L.load_acquire(ctl, CTL_DRAIN) != 0  # read first: see ``drained``
         if slots - slot < batch:  # every read asks for a whole batch, so a full one means a backlog
             slot = 0
         r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), batch, L.MSG_DONTWAIT | L.MSG_TRUNC)
         if r <= 0:
+            empty = True
             if r < 0:
                 e = L.errno()
+                empty = e == L.EAGAIN
                 if e != L.EAGAIN and e != L.EINTR:
                     counters[CNT_RECV_ERRORS] += 1
-            if full:  # the socket is empty: no backlog
+            if full and empty:  # the socket is empty: no backlog
                 full = 0
                 counters[SHED] = 0
-            if drained(ctl, tables[0]):
+            if draining and drained(ctl, tables[0]):
                 break
             continue
         rx = monotonic_ns()
@@ -496,12 +503,13 @@ def ring_serve_loop(ctl, ring, words, slots, slot_bytes, src_hi, src_lo, rstate,
     mask = slots - 1
     body = slot_bytes - READY_BYTES
     while L.load_acquire(ctl, CTL_STOP) == 0:
+        draining = L.load_acquire(ctl, CTL_DRAIN) != 0  # read first: see ``drained``
         seq = rstate[RS_NEXT]
         i = (seq - 1) & mask
         w = (i * slot_bytes + body) >> 3
         word = L.load_acquire(words, w)
         if (word >> 32) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
-            if drained(ctl, tables[0]):
+            if draining and drained(ctl, tables[0]):
                 break
             continue
         rx = monotonic_ns()
