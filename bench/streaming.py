@@ -29,8 +29,8 @@ the loopback's cost and every stall of either CPU that falls at the end of a sho
 answers every datagram (1,000 per 10,000-round shot at k = 10) where the service answers once
 per window, so the controller receives more replies against the floor than against a decoder.
 The two decoders and the floor take turns of 50 shots (``run_interleaved``; the echo service
-runs beside the decoding one on the same CPU, the one not in turn held stopped), so that a
-spell of machine noise, which lasts seconds here, falls on all three alike.
+runs beside the decoding one on the same CPU, the one not in turn held stopped), so that the
+machine's spells of noise fall on all three alike.
 
 Beside them, the published NV-Fusion p99 (84 CPU threads; DESIGN.md's numbers) and the
 targets of the hot-path issue: union_find's p99 at 10,000 rounds below NV-Fusion's and at least
@@ -186,8 +186,8 @@ def sustained_rate(stream: Stream, packed: np.ndarray, rounds: int, window: int,
     return {"period_us": hi, "rounds_per_s": 1e6 / hi, "controller_limited": lo_limited}
 
 
-def run_interleaved(path: str, layout, packed: np.ndarray, obs: np.ndarray, args, client_cpu: int | None,
-                    on_ready) -> dict[str, tuple[np.ndarray, np.ndarray, int | None, dict]]:
+def run_interleaved(path: str, layout, packed: np.ndarray, obs: np.ndarray, args, client_cpu: int | None
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray, int | None, dict]]:
     """Drive ``packed`` (uint8 ``(warmup + shots, rounds, round_bytes)``) through union_find,
     matching and the transport floor, in turns of ``BLOCK`` shots each, so that the three meet
     the same spells of machine noise. Two services run side by side, their workers pinned to the
@@ -212,7 +212,6 @@ def run_interleaved(path: str, layout, packed: np.ndarray, obs: np.ndarray, args
         raise
     echo.proc.send_signal(signal.SIGSTOP)
     active = svc
-    on_ready()
     streams: dict[str, tuple] = {}
     out = {}
     try:
@@ -369,10 +368,10 @@ def main() -> int:
             errors = {"monolithic PyMatching": int(np.sum(np.any(mono_pred != obs[args.warmup:], axis=1)))}
             replies: dict[str, dict[str, int]] = {"monolithic PyMatching": {}}
             path = config_file(d, rounds, w, c, server_cpus)
-            with console.status(f"d={d} rounds={rounds}: union_find, matching and the floor, in blocks of {BLOCK} shots"):
-                got = run_interleaved(path, layout, packed, obs, args, client_cpu,
-                                      lambda: console.print(f"d={d} rounds={rounds}: data built in "
-                                                            f"{time.perf_counter() - t_build:.0f} s"))
+            console.print(f"d={d} rounds={rounds}: shots sampled and decoded by monolithic PyMatching in "
+                          f"{time.perf_counter() - t_build:.0f} s")
+            with console.status(f"d={d} rounds={rounds}: union_find, matching and the floor, in turns of {BLOCK} shots"):
+                got = run_interleaved(path, layout, packed, obs, args, client_cpu)
             for name, (lat, late, wrong, errs) in got.items():
                 results[name], lates[name], errors[name], replies[name] = lat, late, wrong, errs
             os.unlink(path)

