@@ -88,7 +88,7 @@ def persistent_trips(d: int, p: float, trips: int, seed: int) -> np.ndarray:
     try:
         e.attach_gpu(pd)
         rt = e.streams[0]
-        samples = rt.circuit.compile_detector_sampler(seed=seed).sample(min(trips, 4096)).astype(np.uint8)
+        samples = rt.circuit.compile_detector_sampler(seed=seed).sample(min(trips, 4096)).astype(np.uint8) & rt.keep
         gq, gr, _ = pd.slot_arrays(0)
         out = np.zeros(trips, np.int64)
         g = int(e.win[0, 3])
@@ -131,7 +131,7 @@ def main() -> int:
     from rtdecoder.config import StreamConfig
     from rtdecoder.dem import make_circuit
     from rtdecoder.kernels import union_find as uf
-    from rtdecoder.offline import whole_shot_graph
+    from rtdecoder.offline import whole_shot_stream
 
     console = Console(width=160)
     st = gpu.probe()
@@ -150,13 +150,14 @@ def main() -> int:
             for p in args.ps:
                 circuit = make_circuit(StreamConfig(distance=d, rounds=d, p=p))
                 dem = circuit.detector_error_model(decompose_errors=True)
-                wg = whole_shot_graph(dem, "union_find")
+                shot_stream = whole_shot_stream(dem, "union_find")
+                wg = shot_stream.plan.graphs[0]
                 g = uf.build_graph(wg.num_nodes, wg.edge_u, wg.edge_v, wg.edge_weight)
                 emask = wg.edge_obs.view(np.int64)
                 with console.status(f"d={d} p={p}: sampling {args.windows} windows"):
                     dets, obs = circuit.compile_detector_sampler(seed=d * 1000 + int(p * 1e4)).sample(
                         args.windows, separate_observables=True)
-                events = dets.astype(np.uint8)
+                events = dets.astype(np.uint8) & shot_stream.keep  # as ingest leaves them
                 nn = events.shape[1]
                 bd = gpu.BatchDecoder.for_graph(g, emask)
                 # parity: identical chosen edges on the device and the CPU

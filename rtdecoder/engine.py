@@ -67,9 +67,10 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     decoder and windows; ``cfg``'s circuit fields are not used."""
     layout = detector_layout(dem)
     comps = dem_components(dem)
-    plan = plan_windows(layout, comps, cfg.window, cfg.commit)
+    keep = observable_detectors(comps, layout.num_detectors)
+    plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep)
     decoder = make_decoder(cfg.decoder).compile(plan)
-    return StreamRuntime(cfg, circuit, dem, layout, plan, decoder, observable_detectors(comps, layout.num_detectors))
+    return StreamRuntime(cfg, circuit, dem, layout, plan, decoder, keep)
 
 
 class Engine:

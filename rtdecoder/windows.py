@@ -15,8 +15,21 @@ The graph of window ``[s, e)`` has the detectors of rounds ``s .. e-1`` as nodes
   committed, and the carry already accounts for the committed edges that cross into the window;
 - a component with a detector in a later round (``>= e``) becomes an edge to the boundary: the
   future is not known yet, so the window's top is an open boundary;
+- a component whose detectors cannot change an observable (``keep == 0``,
+  ``rtdecoder.dem.observable_detectors``: its connected part of the graph holds no component
+  that flips one) is left out; ingest drops those detectors' events, so the part never holds a
+  detection event and no decoder needs its edges. Their nodes stay (the numbering is the
+  detectors'), without edges;
 - components are kept in DEM order and handed to PyMatching's DEM loader, which merges parallel
-  edges; with ``W = 0`` the window graph is exactly the offline graph of the whole DEM.
+  edges; with ``W = 0`` the window graph is the offline graph of the whole DEM less those parts
+  (which decode independently of the rest: they share no edge with it, only the boundary).
+
+Leaving the parts out halves a surface-code memory experiment's window graphs (the other
+basis's detectors), and with them the memory a decode reaches into at random. Measured on this
+project's 2-core machine, d = 13, window 65 / commit 52, p = 0.001, 1,110 interior windows of
+sampled shots decoded in turn with 256 KiB of other memory written between windows: union-find
+took a median of 16.2 µs per window on the pruned graph against 21.5 µs on the whole one (five
+passes each), with the same corrections.
 
 Windows whose graphs are identical (the interior windows of a stim-generated memory experiment)
 share one graph, so a stream builds a handful of graphs whatever its number of rounds.
@@ -31,7 +44,7 @@ import numpy as np
 import pymatching
 import stim
 
-from rtdecoder.dem import DemComponents, DetectorLayout
+from rtdecoder.dem import Components, DemComponents, DetectorLayout
 
 
 @dataclass
@@ -152,8 +165,15 @@ def window_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarr
     return (np.asarray(starts, np.int64), np.asarray(ends, np.int64), np.asarray(commits, np.int64))
 
 
-def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, commit: int) -> WindowPlan:
-    """Build the window schedule and every distinct window graph (done once per stream)."""
+def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, commit: int,
+                 keep: np.ndarray | None = None) -> WindowPlan:
+    """Build the window schedule and every distinct window graph (done once per stream).
+
+    Args:
+        keep: uint8 ``(num_detectors,)`` (``rtdecoder.dem.observable_detectors``): components at
+            a detector with ``keep == 0`` are left out of every window graph (module docstring).
+            Default: every component is kept.
+    """
     start, end, commit_end = window_schedule(layout.num_rounds, window, commit)
     off = layout.round_offsets
     det_round = layout.det_round
@@ -162,7 +182,10 @@ def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, comm
     graph_of = np.empty(len(start), np.int64)
     for k in range(len(start)):
         a, b = int(off[start[k]]), int(off[end[k]])
-        c = comps.in_range(a, b)  # DEM order, so that W = all reproduces the offline graph
+        c = comps.in_range(a, b)  # DEM order, so that W = all reproduces the offline graph (less the dropped parts)
+        if keep is not None:
+            kept = keep[c.d0] != 0
+            c = Components(c.prob[kept], c.d0[kept], c.d1[kept], c.obs[kept])
         p = c.prob
         u = c.d0 - a
         v = np.where((c.d1 < 0) | (c.d1 >= b), -1, c.d1 - a)

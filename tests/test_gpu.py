@@ -43,7 +43,7 @@ def _windows(d: int, count: int, seed: int):
         ptrs.append(ptr), slots.append(slot), eus.append(eu), evs.append(ev), masks.append(wg.edge_obs.view(np.int64))
         pb, sb, eb = pb + len(ptr), sb + len(slot), eb + len(eu)
     shots = -(-count // plan.num_windows)
-    dets = rt.circuit.compile_detector_sampler(seed=seed).sample(shots).astype(np.uint8)
+    dets = rt.circuit.compile_detector_sampler(seed=seed).sample(shots).astype(np.uint8) & rt.keep  # as ingest leaves them
     win_graph, win_off, chunks = [], [], []
     off = 0
     for s in range(shots):

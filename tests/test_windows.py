@@ -12,7 +12,7 @@ from rtdecoder.config import StreamConfig
 from rtdecoder.dem import dem_components, observable_detectors
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import stream as K
-from rtdecoder.windows import window_schedule
+from rtdecoder.windows import plan_windows, window_schedule
 
 
 @pytest.mark.parametrize("T, W, C", [(26, 10, 5), (7, 6, 3), (101, 14, 7), (5, 2, 1), (4, 10, 5), (30, 8, 8)])
@@ -97,6 +97,25 @@ def _sample(eng, shots, seed):
     dets, obs = rt.circuit.compile_detector_sampler(seed=seed).sample(shots, separate_observables=True)
     offline = pymatching.Matching.from_detector_error_model(rt.dem).decode_batch(dets)
     return dets, obs, offline
+
+
+def test_window_graphs_leave_out_the_parts_that_cannot_flip_an_observable():
+    """Each window graph is the unpruned one less exactly the edges at dropped detectors (the
+    other basis's, in a memory experiment); node numbering and every kept edge are unchanged."""
+    eng = Engine([StreamConfig(distance=3, rounds=9, p=0.002, window=6, commit=3)])
+    rt = eng.streams[0]
+    full = plan_windows(rt.layout, dem_components(rt.dem), 6, 3)
+    off = rt.layout.round_offsets
+    assert rt.plan.num_windows == full.num_windows > 2
+    for k in range(rt.plan.num_windows):
+        g, f = rt.plan.graphs[rt.plan.graph[k]], full.graphs[full.graph[k]]
+        kept = rt.keep[off[rt.plan.start[k]]:off[rt.plan.end[k]]]
+        assert g.num_nodes == f.num_nodes
+        mine = kept[f.edge_u] == 1
+        assert 0 < mine.sum() < len(mine)
+        assert np.all(kept[g.edge_u] == 1) and np.all(kept[g.edge_v[g.edge_v >= 0]] == 1)
+        for name in ("edge_keys", "edge_obs", "edge_weight"):
+            assert np.array_equal(getattr(g, name), getattr(f, name)[mine]), (k, name)
 
 
 def test_whole_shot_window_equals_offline_decode_batch():
