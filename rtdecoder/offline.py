@@ -77,11 +77,6 @@ def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str):
     return stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem)
 
 
-def whole_shot_graph(dem: stim.DetectorErrorModel, decoder: str):
-    """The one window graph spanning every round of ``dem`` (``rtdecoder.windows.WindowGraph``)."""
-    return whole_shot_stream(dem, decoder).plan.graphs[0]
-
-
 def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
                 out_format: str = "01", append_observables: bool = False, decoder: str = "union_find",
                 backend: str = "cpu", chunk: int = 65536) -> DecodeSummary:
