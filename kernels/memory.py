@@ -11,8 +11,8 @@ nodes without a detection event 32 and 8 at a time (``rtdecoder.kernels.union_fi
 ``prefetch(arr, i)`` asks the CPU to bring the cache line holding ``arr[i]`` into every level of
 cache (LLVM's ``llvm.prefetch``, ``prefetcht0`` on x86-64) and returns at once; it never faults,
 whatever ``i`` is. ``union_find.decode`` issues the loads of all its events' adjacency and node
-rows before it uses any, so their cache misses overlap instead of following one another. For the CUDA target it
-compiles to nothing.
+rows before it uses any, so their cache misses overlap instead of following one another. For the
+CUDA target it compiles to nothing.
 """
 
 from __future__ import annotations

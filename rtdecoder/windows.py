@@ -28,8 +28,8 @@ Leaving the parts out halves a surface-code memory experiment's window graphs (t
 basis's detectors), and with them the memory a decode reaches into at random. Measured on this
 project's 2-core machine, d = 13, window 65 / commit 52, p = 0.001: union-find decoded 1,110
 interior windows of sampled shots in turn, with 256 KiB of other memory written between
-windows, in a median of 16.2 µs each against 21.5 µs on the whole graph (five passes each, the
-same corrections); in a running service (10,000-round shots paced 1 µs a round, 3-ms stalls
+windows, in a median of 16.2 µs each against 21.5 µs on the whole graph (passes 2-5 of five
+each); the corrections are the same (tested); in a running service (10,000-round shots paced 1 µs a round, 3-ms stalls
 forced on its CPU every 20-40 ms, three runs each way, alternated) the median decode stage of a
 window went from 24.8-26.6 µs to 21.8-23.7 µs.
 
@@ -168,13 +168,12 @@ def window_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarr
 
 
 def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, commit: int,
-                 keep: np.ndarray | None = None) -> WindowPlan:
+                 keep: np.ndarray) -> WindowPlan:
     """Build the window schedule and every distinct window graph (done once per stream).
 
     Args:
         keep: uint8 ``(num_detectors,)`` (``rtdecoder.dem.observable_detectors``): components at
             a detector with ``keep == 0`` are left out of every window graph (module docstring).
-            Default: every component is kept.
     """
     start, end, commit_end = window_schedule(layout.num_rounds, window, commit)
     off = layout.round_offsets
@@ -185,9 +184,8 @@ def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, comm
     for k in range(len(start)):
         a, b = int(off[start[k]]), int(off[end[k]])
         c = comps.in_range(a, b)  # DEM order, so that W = all reproduces the offline graph
-        if keep is not None:
-            kept = keep[c.d0] != 0
-            c = Components(c.prob[kept], c.d0[kept], c.d1[kept], c.obs[kept])
+        kept = keep[c.d0] != 0
+        c = Components(c.prob[kept], c.d0[kept], c.d1[kept], c.obs[kept])
         p = c.prob
         u = c.d0 - a
         v = np.where((c.d1 < 0) | (c.d1 >= b), -1, c.d1 - a)

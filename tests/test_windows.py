@@ -12,6 +12,7 @@ from rtdecoder.config import StreamConfig
 from rtdecoder.dem import dem_components, observable_detectors
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import union_find as uf
 from rtdecoder.windows import plan_windows, window_schedule
 
 
@@ -101,21 +102,35 @@ def _sample(eng, shots, seed):
 
 def test_window_graphs_leave_out_the_parts_that_cannot_flip_an_observable():
     """Each window graph is the unpruned one less exactly the edges at dropped detectors (the
-    other basis's, in a memory experiment); node numbering and every kept edge are unchanged."""
-    eng = Engine([StreamConfig(distance=3, rounds=9, p=0.002, window=6, commit=3)])
+    other basis's, in a memory experiment); node numbering and every kept edge are unchanged, and
+    union-find chooses the same edges on either graph for the events ingest leaves."""
+    eng = Engine([StreamConfig(distance=3, rounds=9, p=0.01, window=6, commit=3, decoder="union_find")])
     rt = eng.streams[0]
-    full = plan_windows(rt.layout, dem_components(rt.dem), 6, 3)
+    full = plan_windows(rt.layout, dem_components(rt.dem), 6, 3, np.ones(rt.layout.num_detectors, np.uint8))
     off = rt.layout.round_offsets
+    dets = rt.circuit.compile_detector_sampler(seed=5).sample(200).astype(np.uint8) & rt.keep
     assert rt.plan.num_windows == full.num_windows > 2
+    nonempty = 0
     for k in range(rt.plan.num_windows):
         g, f = rt.plan.graphs[rt.plan.graph[k]], full.graphs[full.graph[k]]
-        kept = rt.keep[off[rt.plan.start[k]]:off[rt.plan.end[k]]]
+        lo, hi = off[rt.plan.start[k]], off[rt.plan.end[k]]
+        kept = rt.keep[lo:hi]
         assert g.num_nodes == f.num_nodes
         mine = kept[f.edge_u] == 1
         assert 0 < mine.sum() < len(mine)
         assert np.all(kept[g.edge_u] == 1) and np.all(kept[g.edge_v[g.edge_v >= 0]] == 1)
         for name in ("edge_keys", "edge_obs", "edge_weight"):
             assert np.array_equal(getattr(g, name), getattr(f, name)[mine]), (k, name)
+        graphs = [uf.build_graph(x.num_nodes, x.edge_u, x.edge_v, x.edge_weight) for x in (g, f)]
+        ws = uf.Workspace(f.num_nodes, f.num_edges, uf.max_length(graphs[1])).arrays()
+        for events in dets[:, lo:hi]:
+            pairs = []
+            for x, graph in zip((g, f), graphs):
+                n = uf.decode(*graph, np.ascontiguousarray(events), *ws)
+                pairs.append(x.edge_keys[ws[-1][:n]].tolist())
+            assert pairs[0] == pairs[1], k
+            nonempty += len(pairs[0]) > 0
+    assert nonempty > 100
 
 
 def test_whole_shot_window_equals_offline_decode_batch():
