@@ -25,10 +25,11 @@ Prints p50/p99/p99.9 of each with its ratio and difference to the floor, the ser
 per-stage quantiles (scraped from ``rtdecoder_stage_recent_seconds``), each service's p99 minus
 the floor's block by block (``paired_blocks``), and the target of the hot-path issue:
 union_find's p99 at d = 5 within 3 µs of the floor's p99, judged on the median of the paired
-blocks, with the pooled difference beside it. The pooled figure moved by ±4 µs between runs of
-the same tree on these VMs (four runs of the d = 5 target with 4 blocks: +6.18, −3.67, +3.82,
-+0.31 µs) while the server's own rx → tx p99 stayed 2.3-2.5 µs. Writes ``latency.json`` to
-``--out`` (default ``bench/results``).
+blocks, with the pooled difference beside it. On these VMs the pooled difference of one tree
+moved between runs by more than the target (d = 5: +6.18, −3.67, +3.82, +0.31 µs in four runs of
+4 blocks; −1.59 to +4.69 µs in eight runs of 10 blocks) while the server's own rx → tx p99
+stayed 2.3-2.5 µs; the median of 10 paired blocks gave +0.81 to +2.04 µs in five runs. Writes
+``latency.json`` to ``--out`` (default ``bench/results``).
 """
 
 from __future__ import annotations
