@@ -27,8 +27,9 @@ the floor's block by block (``paired_blocks``), and the target of the hot-path i
 union_find's p99 at d = 5 within 3 µs of the floor's p99, judged on the median of the paired
 blocks, with the pooled difference beside it. On these VMs the pooled difference of one tree
 moved between runs by more than the target (d = 5: +6.18, −3.67, +3.82, +0.31 µs in four runs of
-4 blocks; −1.59 to +4.69 µs in eight runs of 10 blocks) while the server's own rx → tx p99
-stayed 2.3-2.5 µs; the median of 10 paired blocks gave +0.81 to +2.04 µs in five runs. Writes
+4 blocks; −1.59 to +4.69 µs in eight runs of 10 blocks), while the server's own rx → tx p99
+was 2.46 and 2.36 µs in the two full runs; the median of 10 paired blocks gave +0.81 to +2.04 µs
+in five runs. Writes
 ``latency.json`` to ``--out`` (default ``bench/results``).
 """
 
@@ -133,10 +134,11 @@ def pct(ns: np.ndarray) -> dict[str, float]:
 
 
 def paired_blocks(p99: list[float], floor_p99: list[float]) -> dict:
-    """Each block's p99 minus the floor's p99 in the block run just before it (µs): the per-block
-    differences, their median, least and greatest. The blocks alternate so that each pair meets
-    the same state of the machine; the median of the pairs is not moved by the one or two blocks
-    that fall in a noisy spell, which move the pooled p99 by several µs on these VMs."""
+    """Each block's p99 minus the floor's p99 in the same turn (µs; each turn runs the floor's
+    block first, then the services'): the per-block differences, their median, least and
+    greatest. The turns alternate so that each pair meets the same state of the machine; the
+    median of the pairs is not moved by the one or two blocks that fall in a noisy spell, which
+    move the pooled p99 by several µs on these VMs."""
     diff = np.asarray(p99) - np.asarray(floor_p99)
     return {"median": float(np.median(diff)), "min": float(diff.min()), "max": float(diff.max()),
             "per_block": diff.round(3).tolist()}
@@ -212,7 +214,7 @@ def main() -> int:
                        *(f"{s[k]['0.5']:.2f} / {s[k]['0.99']:.2f}" for k in ("check", "decode", "send")))
     console.print(st)
     pb = Table(title=f"p99 − floor p99 (µs), block by block: each of {args.blocks} blocks against the floor's block "
-                     "just before it")
+                     "of the same turn")
     for col in ("d", "service", "pooled", "median of blocks", "least", "greatest"):
         pb.add_column(col, justify="right")
     for r in rows:
