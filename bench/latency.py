@@ -5,7 +5,7 @@
 
 For each distance d (rotated surface-code Z memory, p = 0.001, d rounds, whole-shot windows),
 one stim-sampled shot per round trip is framed as a single SYNDROME datagram (all its rounds)
-and sent by a compiled client (``rtdecoder.emulator.round_trips``: the C library's ``send`` and
+and sent by a compiled client (``clients.round_trips``: the C library's ``send`` and
 ``recv`` from numba, busy-polling), which waits for that shot's final CORRECTION before sending
 the next. Round trip = send → final CORRECTION received, CLOCK_MONOTONIC.
 
@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/clients.py, also when loaded by path
 
 TARGET_P99_OVER_FLOOR_US = 3.0
 
@@ -110,7 +112,7 @@ def measure(service_argv: list[str], warm_up: np.ndarray, datagrams: np.ndarray,
     int64 ``(2, n)`` ns (round trip, the server's rx → tx stamps; -1: lost) and its stage
     quantiles (``stage_quantiles``; empty for the echo)."""
     from rtdecoder.cli import ServiceProcess
-    from rtdecoder.emulator import round_trips
+    from clients import round_trips
 
     with ServiceProcess(service_argv) as svc, pinned(client_cpu):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -5,7 +5,7 @@
     .venv/bin/python bench/soak.py --decoder matching --cycle-us 0.5
 
 ``rtdecoder serve`` runs in a child process (its worker pinned to the last CPU); the controller
-(``rtdecoder.emulator.drive_open_loop``, compiled, pinned to the first CPU) sends chunks of shots
+(``clients.drive_open_loop``, compiled, pinned to the first CPU) sends chunks of shots
 back to back at ``--cycle-us`` per round (0: as fast as it can) without waiting for answers, so
 the service falls behind and must shed load: it answers new shots BUSY while its socket holds a
 backlog, and the kernel drops what overflows the socket's receive buffer. Every few seconds the
@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/clients.py, also when loaded by path
+
 
 def rss_kib(pid: int) -> int:
     for line in open(f"/proc/{pid}/status"):
@@ -53,7 +55,9 @@ def soak(seconds: float, distance: int, rounds: int, decoder: str, cycle_us: flo
     from rtdecoder import protocol as P
     from rtdecoder.cli import ServiceProcess, _stream_argv
     from rtdecoder.config import StreamConfig
-    from rtdecoder.emulator import O_ERROR, O_FINAL, Controller, drive_open_loop, open_loop_packets
+    from clients import O_ERROR, O_FINAL, drive_open_loop, open_loop_packets
+
+    from rtdecoder.emulator import Controller
     from rtdecoder.engine import Engine
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -67,7 +71,7 @@ def soak(seconds: float, distance: int, rounds: int, decoder: str, cycle_us: flo
     statuses: dict[str, int] = {}
     samples: list[tuple[float, int]] = []
     with ServiceProcess(_stream_argv(cfg), extra=extra) as svc:
-        ctl = Controller(svc.host, svc.port, 0)
+        ctl = Controller.connect("udp", svc.host, svc.port, 0)
         ctl.hello()
         ctl.reset()
         if len(cpus) > 1:
@@ -84,7 +88,7 @@ def soak(seconds: float, distance: int, rounds: int, decoder: str, cycle_us: flo
                 outcome = np.zeros(chunk, np.int64)
                 status = np.zeros(chunk, np.int64)
                 pred = np.zeros((chunk, lay.num_observables), np.uint8)
-                _, send_ns = drive_open_loop(ctl.sock.fileno(), buf, off, length, ready, int(cycle_us * 1000),
+                _, send_ns = drive_open_loop(ctl.link.fileno(), buf, off, length, ready, int(cycle_us * 1000),
                                              int(timeout_s * 1e9), first, lay.num_observables, rx, outcome, status, pred)
                 sending += send_ns / 1e9
                 final = outcome == O_FINAL

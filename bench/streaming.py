@@ -32,7 +32,7 @@ The two decoders and the floor take turns of 50 shots (``run_interleaved``; the 
 runs beside the decoding one on the same CPU, the one not in turn held stopped), so that the
 machine's spells of noise fall on all three alike.
 
-Beside them, the published NV-Fusion p99 (84 CPU threads; DESIGN.md's numbers) and the
+Beside them, the published NV-Fusion p99 (84 CPU threads; CUDA-Q QEC user guide) and the
 targets of the hot-path issue: union_find's p99 at 10,000 rounds below NV-Fusion's and at least
 25x below monolithic PyMatching's, on one core.
 
@@ -72,7 +72,7 @@ import numpy as np
 from rtdecoder.kernels.clock import monotonic_ns
 
 # NV-Fusion streaming tail latency p99 at 10,000 rounds, rotated Z memory, p = 0.001, 84 CPU threads
-# (CUDA-Q QEC user guide; DESIGN.md). The guide gives the two ends of the range.
+# (CUDA-Q QEC user guide). The guide gives the two ends of the range.
 NV_FUSION_P99_US = {5: 67.0, 13: 1280.0}
 MONOLITHIC_PYMATCHING_P99_US = {5: 2130.0, 13: 28000.0}
 TARGET_VS_MONOLITHIC = 25.0
@@ -105,7 +105,7 @@ class Stream:
     def __init__(self, host: str, port: int, sid: int, layout, rpp: int, cycle_us: float, echo: bool = False):
         from rtdecoder.emulator import Controller, ShotDriver
 
-        self.ctl = Controller(host, port, sid)
+        self.ctl = Controller.connect("udp", host, port, sid)
         if not echo:  # an echo answers HELLO with HELLO: nothing to ask of it
             self.ctl.hello()
             self.ctl.reset()

@@ -1,7 +1,12 @@
 """Compute kernels (numba, and numba.cuda), imported as ``rtdecoder.kernels``.
 
-- ``rtdecoder.kernels.stream``: the hot path's datagram parser, stream state machine, window
-  commit/carry and latency histograms.
+- ``rtdecoder.kernels.tables``: the layouts of the arrays the data path shares (stream table
+  columns, counters, histogram rows, trace, control words) and the tuples compiled code takes.
+- ``rtdecoder.kernels.wire``: the wire format in compiled code; the one header encoder.
+- ``rtdecoder.kernels.ingest``: the datagram checks and the stream state machine.
+- ``rtdecoder.kernels.window``: window completion, the commit/carry rule, PyMatching's node
+  pairs to edges.
+- ``rtdecoder.kernels.histogram``: latency histograms.
 - ``rtdecoder.kernels.union_find``: weighted union-find with peeling (CPU).
 - ``rtdecoder.kernels.uf_cuda``: the same decoder compiled for CUDA, batch and persistent
   kernels (imported only by ``rtdecoder.gpu``).

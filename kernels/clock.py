@@ -3,7 +3,7 @@
 The call is emitted as an external function by name (resolved by the JIT linker against the
 process's libc), so functions that read the clock stay cacheable. ``time.perf_counter_ns`` and
 ``time.monotonic_ns`` read the same clock on Linux, so times taken in compiled code and in
-Python compare directly. One read costs about 25 ns on the development machine (vDSO).
+Python compare directly.
 """
 
 from __future__ import annotations

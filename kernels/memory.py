@@ -5,7 +5,7 @@ Numba indexes a uint8 array one byte at a time; these read or write eight consec
 one little-endian uint64 at any offset, which x86-64 does in one instruction (LLVM splits the
 access on a target that needs alignment, such as NVPTX). The bytes must be contiguous (stride 1)
 and ``arr`` must hold ``i + 8`` of them: neither is checked. Used to unpack a wire byte of
-detection events into eight detector bytes (``rtdecoder.kernels.stream.ingest``) and to skip
+detection events into eight detector bytes (``rtdecoder.kernels.ingest.ingest``) and to skip
 nodes without a detection event 32 and 8 at a time (``rtdecoder.kernels.union_find.decode``).
 
 ``prefetch(arr, i)`` asks the CPU to bring the cache line holding ``arr[i]`` into every level of

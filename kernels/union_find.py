@@ -1,74 +1,32 @@
-"""Weighted union-find decoding with peeling, in numba.
+"""Weighted union-find decoding with peeling, in numba (CPU, and CUDA through
+``rtdecoder.kernels.uf_cuda``).
 
 Algorithm: Delfosse and Nickerson, "Almost-linear time decoding algorithm for topological codes"
 (arXiv:1709.06218), cluster growth and union; Delfosse and Zémor (arXiv:1703.01517), peeling;
 weighted growth as in Huang, Newman and Brown, "Fault-tolerant weighted union-find decoding on the
-toric code" (arXiv:2004.04693).
+toric code" (arXiv:2004.04693). Every node with a detection event starts an odd cluster; a
+cluster grows while it is odd and does not touch the boundary, each edge of it by one length unit
+per unit of time from each growing end; a complete edge merges its clusters (or connects one to
+the boundary). The merging edges form a spanning forest, peeled from its leaves towards the
+boundary. How growth is simulated (event by event, with a bucket queue) is in
+docs/architecture.md, "union-find".
 
-1. Every node with a detection event starts an odd cluster. A cluster is *active* while it is odd
-   and does not touch the boundary. Edge ``e`` has an integer length (its weight
-   ``ln((1-p)/p)`` quantised, see ``quantise_weights``) and grows by one unit per unit of time
-   from each end that lies in an active cluster (so twice as fast between two active clusters).
-   When its growth reaches its length the edge is complete: the clusters at its ends merge, or,
-   for an edge to the boundary, its cluster now touches the boundary.
-2. Peeling: the complete edges that merged two clusters form a spanning forest of the clusters.
-   Each tree is peeled from its leaves towards the node where its cluster touches the boundary
-   (if it does): a leaf with a detection event takes its tree edge, which moves the event to its
-   neighbour; an event left at that node goes out through the boundary edge. A node keeps its
-   tree degree and the XOR of its tree edges' indices, which at a leaf is the leaf's one edge, so
-   peeling needs no search of the graph.
-
-Growth is simulated event by event, not step by step. Each cluster keeps its *radius* (how long
-it has been active) as a linear function of time, and each node the cluster's radius when it
-joined, so an edge's growth at any time is the sum over its ends of (cluster radius now - radius
-when that end joined). Completion times go in a bucket queue (times are integers and never more
-than the longest edge ahead of the present, so a circular array of buckets suffices). Two kinds
-of entry:
-
-- *Frontier* (one per node of an active cluster): an edge from the node to a node in no cluster
-  (or to the boundary) grows from that side alone, so the node's free edges complete in order of
-  length. Each node's adjacency is sorted by length and the node queues only its first free
-  edge; when that completes (the far node joins the cluster, or the cluster reaches the
-  boundary) the node queues the next. Edges found no longer free are passed over for good.
-- *Edge* (edges whose both ends are in clusters, queued when the second end joins): the time
-  the two sides' growth reaches its length.
-
-The events' frontier entries wait for one *wake* entry (index ``m + n``), queued at the length of
-the shortest edge at any event: no frontier edge can complete before it, and by then each pair
-of events joined by an edge no longer than twice that length has merged into an even cluster
-that does not grow. At the wake only the events whose clusters still grow queue their frontier;
-at p = 0.001, where most events come in such pairs, that skips most frontier entries.
-
-When a cluster starts growing (a merge makes it odd, a node joins it) its nodes' entries are
-(re)queued. When it stops (a merge makes it even, it reaches the boundary) nothing is done: an
-entry that comes up is checked against the growth at that time and requeued, or dropped, if the
-rates have fallen since it was made. An entry is acted on only if it is its edge's (node's)
-current one, and an edge whose ends have come to lie in one cluster is dropped when it comes up.
-A decode costs time in proportion to the nodes the clusters reach and their edges, plus one
-pass over the window's detection events that tests 32 at a time (four 8-byte loads), then the
-8-byte words of a group that holds one, and looks at each of the eight only where its word is
-not zero. The events' adjacency and node rows are prefetched
-(``rtdecoder.kernels.memory.prefetch``) before any is read, so their cache misses overlap.
-
-Ties: edges that complete at the same time are taken in the bucket's order (last scheduled
-first); a decode is a pure function of the graph and the detection events.
+``decode`` returns the number of chosen edges (their indices in the workspace's ``chosen``), or -1
+when no set of edges explains the events (a component with an odd number of events and no
+boundary). Ties are broken by the bucket queue's order: a decode is a pure function of the graph
+and the detection events, and the CPU and CUDA builds choose the same edges in the same order.
 
 Graph (``build_graph``, once per window graph): ``ptr`` int64 ``(n + 1,)`` and ``slot`` int64
 ``(2 m,)``, the CSR adjacency with each slot packed as ``edge << 40 | (other + 1) << 16 | length``
-(``other == -1`` for the boundary, ``length`` the edge's, see ``quantise_weights``), each node's
-slots in order of length, then edge; ``eu``/``ev``
-int32 ``(m,)``, the endpoints (``ev == -1`` for a boundary edge).
+(``other == -1`` for the boundary; ``length`` the edge's integer length, ``quantise_weights``),
+each node's slots in order of length, then edge; ``eu``/``ev`` int32 ``(m,)``, the endpoints
+(``ev == -1`` for a boundary edge). At most ``MAX_INDEX`` nodes and edges.
 
-Workspace (``Workspace``, made once for the largest graph of a stream): every array is left
-all-clear by each decode, which resets only what it touched. A node's state is one 64-byte row
-of the node table ``nd`` (columns ``PARENT`` .. ``FRONT``), so a node a decode reaches costs one
-cache miss rather than one per array; whether a node is in a cluster stays a dense byte array,
-``in_cluster``, since every neighbour of a growing node is tested. An entry's (edge's, frontier's,
-the wake's) due time and done flag share a row of ``es``. Half of a decode's time at d = 13 was
-waiting on cache misses (a decode repeated on the same events took half as long); with this
-layout an interior window takes 0.80-0.92 of the time it took with an array per field (five
-interleaved runs over the same 1,500 sampled windows, p = 0.001). All arithmetic is
-int64. Compiled with ``_nrt=False``: the kernel allocates nothing and takes no reference counts.
+Workspace (``Workspace``, made once for the largest graph it will see): arrays that every decode
+leaves all-clear (it resets only what it touched). A node's state is one 64-byte row of the node
+table ``nd`` (columns ``PARENT`` .. ``FRONT``); ``in_cluster`` is a dense byte array. All
+arithmetic is int64. Compiled with ``_nrt=False``: the kernel allocates nothing and takes no
+reference counts, so the compiled data plane calls it directly.
 """
 
 from __future__ import annotations

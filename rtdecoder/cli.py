@@ -31,7 +31,19 @@ def _window(value: str) -> int:
     return w
 
 
-def _add_stream_flags(p: argparse.ArgumentParser) -> None:
+def _decoder_names() -> list[str]:
+    from rtdecoder import decoders
+
+    return list(decoders.names())
+
+
+def _transport_names() -> list[str]:
+    from rtdecoder import transport
+
+    return [*transport.names(remote_only=True), "auto"]
+
+
+def _add_stream_flags(p: argparse.ArgumentParser, default_decoder: str = "matching") -> None:
     g = p.add_argument_group("stream")
     g.add_argument("--stream-id", type=int, default=0, help="stream id on the wire (default 0)")
     g.add_argument("--circuit", default="surface_code:rotated_memory_z",
@@ -39,8 +51,8 @@ def _add_stream_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distance", type=int, default=5, help="code distance (default 5)")
     g.add_argument("--rounds", type=int, default=None, help="syndrome rounds (default 5 * distance)")
     g.add_argument("--p", type=float, default=0.001, help="circuit-level noise strength (default 0.001)")
-    g.add_argument("--decoder", default="matching", choices=["matching", "union_find"],
-                   help="window decoder (default matching)")
+    g.add_argument("--decoder", default=default_decoder, choices=_decoder_names(),
+                   help=f"window decoder (default {default_decoder}; plug-ins: RTDECODER_PLUGINS)")
     g.add_argument("--window", type=_window, default=None, help="window W in rounds, or 'all' (default 2 * distance)")
     g.add_argument("--commit", type=int, default=None, help="commit region C in rounds (default distance)")
     g.add_argument("--allow", default=None,
@@ -212,10 +224,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
+    from rtdecoder import decoders
     from rtdecoder.gpu import choose_backend
     from rtdecoder.offline import decode_file, load_dem
 
-    backend, why = choose_backend(a.backend) if a.decoder == "union_find" else ("cpu", "matching runs on the cpu")
+    backend, why = choose_backend(a.backend) if decoders.get(a.decoder).gpu else \
+        ("cpu", f"{a.decoder} runs on the cpu")
     print(f"rtdecoder: {why}", file=sys.stderr)
     dem = load_dem(a.dem, None if a.dem else _stream_from_args(a))
     summary = decode_file(a.input, a.output, dem, in_format=a.in_format, out_format=a.out_format,
@@ -254,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--error-replies-per-s", type=int, default=None,
                    help="ERROR replies per second each source may get (default 1000; the rest are counted, not sent)")
     s.add_argument("--error-burst", type=int, default=None, help="ERROR replies a source may get at once (default 100)")
-    s.add_argument("--transport", choices=["udp", "roce", "auto"], default=None,
+    s.add_argument("--transport", choices=_transport_names(), default=None,
                    help="udp, roce (RDMA over Converged Ethernet through pyverbs), or auto: roce where an RDMA "
                         "device with an active port exists, else udp (default auto)")
     s.add_argument("--busy-batches", type=int, default=None,
@@ -268,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("emulate", help="run the controller emulator against a service")
     e.add_argument("--host", default="127.0.0.1", help="the service's address (default 127.0.0.1)")
     e.add_argument("--port", type=int, default=7700, help="the service's UDP port (default 7700)")
-    e.add_argument("--transport", choices=["udp", "roce", "auto"], default="udp",
+    e.add_argument("--transport", choices=_transport_names(), default="udp",
                    help="how to reach the service: udp, roce (RDMA writes after a TCP rendezvous on --port), or "
                         "auto (default udp)")
     _add_stream_flags(e)
@@ -284,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--dem", help="the detector error model (.dem); default: the circuit of the stream flags")
     x.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where union-find runs (default auto: gpu where a usable GPU is)")
-    _add_stream_flags(x)
-    x.set_defaults(func=cmd_decode, decoder="union_find")
+    _add_stream_flags(x, default_decoder="union_find")
+    x.set_defaults(func=cmd_decode)
     dr = sub.add_parser("doctor", help="what this host offers (RDMA, GPU, cores, kernel settings) and what to tune")
     dr.add_argument("--json", action="store_true", help="print the findings as JSON")
     dr.set_defaults(func=cmd_doctor)
@@ -299,7 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except ConfigError as e:  # a plug-in module that cannot be imported
+        print(f"rtdecoder: configuration error: {e}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:

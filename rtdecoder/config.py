@@ -1,6 +1,6 @@
 """Typed, validated configuration: streams and the server.
 
-A stream is one decoding problem (DESIGN.md, "Streams, shots, rounds, windows"): a stim circuit
+A stream is one decoding problem (docs/architecture.md, "Streams"): a stim circuit
 (a generated one named like ``surface_code:rotated_memory_z`` with distance, rounds and circuit-level
 noise strength ``p``, or a ``.stim`` file), a decoder, and sliding-window parameters in rounds.
 
@@ -37,11 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DECODERS = ("matching", "union_find")
 WINDOW_ALL = 0
+"""``window = "all"`` is stored as 0: the whole shot is one window."""
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 """The default ``allow`` list: loopback only."""
-"""``window = "all"`` is stored as 0: the whole shot is one window."""
 
 
 class ConfigError(ValueError):
@@ -77,7 +76,8 @@ class StreamConfig:
         rounds: syndrome-extraction rounds (generated circuits only).
         p: circuit-level noise strength (generated circuits only): after-Clifford depolarization,
             data depolarization before each round, measurement and reset flips, all ``p``.
-        decoder: ``"matching"`` or ``"union_find"``.
+        decoder: a registered decoder's name (``rtdecoder.decoders``: ``"matching"``,
+            ``"union_find"`` and any plug-in's).
         window: window length ``W`` in rounds; 0 (``"all"`` in files and flags) decodes whole shots.
             Default ``2 * distance``.
         commit: commit region ``C`` in rounds, ``1 <= C <= W``. Default ``distance``.
@@ -112,8 +112,12 @@ class StreamConfig:
                 raise ConfigError(f"stream {self.id}: allow entry {a!r} is not an address or subnet ({e})") from None
         if not 0 <= self.id <= 0xFFFF:
             raise ConfigError(f"stream id {self.id} is out of range: use 0..65535")
-        if self.decoder not in DECODERS:
-            raise ConfigError(f"stream {self.id}: unknown decoder {self.decoder!r}: use one of {', '.join(DECODERS)}")
+        from rtdecoder import decoders
+
+        try:
+            decoders.get(self.decoder)
+        except ConfigError as e:
+            raise ConfigError(f"stream {self.id}: {e}") from None
         if self.is_generated:
             if self.distance < 2:
                 raise ConfigError(f"stream {self.id}: distance {self.distance} must be at least 2")
@@ -169,8 +173,9 @@ class ServerConfig:
             in a burst (a token bucket per source address and port); the rest are not sent and
             are counted (``rtdecoder_error_replies_suppressed_total``). The datagrams are still
             counted by reason and their shots poisoned as usual.
-        transport: ``udp``, ``roce`` (pyverbs, an RDMA device with an active port) or ``auto``
-            (roce where it can run, else udp; the log says why).
+        transport: a registered transport's name (``rtdecoder.transport``: ``udp``, ``roce``
+            through pyverbs, ``memory`` in process) or ``auto`` (the first, by rank, that can run
+            here: roce, then udp; the log says why).
         busy_batches: overload threshold: after this many consecutive full ``recvmmsg``
             batches a worker answers new shots BUSY until its socket's backlog drains.
         drain_s: on SIGTERM, the longest the workers wait for the shots in flight to finish, s.
@@ -215,8 +220,10 @@ class ServerConfig:
             raise ConfigError(f"busy_batches {self.busy_batches} must be at least 1")
         if not 0 <= self.drain_s <= 3600:
             raise ConfigError(f"drain_s {self.drain_s} must be in 0..3600 seconds")
-        if self.transport not in ("udp", "roce", "auto"):
-            raise ConfigError(f"transport {self.transport!r} is not one of udp, roce, auto")
+        if self.transport != "auto":
+            from rtdecoder import transport
+
+            transport.get(self.transport)
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 1 <= self.recv_batch <= self.ring_slots:

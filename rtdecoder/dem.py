@@ -6,7 +6,7 @@ belong to which round, and the DEM's graphlike *components* as flat arrays (one 
 piece of an error: one or two detectors and the observables it flips). The window graphs of
 ``rtdecoder.windows`` are cut from these arrays.
 
-Rounds come from detector coordinates (DESIGN.md): stim's generated circuits give every detector
+Rounds come from detector coordinates (docs/wire-protocol.md §5): stim's generated circuits give every detector
 ``(x, y, t)`` coordinates, and the detectors of round ``r`` are those with ``t == r``; the final
 data-qubit measurement forms the last block. rtdecoder numbers the distinct time coordinates
 ``0 .. num_rounds - 1`` and requires detectors to be listed in non-decreasing round order, so that

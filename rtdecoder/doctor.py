@@ -148,19 +148,43 @@ def check_irqs() -> list[Finding]:
     return out
 
 
-def choices() -> list[Finding]:
-    from rtdecoder.gpu import choose_backend
-    from rtdecoder.transport.select import choose_transport
+def check_plugins() -> list[Finding]:
+    """Every registered decoder and transport (built in and plug-in), and whether each
+    transport can run here."""
+    from rtdecoder import decoders, transport
+    from rtdecoder.plugins import load_plugins
 
-    t, why_t = choose_transport("auto")
+    plugins = load_plugins()
+    out = [Finding("plug-in modules", INFO, ", ".join(plugins) if plugins else "none (RTDECODER_PLUGINS, entry "
+                   "points of group rtdecoder.plugins)")]
+    for d in decoders.specs():
+        out.append(Finding(f"decoder {d.name}", INFO, f"wire id {d.wire_id}, called {d.call}"
+                           + (", GPU backend" if d.gpu else "") + (f": {d.summary}" if d.summary else "")))
+    for name in transport.names():
+        spec = transport.get(name)
+        st = spec.probe()
+        out.append(Finding(f"transport {name}", OK if st.usable else INFO, st.reason,
+                           "" if spec.remote else "in-process only"))
+    return out
+
+
+def choices() -> list[Finding]:
+    from rtdecoder import transport
+    from rtdecoder.gpu import choose_backend
+
+    try:
+        t, why_t = transport.choose("auto")
+        chosen = f"{t.name}: {why_t}"
+    except ValueError as e:
+        chosen = str(e)
     b, why_b = choose_backend("auto")
-    return [Finding("serve --transport auto", INFO, f"{t}: {why_t}"),
+    return [Finding("serve --transport auto", INFO, chosen),
             Finding("serve --backend auto", INFO, f"{b}: {why_b}")]
 
 
 def run_checks() -> list[Finding]:
     out: list[Finding] = []
-    for check in (check_rdma, check_gpu, check_cpus, check_kernel, check_irqs, choices):
+    for check in (check_rdma, check_gpu, check_cpus, check_kernel, check_irqs, check_plugins, choices):
         try:
             out += check()
         except Exception as e:  # noqa: BLE001 - a check that cannot run says so; the others go on

@@ -11,19 +11,21 @@ cycle time, receives the corrections, and reports:
   of offline PyMatching (``decode_batch`` on the whole DEM) on the very same shots;
 - lost shots (no final correction within the timeout) and error replies.
 
-Pacing (DESIGN.md): round ``r`` of a shot is measured at ``t0 + (r + 1) * cycle``; a packet is
+Pacing: round ``r`` of a shot is measured at ``t0 + (r + 1) * cycle``; a packet is
 sent when its last round has been measured, against absolute deadlines, so a late send is caught
 up on rather than pushing every later round back. A shot's correction is awaited before the next
 shot starts, so that shots do not queue behind each other and each latency is one shot's own.
-Sending, pacing and receiving run in compiled code (``drive_shot``, the C library's ``send`` and
-``recv`` from numba), so the controller adds no interpreter time to the latencies it measures.
+Over UDP, sending, pacing and receiving run in compiled code (``drive_shot``, the C library's
+``send`` and ``recv`` from numba), so the controller adds no interpreter time to the latencies it
+measures; over a transport whose controller side has no socket (RoCE, ``memory``) the same
+pacing runs in Python (``PolledShotDriver``). Replies are read by one parser, ``parse_reply``
+(the benchmarks' clients in ``bench/clients.py`` use it too).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,16 +38,9 @@ from numba import njit
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.dem import detector_layout, make_circuit
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import wire as K
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.transport import libc as L
-
-HEADER_DTYPE = np.dtype([
-    ("magic", "<u4"), ("version", "u1"), ("msg_type", "u1"), ("flags", "<u2"), ("header_len", "<u2"),
-    ("stream_id", "<u2"), ("first_round", "<u4"), ("shot_id", "<u8"), ("num_rounds", "<u4"),
-    ("payload_len", "<u4"), ("controller_ts_ns", "<u8"),
-])
-assert HEADER_DTYPE.itemsize == P.HEADER_LEN
 
 
 class EmulatorError(RuntimeError):
@@ -57,7 +52,7 @@ class EmulatorOptions:
     """How the emulator drives the service.
 
     Attributes:
-        host, port: the service's UDP address.
+        host, port: the service's address (UDP port, or RoCE rendezvous port).
         shots: shots to send.
         rounds_per_packet: rounds framed into one SYNDROME packet.
         cycle_us: time between rounds, µs (0: send as fast as possible).
@@ -67,7 +62,7 @@ class EmulatorOptions:
         drop, duplicate, reorder: per-datagram probabilities of a network fault (``fault_plan``):
             the datagram is not sent, sent twice, or swapped with the next one.
         fault_seed: seed of the fault draws.
-        transport: ``udp``, ``roce`` or ``auto`` (``rtdecoder.transport.select``).
+        transport: a registered transport's name or ``auto`` (``rtdecoder.transport.choose``).
     """
 
     host: str = "127.0.0.1"
@@ -151,24 +146,25 @@ def _rate(errors: int, shots: int) -> tuple[float, float]:
 
 
 class Controller:
-    """The controller side of one stream's conversation with the service."""
+    """The controller side of one stream's conversation with the service, over ``link`` (a
+    transport's controller side: ``send``, ``recv``, ``close``; ``rtdecoder.transport``)."""
 
-    def __init__(self, host: str, port: int, stream_id: int):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.connect((host, port))
-        self.sock.setblocking(False)
+    def __init__(self, link, stream_id: int):
+        self.link = link
         self.stream_id = stream_id
-        self.rx = bytearray(65536)
-        self.rxv = memoryview(self.rx)
+
+    @classmethod
+    def connect(cls, transport: str, host: str, port: int, stream_id: int) -> "Controller":
+        """Over the registered transport called ``transport``."""
+        from rtdecoder import transport as T
+
+        return cls(T.get(transport).controller(host, port, stream_id), stream_id)
 
     def recv(self) -> memoryview | None:
-        try:
-            n = self.sock.recv_into(self.rx)
-        except (BlockingIOError, ConnectionRefusedError):
-            return None
-        return self.rxv[:n]
+        return self.link.recv()
+
+    def send(self, msg: bytes) -> None:
+        self.link.send(msg)
 
     def request(self, msg_type: P.MsgType, want: P.MsgType, timeout_s: float, attempts: int = 1) -> memoryview:
         """Send a control message and wait for its reply (retrying ``attempts`` times)."""
@@ -188,12 +184,6 @@ class Controller:
                     raise EmulatorError(f"the service answered {msg_type.name} with {status.name}")
         raise EmulatorError(f"no {want.name} from the service within {timeout_s * attempts:.1f} s")
 
-    def send(self, msg: bytes) -> None:
-        try:
-            self.sock.send(msg)
-        except ConnectionRefusedError:
-            pass
-
     def hello(self, timeout_s: float = 0.5, attempts: int = 10) -> P.StreamInfo:
         r = self.request(P.MsgType.HELLO, P.MsgType.HELLO_REPLY, timeout_s, attempts)
         return P.StreamInfo.unpack(r[P.HEADER_LEN:])
@@ -202,7 +192,17 @@ class Controller:
         self.request(P.MsgType.RESET, P.MsgType.RESET_ACK, timeout_s, 3)
 
     def close(self) -> None:
-        self.sock.close()
+        self.link.close()
+
+
+@njit(cache=True)
+def _write_packets(buf, starts, firsts, counts, rbytes, stream_id, shot_id, blocks):
+    for i in range(starts.shape[0]):
+        o = starts[i]
+        K.write_header(buf[o:], K.T_SYNDROME, 0, stream_id, firsts[i], shot_id, counts[i], counts[i] * rbytes, 0)
+        n = counts[i] * rbytes
+        src = blocks[firsts[i]:firsts[i] + counts[i]].reshape(-1)
+        buf[o + K.HEADER_LEN:o + K.HEADER_LEN + n] = src
 
 
 def shot_packets(stream_id: int, shot_id: int, blocks: np.ndarray, rounds_per_packet: int
@@ -222,28 +222,55 @@ def shot_packets(stream_id: int, shot_id: int, blocks: np.ndarray, rounds_per_pa
     counts = np.minimum(rounds_per_packet, nrounds - firsts)
     sizes = P.HEADER_LEN + counts * rbytes
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    headers = np.zeros(len(firsts), HEADER_DTYPE)
-    headers["magic"] = P.MAGIC
-    headers["version"] = P.VERSION
-    headers["msg_type"] = int(P.MsgType.SYNDROME)
-    headers["header_len"] = P.HEADER_LEN
-    headers["stream_id"] = stream_id
-    headers["first_round"] = firsts
-    headers["shot_id"] = shot_id
-    headers["num_rounds"] = counts
-    headers["payload_len"] = counts * rbytes
-    hb = headers.view(np.uint8).reshape(len(firsts), P.HEADER_LEN)
     buf = np.zeros(int(starts[-1]), np.uint8)
-    full = int(np.sum(counts == rounds_per_packet))
-    if full:  # all packets but possibly the last have the same size: fill them as one 2-D block
-        rows = buf[: full * int(sizes[0])].reshape(full, int(sizes[0]))
-        rows[:, : P.HEADER_LEN] = hb[:full]
-        rows[:, P.HEADER_LEN:] = blocks[: full * rounds_per_packet].reshape(full, rounds_per_packet * rbytes)
-    if full < len(firsts):
-        s0 = int(starts[full])
-        buf[s0:s0 + P.HEADER_LEN] = hb[full]
-        buf[s0 + P.HEADER_LEN:] = blocks[int(firsts[full]):].reshape(-1)
+    _write_packets(buf, starts[:-1], firsts, counts, rbytes, stream_id, shot_id, np.ascontiguousarray(blocks))
     return buf, starts[:-1].copy(), sizes.astype(np.int64), firsts + counts
+
+
+# parse_reply's fields (int64 ``reply``)
+RP_TYPE = 0
+RP_SHOT = 1
+RP_FLAGS = 2
+RP_FIRST_ROUND = 3
+RP_STATUS = 4
+"""An ERROR's status (§4.5)."""
+RP_SERVER_RX = 5
+RP_SERVER_TX = 6
+RP_TS = 7
+"""The controller's stamp echoed in the header."""
+NUM_RP = 8
+
+
+@njit(cache=True, nogil=True)
+def parse_reply(rx, n, reply):
+    """Read what a controller needs of one reply into ``reply[RP_*]``: type, shot, flags, first
+    round, controller stamp; an ERROR's status; a CORRECTION's or PONG's server stamps. Returns
+    the message type, or -1 for something that is not a message of this protocol (too short, or
+    another magic number)."""
+    if n < K.HEADER_LEN or K.rd(rx, K.OFF_MAGIC, 4) != K.MAGIC:
+        return -1
+    mtype = np.int64(rx[K.OFF_TYPE])
+    reply[RP_TYPE] = mtype
+    reply[RP_SHOT] = K.rd(rx, K.OFF_SHOT, 8)
+    reply[RP_FLAGS] = K.rd(rx, K.OFF_FLAGS, 2)
+    reply[RP_FIRST_ROUND] = K.rd(rx, K.OFF_FIRST_ROUND, 4)
+    reply[RP_TS] = K.rd(rx, K.OFF_CONTROLLER_TS, 8)
+    reply[RP_STATUS] = K.rd(rx, K.OFF_ERR_STATUS, 2) if mtype == K.T_ERROR and n >= K.OFF_ERR_STATUS + 2 else 0
+    if (mtype == K.T_CORRECTION or mtype == K.T_PONG) and n >= K.OFF_CORR_TX + 8:
+        reply[RP_SERVER_RX] = K.rd(rx, K.OFF_CORR_RX, 8)
+        reply[RP_SERVER_TX] = K.rd(rx, K.OFF_CORR_TX, 8)
+    else:
+        reply[RP_SERVER_RX] = 0
+        reply[RP_SERVER_TX] = 0
+    return mtype
+
+
+@njit(cache=True, inline="always")
+def cumulative_flips(rx, nobs, pred):
+    """A CORRECTION's cumulative observable flips (§4.4, the second bit field) into ``pred``."""
+    ob = (nobs + 7) >> 3
+    for o in range(nobs):
+        pred[o] = (rx[K.OFF_CORR_FLIPS + ob + (o >> 3)] >> (o & 7)) & 1
 
 
 # drive_shot's results (int64 ``res``)
@@ -258,25 +285,15 @@ R_SHOT_START = 7
 NUM_R = 8
 
 
-@njit(cache=True, inline="always")
-def _cumulative_flips(rx, nobs, pred):
-    """A CORRECTION's cumulative observable flips (§4.4, the second bit field) into ``pred``."""
-    ob = (nobs + 7) >> 3
-    for o in range(nobs):
-        pred[o] = (rx[K.OFF_CORR_FLIPS + ob + (o >> 3)] >> (o & 7)) & 1
-
-
 @njit(cache=True, nogil=True)
-def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, last_ts):
+def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, last_ts, reply):
     """Apply one reply to the shot's results. A SYNDROME reply can only be an echo (the transport
     floor, ``rtdecoder serve --echo``): the echo of the shot's last datagram, recognised by its
     controller stamp ``last_ts`` (0 while that datagram is unsent), stands for the final answer."""
-    if n < P.HEADER_LEN or K.rd(rx, K.OFF_MAGIC, 4) != K.MAGIC:
-        return
-    mtype = rx[K.OFF_TYPE]
-    shot = K.rd(rx, K.OFF_SHOT, 8)
+    mtype = parse_reply(rx, n, reply)
+    shot = reply[RP_SHOT]
     if mtype == K.T_SYNDROME:
-        if last_ts != 0 and shot == shot_id and K.rd(rx, K.OFF_CONTROLLER_TS, 8) == last_ts:
+        if last_ts != 0 and shot == shot_id and reply[RP_TS] == last_ts:
             res[R_FINAL] = 1
             res[R_FINAL_RECEIVED] = now
     elif mtype == K.T_CORRECTION:
@@ -284,17 +301,17 @@ def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs,
             return  # a late correction of an earlier shot
         c = res[R_CORRECTIONS]
         if c < corr_round.shape[0]:
-            corr_round[c] = K.rd(rx, K.OFF_FIRST_ROUND, 4)
+            corr_round[c] = reply[RP_FIRST_ROUND]
             corr_time[c] = now
         res[R_CORRECTIONS] = c + 1
-        if K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL:
-            _cumulative_flips(rx, nobs, pred)
+        if reply[RP_FLAGS] & K.FLAG_FINAL:
+            cumulative_flips(rx, nobs, pred)
             res[R_FINAL] = 1
             res[R_FINAL_RECEIVED] = now
-            res[R_SERVER_RX] = K.rd(rx, K.OFF_CORR_RX, 8)
-            res[R_SERVER_TX] = K.rd(rx, K.OFF_CORR_TX, 8)
+            res[R_SERVER_RX] = reply[RP_SERVER_RX]
+            res[R_SERVER_TX] = reply[RP_SERVER_TX]
     elif mtype == K.T_ERROR:
-        status = K.rd(rx, K.OFF_ERR_STATUS, 2)
+        status = reply[RP_STATUS]
         if status < errs.shape[0]:
             errs[status] += 1
         if shot == shot_id:
@@ -303,7 +320,7 @@ def _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs,
 
 @njit(cache=True, nogil=True)
 def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, nobs, rx, res, pred,
-               sent_time, corr_round, corr_time, errs):
+               sent_time, corr_round, corr_time, errs, reply):
     """Send one shot's packets paced at the cycle time and wait for its final correction, in
     compiled code (``send``/``recv`` of the C library on a connected, non-blocking socket).
 
@@ -327,7 +344,7 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
             n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
             now = monotonic_ns()
             if n > 0:
-                _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, 0)
+                _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, 0, reply)
         o = offset[i]
         K.wr(pkt, o + K.OFF_CONTROLLER_TS, 8, now)
         L.send(fd, pkt.ctypes.data + o, length[i], 0)
@@ -339,82 +356,9 @@ def drive_shot(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, shot_id, no
         n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
         now = monotonic_ns()
         if n > 0:
-            _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, sent_time[npk - 1])
+            _on_reply(rx, n, shot_id, nobs, now, res, pred, corr_round, corr_time, errs, sent_time[npk - 1], reply)
         elif now > end:
             break
-
-
-# open-loop per-shot outcomes (``OpenLoop.outcome``)
-O_NONE = 0
-O_FINAL = 1
-O_ERROR = 2
-
-
-@njit(cache=True)
-def _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred):
-    if n < P.HEADER_LEN or K.rd(rx, K.OFF_MAGIC, 4) != K.MAGIC:
-        return 0
-    s = K.rd(rx, K.OFF_SHOT, 8) - first_shot
-    if s < 0 or s >= outcome.shape[0]:
-        return 0
-    mtype = rx[K.OFF_TYPE]
-    if mtype == K.T_CORRECTION and K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL and outcome[s] == O_NONE:
-        _cumulative_flips(rx, nobs, pred[s])
-        outcome[s] = O_FINAL
-        return 1
-    if mtype == K.T_ERROR and outcome[s] == O_NONE:
-        outcome[s] = O_ERROR
-        status[s] = K.rd(rx, K.OFF_ERR_STATUS, 2)
-        return 1
-    return 0
-
-
-@njit(cache=True, nogil=True)
-def drive_open_loop(fd, pkt, offset, length, ready, cycle_ns, timeout_ns, first_shot, nobs, rx, outcome, status,
-                    pred):
-    """Send many shots' datagrams back to back, paced at ``cycle_ns`` per round and *not* waiting
-    for any answer (a controller that does not slow down for the decoder), taking replies as they
-    come; then wait up to ``timeout_ns`` for the shots still unanswered. ``outcome[s]`` (``O_*``)
-    and ``status[s]`` (the first ERROR's status) tell what became of shot ``first_shot + s``;
-    ``pred[s]`` its final correction. Returns ``(shots still unanswered, ns spent sending)``."""
-    start = monotonic_ns()
-    cap = rx.shape[0]
-    open_shots = outcome.shape[0]
-    for i in range(offset.shape[0]):
-        deadline = start + ready[i] * cycle_ns
-        now = monotonic_ns()
-        while True:
-            n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
-            if n > 0:
-                open_shots -= _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred)
-            elif now >= deadline:
-                break
-            now = monotonic_ns()
-        L.send(fd, pkt.ctypes.data + offset[i], length[i], 0)
-    sent = monotonic_ns()
-    end = sent + timeout_ns
-    while open_shots > 0 and monotonic_ns() < end:
-        n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
-        if n > 0:
-            open_shots -= _on_open_reply(rx, n, first_shot, nobs, outcome, status, pred)
-    return open_shots, sent - start
-
-
-def open_loop_packets(stream_id: int, first_shot: int, blocks: np.ndarray, rounds_per_packet: int
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``shot_packets`` of shots ``first_shot ..`` (uint8 ``(shots, num_rounds, round_bytes)``),
-    back to back; ``ready`` counts rounds from the first shot's start."""
-    bufs, offs, lens, readys = [], [], [], []
-    base = 0
-    nrounds = blocks.shape[1]
-    for s in range(blocks.shape[0]):
-        buf, off, length, ready = shot_packets(stream_id, first_shot + s, blocks[s], rounds_per_packet)
-        bufs.append(buf)
-        offs.append(off + base)
-        lens.append(length)
-        readys.append(ready + s * nrounds)
-        base += len(buf)
-    return np.concatenate(bufs), np.concatenate(offs), np.concatenate(lens), np.concatenate(readys)
 
 
 def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
@@ -423,15 +367,14 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
     Raises:
         EmulatorError: the service does not answer HELLO, or its stream differs from ``cfg``.
     """
-    from rtdecoder.transport.select import choose_transport
+    from rtdecoder import transport as T
 
     circuit = make_circuit(cfg)
     layout = detector_layout(circuit)
-    transport, why = choose_transport(opts.transport)
+    spec, why = T.choose(opts.transport)
     if opts.progress:
         print(f"rtdecoder emulate: {why}", file=sys.stderr)
-    ctl = RoceStreamController(opts.host, opts.port, cfg.id) if transport == "roce" else \
-        Controller(opts.host, opts.port, cfg.id)
+    ctl = Controller.connect(spec.name, opts.host, opts.port, cfg.id)
     try:
         info = ctl.hello()
         mine = (layout.num_detectors, layout.num_rounds, layout.num_observables, layout.round_bytes)
@@ -447,31 +390,6 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         return _drive(cfg, opts, ctl, circuit, layout)
     finally:
         ctl.close()
-
-
-class RoceStreamController(Controller):
-    """``Controller`` over RoCE (docs/wire-protocol.md §11): the same messages, written into the
-    service's ring through ``rtdecoder.transport.roce.RoceController``; replies read from this
-    side's reply ring. Its shots are driven from Python (``RoceShotDriver``), so the emulator's
-    own time is in the latencies it reports over RoCE."""
-
-    def __init__(self, host: str, port: int, stream_id: int):
-        from rtdecoder.transport.roce import RoceController
-
-        self.link = RoceController(host, port)
-        self.stream_id = stream_id
-        self.sock = None
-
-    def recv(self) -> memoryview | None:
-        m = self.link.poll()
-        return None if m is None else memoryview(m)
-
-    def send(self, msg: bytes) -> None:
-        while not self.link.send(msg):  # no credit yet: the service writes it as it consumes
-            pass
-
-    def close(self) -> None:
-        self.link.close()
 
 
 def fault_plan(npk: int, rng: np.random.Generator, drop: float, duplicate: float, reorder: float
@@ -504,7 +422,8 @@ def fault_plan(npk: int, rng: np.random.Generator, drop: float, duplicate: float
 
 
 class ShotDriver:
-    """The controller's preallocated buffers for ``drive_shot`` on one stream."""
+    """The controller's preallocated buffers for ``drive_shot`` on one stream (a controller link
+    with a socket, ``fileno()``)."""
 
     def __init__(self, ctl: Controller, layout, rounds_per_packet: int, cycle_us: float, timeout_s: float):
         self.ctl = ctl
@@ -519,6 +438,7 @@ class ShotDriver:
         self.corr_round = np.zeros(layout.num_rounds + 2, np.int64)
         self.corr_time = np.zeros(layout.num_rounds + 2, np.int64)
         self.errs = np.zeros(P.NUM_STATUS, np.int64)
+        self.reply = np.zeros(NUM_RP, np.int64)
 
     def run(self, shot_id: int, packed_shot: np.ndarray, pred_row: np.ndarray, order: np.ndarray | None = None
             ) -> np.ndarray:
@@ -531,14 +451,15 @@ class ShotDriver:
                 self.res[:] = 0
                 return self.res
             off, length, ready = off[order], length[order], np.maximum.accumulate(ready[order])
-        drive_shot(self.ctl.sock.fileno(), buf, off, length, ready, self.cycle_ns, self.timeout_ns, shot_id,
+        drive_shot(self.ctl.link.fileno(), buf, off, length, ready, self.cycle_ns, self.timeout_ns, shot_id,
                    self.layout.num_observables, self.rx, self.res, pred_row, self.sent_time, self.corr_round,
-                   self.corr_time, self.errs)
+                   self.corr_time, self.errs, self.reply)
         return self.res
 
 
-class RoceShotDriver(ShotDriver):
-    """``ShotDriver.run`` over a ``RoceStreamController``, paced and timed in Python."""
+class PolledShotDriver(ShotDriver):
+    """``ShotDriver.run`` over a controller link without a socket (RoCE, ``memory``), paced and
+    timed in Python, so the emulator's own time is in the latencies it reports."""
 
     def run(self, shot_id: int, packed_shot: np.ndarray, pred_row: np.ndarray, order: np.ndarray | None = None
             ) -> np.ndarray:
@@ -554,11 +475,11 @@ class RoceShotDriver(ShotDriver):
         res[R_SHOT_START] = start
 
         def take() -> None:
-            m = self.ctl.link.poll()
+            m = self.ctl.recv()
             if m is not None:
                 self.rx[:len(m)] = np.frombuffer(m, np.uint8)
                 _on_reply(self.rx, len(m), shot_id, nobs, monotonic_ns(), res, pred_row, self.corr_round,
-                          self.corr_time, self.errs, 0)
+                          self.corr_time, self.errs, 0, self.reply)
 
         for i in range(len(off)):
             deadline = start + int(ready[i]) * self.cycle_ns
@@ -585,7 +506,7 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
     errored = np.zeros(nshots, bool)
     latency = np.full(nshots, np.nan)
     server = np.full(nshots, np.nan)
-    kind = RoceShotDriver if isinstance(ctl, RoceStreamController) else ShotDriver
+    kind = ShotDriver if hasattr(ctl.link, "fileno") else PolledShotDriver
     driver = kind(ctl, layout, opts.rounds_per_packet, opts.cycle_us, opts.timeout_s)
     poisoned = np.zeros(nshots, bool)
     affected = np.zeros(nshots, bool)
@@ -686,41 +607,3 @@ def write_plot(report: Report, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-@njit(cache=True, nogil=True)
-def round_trips(fd, packets, length, first_shot, echo, timeout_ns, rx, out, server):
-    """Send ``packets[i, :length]`` one at a time (shot id ``first_shot + i`` written into each)
-    and wait for its answer before the next; ``out[i]`` gets the round trip in ns (send →
-    final CORRECTION of that shot received, or with ``echo`` the datagram's echo), or -1 if none
-    came within ``timeout_ns`` or an ERROR came instead; ``server[i]`` the server's own share
-    (the CORRECTION's send stamp minus its receive stamp; 0 for an echo). Compiled: the C
-    library's ``send`` and ``recv`` on a connected, non-blocking socket.
-    """
-    cap = rx.shape[0]
-    for i in range(packets.shape[0]):
-        pkt = packets[i]
-        shot = first_shot + i
-        K.wr(pkt, K.OFF_SHOT, 8, shot)
-        t0 = monotonic_ns()
-        K.wr(pkt, K.OFF_CONTROLLER_TS, 8, t0)
-        L.send(fd, pkt.ctypes.data, length, 0)
-        out[i] = -1
-        server[i] = 0
-        while True:
-            n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
-            now = monotonic_ns()
-            if n > 0:
-                if echo:
-                    if n == length and K.rd(rx, K.OFF_SHOT, 8) == shot:
-                        out[i] = now - t0
-                        break
-                elif n >= K.HEADER_LEN and K.rd(rx, K.OFF_SHOT, 8) == shot:
-                    if rx[K.OFF_TYPE] == K.T_ERROR:
-                        break
-                    if rx[K.OFF_TYPE] == K.T_CORRECTION and K.rd(rx, K.OFF_FLAGS, 2) & K.FLAG_FINAL:
-                        out[i] = now - t0
-                        server[i] = K.rd(rx, K.OFF_CORR_TX, 8) - K.rd(rx, K.OFF_CORR_RX, 8)
-                        break
-            elif now - t0 > timeout_ns:
-                break

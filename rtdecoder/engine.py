@@ -1,9 +1,9 @@
 """The engine: every configured stream's graphs, decoders and hot-path tables.
 
-Building an ``Engine`` does all the work that DESIGN.md keeps off the hot path: stim circuits,
-DEMs, window plans and graphs, decoder compilation, and the preallocated arrays of
-``rtdecoder.kernels.stream`` and ``rtdecoder.dataplane``. After that, a datagram is handled by
-``rtdecoder.dataplane.process_datagram``, in the server's compiled loop or in process through
+Building an ``Engine`` does all the work that must stay off the data path: stim circuits,
+DEMs, window plans and graphs, decoder compilation, and the preallocated tables of
+``rtdecoder.kernels.tables``. After that, a datagram is handled by
+``rtdecoder.dataplane.process_datagram``, in a transport's compiled loop or in process through
 ``Engine.handle``: ``ingest`` checks it and appends its rounds; each window that became complete
 is decoded and committed, and its CORRECTION goes back.
 """
@@ -18,14 +18,17 @@ import numpy as np
 import stim
 
 from rtdecoder import dataplane as D
+from rtdecoder import decoders
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
-from rtdecoder.decoders import CompiledUnionFind, CompiledWindowDecoder, make_decoder
+from rtdecoder.decoders import CompiledWindowDecoder, DecoderSpec
 from rtdecoder.dem import DetectorLayout, dem_components, detector_layout, make_circuit, observable_detectors
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import tables as K
 from rtdecoder.kernels import union_find as uf
-from rtdecoder.transport.udp import allow_rows, source_words
+from rtdecoder.kernels import wire
+from rtdecoder.transport.libc import allow_rows, source_words
 from rtdecoder.windows import WindowPlan, plan_windows
+from rtdecoder.worker import WorkerState
 
 
 @dataclass
@@ -39,6 +42,7 @@ class StreamRuntime:
     dem: stim.DetectorErrorModel
     layout: DetectorLayout
     plan: WindowPlan
+    spec: DecoderSpec
     decoder: CompiledWindowDecoder
     keep: np.ndarray
 
@@ -52,7 +56,7 @@ class StreamRuntime:
             max_datagram=self.cfg.max_datagram,
             window_rounds=self.cfg.window,
             commit_rounds=self.cfg.commit,
-            decoder=P.DECODER_IDS[self.cfg.decoder],
+            decoder=self.spec.wire_id,
         )
 
 
@@ -69,8 +73,8 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     comps = dem_components(dem)
     keep = observable_detectors(comps, layout.num_detectors)
     plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep)
-    decoder = make_decoder(cfg.decoder).compile(plan)
-    return StreamRuntime(cfg, circuit, dem, layout, plan, decoder, keep)
+    spec = decoders.get(cfg.decoder)
+    return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep)
 
 
 class Engine:
@@ -127,7 +131,8 @@ class Engine:
             row[K.C_MAXDG] = min(rt.cfg.max_datagram, self.slot_bytes)
             row[K.C_WINDOW] = rt.cfg.window
             row[K.C_COMMIT] = rt.cfg.commit
-            row[K.C_DECODER] = P.DECODER_IDS[rt.cfg.decoder]
+            row[K.C_DECODER] = rt.spec.wire_id
+            row[K.C_CALL] = rt.spec.call_id
             if rt.cfg.allow not in allow_at:  # streams with the same list share its rows, so the
                 rows = allow_rows(rt.cfg.allow)  # any-stream check in ingest reads each subnet once
                 allow_at[rt.cfg.allow] = (allow_base, len(rows))
@@ -163,21 +168,21 @@ class Engine:
         self.node_round = np.concatenate(node_round).astype(np.int64)
         self.edges = np.ascontiguousarray(np.concatenate(edges).astype(np.int64))
         self._build_union_find(rts)
-        self.tables = (self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round, self.edges,
-                       self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow)
+        self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
+                               self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)
         for rt in rts:
             self.decoders[rt.cfg.id] = rt.decoder
         # Per global window, made once: its detection events (a view of syn, carry included) and
-        # its graph's index within its stream's decoder; the matching escape only looks them up.
+        # its graph's index within its stream's decoder; the escape only looks them up.
         self.window_events = [self.syn[lo:hi] for lo, hi in spans]
         self.window_graph = local_graph
         # The in-process path's worker state: room for every reply one datagram can produce.
-        self._set_local(D.WorkerState(self, tx_slots=self.max_windows + 4))
+        self._set_local(WorkerState(self, tx_slots=self.max_windows + 4))
 
-    def _set_local(self, state: D.WorkerState) -> None:
+    def _set_local(self, state: WorkerState) -> None:
         """The in-process path's worker state: room for every reply one datagram can produce."""
         self.local = state
         self.counters = state.counters
@@ -185,12 +190,12 @@ class Engine:
         self.tx = state.tx.buf[0]
 
     def _build_union_find(self, rts: list[StreamRuntime]) -> None:
-        """Every union-find window graph's arrays, concatenated in global graph order, with
-        ``uf_base[g] = (ptr start, nodes, slot start, slots, edge start, edges)`` (zeros for the
-        graphs of matching streams)."""
+        """Every compiled decoder's window graphs (union-find CSR arrays), concatenated in global
+        graph order, with ``uf_base[g] = (ptr start, nodes, slot start, slots, edge start, edges)``
+        (zeros for the graphs of streams whose decoder escapes)."""
         parts: list[tuple] = []
         for rt in rts:
-            if isinstance(rt.decoder, CompiledUnionFind):
+            if rt.spec.call == "compiled":
                 parts += rt.decoder.graphs
             else:
                 parts += [None] * len(rt.plan.graphs)
@@ -231,12 +236,12 @@ class Engine:
     def attach_gpu(self, decoder) -> None:
         """Decode the in-process path's union-find windows through slot 0 of ``decoder`` (a
         started ``rtdecoder.gpu.PersistentDecoder`` over this engine) and warm up through it."""
-        self._set_local(D.WorkerState(self, tx_slots=self.max_windows + 4, gpu_slot=decoder.slot_arrays(0)))
+        self._set_local(WorkerState(self, tx_slots=self.max_windows + 4, gpu_slot=decoder.slot_arrays(0)))
         self.warm_up()
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) every kernel and run one all-zero shot through
-        every stream (the matching escape's object-mode block compiles on its first call), then
+        every stream (the escape's object-mode block compiles on its first call), then
         reset the streams and zero the counters, histograms and trace."""
         self.handle(P.encode(P.Header(P.MsgType.PING)), rx_ns=0)
         for sid, rt in self.streams.items():
@@ -260,7 +265,7 @@ class Engine:
         ``source``/``port``: the address it came from (for the allow-lists and the error-reply
         rate limit; default loopback).
 
-        Runs ``rtdecoder.dataplane.process_datagram``, the server's code, on a copy of the
+        Runs ``rtdecoder.dataplane.process_datagram``, the transports' code, on a copy of the
         datagram (so it allocates; the server receives into a ring slot and sends from its
         transmit batch directly). ``rx_ns`` is the receive time to record and ``tx_ns`` the send
         time to stamp (default: the clock's).
@@ -271,12 +276,12 @@ class Engine:
         rx = time.perf_counter_ns() if rx_ns is None else rx_ns
         loc = self.local
         hi, lo = source_words(source)
-        D.process_datagram(buf, len(data), rx, 0, 0, hi, lo, port, D.FLUSH_NONE, loc.wid, self.tables, loc.arrays,
+        D.process_datagram(buf, len(data), rx, 0, 0, hi, lo, port, 0, D.FLUSH_NONE, self.tables, loc.arrays,
                            loc.workspace, loc.tx_arrays)
-        D.flush(D.FLUSH_NONE, *loc.tx_arrays, loc.counters, loc.hist, loc.trace, loc.tmeta)
+        D.flush(D.FLUSH_NONE, loc.tx_arrays, loc.arrays)
         if tx_ns is not None:
             for j in np.nonzero(loc.txflag[: loc.txq[0]])[0]:
-                K.wr(loc.tx.buf[j], K.STAMP_OFFSET, 8, tx_ns)
+                wire.wr(loc.tx.buf[j], wire.STAMP_OFFSET, 8, tx_ns)
         return loc.replies()
 
     def decode_shots(self, sid: int, events: np.ndarray, rounds_per_packet: int = 1) -> np.ndarray:

@@ -1,24 +1,25 @@
 """Prometheus export: a collector that reads the hot loop's preallocated arrays at scrape time.
 
 The hot loop never calls ``observe()`` or ``inc()``: each worker adds to its own int64 arrays
-(``rtdecoder.dataplane.WorkerState``: counters, histograms, trace ring), and
+(``rtdecoder.worker.WorkerState``: counters, histograms, trace ring), and
 ``EngineCollector`` sums them over the workers and turns them into metric families when
 Prometheus scrapes. Times are exported in seconds, with buckets from 1 µs to 10 ms
-(``rtdecoder.kernels.stream.BUCKETS_NS``): the client library's default buckets start at 5 ms and
+(``rtdecoder.kernels.histogram.BUCKETS_NS``): the client library's default buckets start at 5 ms and
 would hide everything that matters here.
 
 Metrics (all prefixed ``rtdecoder_``):
 
 - ``server_latency_seconds`` histogram: receive of the syndrome packet that completed a window →
   that window's CORRECTION handed to the socket.
-- ``decode_seconds{decoder}`` histogram: time inside the window decoder, per window.
+- ``decode_seconds{decoder}`` histogram: time inside the window decoder, per window, one
+  ``decoder`` label per registered decoder (``rtdecoder.decoders``).
 - ``stage_seconds{stage}`` histogram, per window: ``check`` (received → datagram checked and its
   rounds appended), ``decode`` (checked → window decoded and committed), ``send`` (decoded →
   ``sendmmsg`` returned); see ``rtdecoder.dataplane``.
 - ``stage_recent_seconds{stage, quantile}`` gauge: p50/p99/p99.9 of each stage (and ``server``,
   received → sent) over the last windows in the workers' trace rings (up to 4096 each).
-- ``matching_escape_seconds`` histogram: per matching window, time spent entering and leaving
-  the Python call to PyMatching beyond the call itself.
+- ``escape_seconds`` histogram: per window of a decoder called through the escape (matching,
+  plug-ins), time spent entering and leaving the Python call beyond the decoder's own time.
 - ``packets_received_total``, ``bytes_received_total``, ``syndrome_packets_total``,
   ``corrections_sent_total``, ``shots_decoded_total``, ``shots_abandoned_total``,
   ``receive_errors_total``, ``replies_dropped_total``, ``receive_batches_total`` counters.
@@ -37,18 +38,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from rtdecoder import __version__
-from rtdecoder import dataplane as D
+from rtdecoder import decoders
 from rtdecoder import protocol as P
 from rtdecoder.engine import Engine
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import tables as K
+from rtdecoder.kernels.histogram import BUCKETS_NS, NUM_BUCKETS
+from rtdecoder.worker import WorkerState
 
-BUCKET_BOUNDS_S = [f"{b / 1e9:.6g}" for b in K.BUCKETS_NS] + ["+Inf"]
+BUCKET_BOUNDS_S = [f"{b / 1e9:.6g}" for b in BUCKETS_NS] + ["+Inf"]
 
 
 def _buckets(row: np.ndarray) -> tuple[list[tuple[str, float]], float]:
     row = row.copy()  # one consistent snapshot of a row that the hot loop keeps writing
-    counts = np.cumsum(row[: K.NUM_BUCKETS])
-    return [(le, float(c)) for le, c in zip(BUCKET_BOUNDS_S, counts)], float(row[K.NUM_BUCKETS + 1]) / 1e9
+    counts = np.cumsum(row[:NUM_BUCKETS])
+    return [(le, float(c)) for le, c in zip(BUCKET_BOUNDS_S, counts)], float(row[NUM_BUCKETS + 1]) / 1e9
 
 
 def build_info() -> dict[str, str]:
@@ -66,14 +69,14 @@ def build_info() -> dict[str, str]:
     }
 
 
-STAGES = (("check", D.HIST_CHECK, D.TR_RECEIVED, D.TR_CHECKED), ("decode", D.HIST_STAGE_DECODE, D.TR_CHECKED, D.TR_DECODED),
-          ("send", D.HIST_SEND, D.TR_DECODED, D.TR_SENT))
+STAGES = (("check", K.HIST_CHECK, K.TR_RECEIVED, K.TR_CHECKED), ("decode", K.HIST_STAGE_DECODE, K.TR_CHECKED, K.TR_DECODED),
+          ("send", K.HIST_SEND, K.TR_DECODED, K.TR_SENT))
 
 
 class EngineCollector(Collector):
     """Exports an engine's and its workers' counters and histograms (see the module docstring)."""
 
-    def __init__(self, engine: Engine, workers: Sequence[D.WorkerState] = (), fds: Sequence[int] = ()):
+    def __init__(self, engine: Engine, workers: Sequence[WorkerState] = (), fds: Sequence[int] = ()):
         self.engine = engine
         self.states = [engine.local, *workers]
         self.fds = list(fds)
@@ -87,16 +90,16 @@ class EngineCollector(Collector):
     def collect(self) -> Iterator:
         c = sum(s.counters.copy() for s in self.states)
         hist = sum(s.hist.copy() for s in self.states)
-        buckets, total = _buckets(hist[D.HIST_SERVER])
+        buckets, total = _buckets(hist[K.HIST_SERVER])
         yield HistogramMetricFamily(
             "rtdecoder_server_latency_seconds",
             "Receive of the syndrome packet that completed a window to its correction sent, seconds.",
             buckets=buckets, sum_value=total)
         dec = HistogramMetricFamily("rtdecoder_decode_seconds", "Time inside the window decoder per window, seconds.",
                                     labels=["decoder"])
-        for name, i in P.DECODER_IDS.items():
-            b, s = _buckets(hist[D.HIST_DECODE + i])
-            dec.add_metric([name], b, s)
+        for spec in decoders.specs():
+            b, s = _buckets(hist[K.HIST_DECODE + spec.wire_id])
+            dec.add_metric([spec.name], b, s)
         yield dec
         stage = HistogramMetricFamily("rtdecoder_stage_seconds", "Per window, time in each stage of the data plane, "
                                       "seconds (check, decode, send).", labels=["stage"])
@@ -104,10 +107,10 @@ class EngineCollector(Collector):
             b, s = _buckets(hist[row])
             stage.add_metric([name], b, s)
         yield stage
-        b, s = _buckets(hist[D.HIST_ESCAPE])
-        yield HistogramMetricFamily("rtdecoder_matching_escape_seconds", "Per matching window, time entering and "
-                                    "leaving the Python call to PyMatching beyond the call itself, seconds.",
-                                    buckets=b, sum_value=s)
+        b, s = _buckets(hist[K.HIST_ESCAPE])
+        yield HistogramMetricFamily("rtdecoder_escape_seconds", "Per window of a decoder called through the "
+                                    "escape, time entering and leaving the Python call beyond the decoder's own "
+                                    "time, seconds.", buckets=b, sum_value=s)
         yield self._recent()
         for name, idx, doc in (
             ("rtdecoder_packets_received", K.CNT_PACKETS, "Datagrams received."),
@@ -116,13 +119,13 @@ class EngineCollector(Collector):
             ("rtdecoder_corrections_sent", K.CNT_CORRECTIONS, "CORRECTION messages sent."),
             ("rtdecoder_shots_decoded", K.CNT_SHOTS, "Shots whose final correction was sent."),
             ("rtdecoder_shots_abandoned", K.CNT_ABANDONED, "Shots the controller left unfinished by starting another."),
-            ("rtdecoder_receive_errors", D.CNT_RECV_ERRORS, "recvmmsg failures other than 'nothing to receive'."),
-            ("rtdecoder_replies_dropped", D.CNT_SEND_DROPPED, "Replies the kernel refused to send."),
-            ("rtdecoder_receive_batches", D.CNT_BATCHES, "recvmmsg calls that returned datagrams "
+            ("rtdecoder_receive_errors", K.CNT_RECV_ERRORS, "recvmmsg failures other than 'nothing to receive'."),
+            ("rtdecoder_replies_dropped", K.CNT_SEND_DROPPED, "Replies the kernel refused to send."),
+            ("rtdecoder_receive_batches", K.CNT_BATCHES, "recvmmsg calls that returned datagrams "
              "(packets_received / this: datagrams per batch)."),
-            ("rtdecoder_overloads", D.CNT_OVERLOADED, "Times a worker fell behind (consecutive full receive "
+            ("rtdecoder_overloads", K.CNT_OVERLOADED, "Times a worker fell behind (consecutive full receive "
              "batches) and began answering new shots BUSY."),
-            ("rtdecoder_error_replies_suppressed", D.CNT_ERRORS_SUPPRESSED, "ERROR replies not sent: the source "
+            ("rtdecoder_error_replies_suppressed", K.CNT_ERRORS_SUPPRESSED, "ERROR replies not sent: the source "
              "was over its error-reply budget (the datagrams are still counted by reason)."),
         ):
             yield CounterMetricFamily(name, doc, value=float(c[idx]))
@@ -135,7 +138,7 @@ class EngineCollector(Collector):
         rej.add_metric(["not_allowed"], float(c[K.REJECT_NOT_ALLOWED]))
         yield rej
         yield GaugeMetricFamily("rtdecoder_workers_overloaded", "Workers answering new shots BUSY now.",
-                                value=float(c[D.SHED]))
+                                value=float(sum(int(st.ctl[K.CTL_SHED]) for st in self.states)))
         if self.fds:
             queued, dropped = socket_queues(self.fds)
             yield GaugeMetricFamily("rtdecoder_socket_queued_bytes", "Bytes waiting in the service's UDP receive "
@@ -149,11 +152,11 @@ class EngineCollector(Collector):
     def _recent(self) -> GaugeMetricFamily:
         g = GaugeMetricFamily("rtdecoder_stage_recent_seconds", "Quantiles of each stage over the workers' trace "
                               "rings (the last windows decoded), seconds.", labels=["stage", "quantile"])
-        t = np.concatenate([s.trace[s.trace[:, D.TR_SENT] > 0] for s in self.states])
+        t = np.concatenate([s.trace[s.trace[:, K.TR_SENT] > 0] for s in self.states])
         if len(t) == 0:
             return g
         spans = [(name, t[:, b] - t[:, a]) for name, _, a, b in STAGES]
-        spans.append(("server", t[:, D.TR_SENT] - t[:, D.TR_RECEIVED]))
+        spans.append(("server", t[:, K.TR_SENT] - t[:, K.TR_RECEIVED]))
         for name, v in spans:
             for q, x in zip(("0.5", "0.99", "0.999"), np.percentile(v, [50, 99, 99.9])):
                 g.add_metric([name, q], float(x) / 1e9)
@@ -186,7 +189,7 @@ def socket_queues(fds: Sequence[int]) -> tuple[int, int]:
     return queued, dropped
 
 
-def make_registry(engine: Engine, workers: Sequence[D.WorkerState] = (), fds: Sequence[int] = ()) -> CollectorRegistry:
+def make_registry(engine: Engine, workers: Sequence[WorkerState] = (), fds: Sequence[int] = ()) -> CollectorRegistry:
     """A fresh registry holding only the engine's collector (tests make one each); ``fds``: the
     service's sockets, whose kernel queues and drops are exported."""
     registry = CollectorRegistry(auto_describe=False)

@@ -9,9 +9,10 @@ in either format. Files are read and written with ``stim.read_shot_data_file`` a
 ``stim.write_shot_data_file``.
 
 Each shot is decoded whole (one window spanning every round) on the graph of the DEM (``--dem``,
-or the circuit of the stream flags): union-find on the CPU (``union_find.decode_batch``) or the
-GPU (``rtdecoder.gpu.BatchDecoder``, every shot of a chunk in one launch), or PyMatching's
-``decode_batch`` for ``--decoder matching``. As in the service, the events of detectors that
+or the circuit of the stream flags) by any registered decoder (``rtdecoder.decoders``): through
+its ``decode_batch`` fast path where it has one (union-find on the CPU or the GPU,
+``rtdecoder.gpu.BatchDecoder``; PyMatching's ``decode_batch`` for matching), else shot by shot
+through its compiled decoder's ``decode_window``. As in the service, the events of detectors that
 cannot change an observable (``rtdecoder.dem.observable_detectors``) are dropped first.
 """
 
@@ -100,15 +101,13 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
     truth = data[:, nd:] if append_observables else None
     t0 = time.perf_counter()
-    failed = 0
-    if decoder == "matching":
-        preds = graph.matching.decode_batch(events).astype(bool)
+    if rt.spec.decode_batch is not None:
+        obs, bad = rt.spec.decode_batch(graph, events, backend, chunk)
     else:
-        emask = graph.edge_obs.view(np.int64)
-        obs, counts = _decode_union_find(graph, emask, events, backend, chunk)
-        failed = int(np.sum(counts < 0))
-        obs[counts < 0] = 0
-        preds = ((obs[:, None] >> np.arange(no, dtype=np.int64)) & 1).astype(bool)
+        obs, bad = _decode_each(rt.decoder, graph, events)
+    failed = int(np.sum(bad))
+    obs[bad] = 0
+    preds = ((obs[:, None] >> np.arange(no, dtype=np.int64)) & 1).astype(bool)
     seconds = time.perf_counter() - t0
     stim.write_shot_data_file(data=preds, path=str(out_path), format=out_format, num_measurements=0,
                               num_detectors=0, num_observables=no)
@@ -116,26 +115,20 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     return DecodeSummary(len(events), nd, no, decoder, "gpu" if backend == "gpu" else "cpu", seconds, failed, errors)
 
 
-def _decode_union_find(graph, emask: np.ndarray, events: np.ndarray, backend: str, chunk: int):
-    from rtdecoder.kernels import union_find as uf
-
-    g = uf.build_graph(graph.num_nodes, graph.edge_u, graph.edge_v, graph.edge_weight)
-    shots = len(events)
-    obs = np.zeros(shots, np.int64)
-    counts = np.zeros(shots, np.int64)
-    if backend == "gpu":
-        from rtdecoder.gpu import BatchDecoder
-
-        bd = BatchDecoder.for_graph(g, emask)
-        nd = events.shape[1]
-        for a in range(0, shots, chunk):
-            b = min(shots, a + chunk)
-            c, o, _ = bd.decode(np.zeros(b - a, np.int64), np.arange(b - a, dtype=np.int64) * nd, events[a:b].ravel())
-            counts[a:b], obs[a:b] = c, o
-        return obs, counts
-    ws = uf.Workspace(graph.num_nodes, graph.num_edges, uf.max_length(g)).arrays()
-    uf.decode_batch(*g, emask, events, counts, obs, *ws)
-    return obs, counts
+def _decode_each(compiled, graph, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every shot through ``compiled.decode_window`` on the whole-shot graph: int64 observable
+    masks, and which shots had no correction."""
+    emask = graph.edge_obs.view(np.int64)
+    obs = np.zeros(len(events), np.int64)
+    bad = np.zeros(len(events), bool)
+    for s, row in enumerate(events):
+        try:
+            chosen, n = compiled.decode_window(0, row)
+        except ValueError:
+            bad[s] = True
+            continue
+        obs[s] = np.bitwise_xor.reduce(emask[chosen[:n]]) if n else 0
+    return obs, bad
 
 
 def write_example(path: Path, dem: stim.DetectorErrorModel, circuit: stim.Circuit, shots: int, fmt: str,

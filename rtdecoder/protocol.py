@@ -6,7 +6,7 @@ ring slot (RoCE): a fixed 40-byte header (§2) followed by ``payload_len`` bytes
 
 The ``struct.Struct`` layouts are the single source of truth for sizes and offsets; their sizes
 are checked when this module is imported, and the byte offsets exported as ``OFF_*`` constants
-are derived from them so that the numba code on the hot path (``rtdecoder.kernels.stream``)
+are derived from them so that the numba code on the hot path (``rtdecoder.kernels.wire``)
 reads the same bytes.
 
 Bit order of detection events (§5): detector ``j`` of a round (its index among that round's
@@ -126,10 +126,6 @@ class Status(enum.IntEnum):
 
 NUM_STATUS = max(Status) + 1
 
-DECODER_IDS = {"matching": 0, "union_find": 1}
-"""Decoder ids reported in HELLO_REPLY (§4.2)."""
-
-
 def _check_layouts() -> None:
     expected = {
         "HEADER": (HEADER, 40),
@@ -183,12 +179,14 @@ class ProtocolError(ValueError):
 
 
 def encode_header(h: Header, payload_len: int | None = None) -> bytes:
-    """Pack ``h`` into 40 bytes (§2); ``payload_len`` overrides ``h.payload_len``."""
-    return HEADER.pack(
-        h.magic, h.version, int(h.msg_type), h.flags, h.header_len, h.stream_id, h.first_round,
-        h.shot_id, h.num_rounds, h.payload_len if payload_len is None else payload_len,
-        h.controller_ts_ns,
-    )
+    """Pack ``h`` into 40 bytes (§2); ``payload_len`` overrides ``h.payload_len``. Written by
+    ``rtdecoder.kernels.wire.encode_header``, the encoder the data plane and the emulator use."""
+    from rtdecoder.kernels.wire import encode_header as write
+
+    buf = np.zeros(HEADER_LEN, np.uint8)
+    write(buf, h.magic, h.version, int(h.msg_type), h.flags, h.header_len, h.stream_id, h.first_round, h.shot_id,
+          h.num_rounds, h.payload_len if payload_len is None else payload_len, h.controller_ts_ns)
+    return buf.tobytes()
 
 
 def encode(h: Header, payload: bytes = b"") -> bytes:

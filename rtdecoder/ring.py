@@ -1,10 +1,9 @@
 """The receive ring: page-locked host memory cut into power-of-two slots.
 
-DESIGN.md: the ring is pinned (page-locked) host memory; the UDP transport receives into its
-slots, the RoCE transport registers it as its memory region, and the GPU path maps it into device
-memory. Here it is an anonymous ``mmap`` locked with ``mlock(2)``; where locking is not permitted
+The UDP transport receives into its slots and the RoCE transport registers it as the memory
+region a controller RDMA-writes into. It is an anonymous ``mmap`` locked with ``mlock(2)``; where locking is not permitted
 (``RLIMIT_MEMLOCK``) the ring still works, unlocked, and ``pinned_reason`` says why, so that
-``rtdecoder serve`` can print it. (CUDA-registered memory comes with the GPU back end.)
+``rtdecoder serve`` can print it.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ class PinnedRing:
 
     Attributes:
         array: uint8 array of shape ``(slots, slot_bytes)`` over the locked memory.
-        views: one writable ``memoryview`` per slot, made once (receiving into a slot allocates
-            nothing).
         pinned: whether ``mlock`` succeeded; ``pinned_reason`` says what happened.
 
     Raises:
@@ -36,14 +33,11 @@ class PinnedRing:
                 raise ValueError(f"{name} = {v} must be a power of two")
         self.slots = slots
         self.slot_bytes = slot_bytes
-        self.mask = slots - 1
         size = slots * slot_bytes
         self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.array = np.frombuffer(self._mmap, dtype=np.uint8).reshape(slots, slot_bytes)
         self.array[:] = 0  # touch every page so that none faults on the hot path
         self.pinned, self.pinned_reason = self._lock(size)
-        whole = memoryview(self._mmap)
-        self.views = [whole[i * slot_bytes:(i + 1) * slot_bytes] for i in range(slots)]
 
     def _lock(self, size: int) -> tuple[bool, str]:
         libc_name = ctypes.util.find_library("c")

@@ -1,17 +1,18 @@
 """``rtdecoder serve``: the decoding service.
 
-Start-up builds the ``Engine`` (every graph, decoder and table), then one worker per configured
-CPU (one unpinned worker when ``cpus`` is empty), each with its own UDP socket in the port's
-``SO_REUSEPORT`` group, its own pinned receive ring, transmit batch, counters, histograms and
-union-find workspace (``rtdecoder.dataplane.WorkerState``), and the metrics endpoint. It
-compiles (or loads from numba's cache) the data plane, prints one JSON line
-``{"event": "ready", ...}`` on standard output with the bound ports, and starts the workers.
+Start-up builds the ``Engine`` (every graph, decoder and table), chooses the transport
+(``rtdecoder.transport.choose``) and opens it: the transport binds and makes one worker
+(``rtdecoder.worker.Worker``) per configured CPU it can use, each with its endpoint, its own
+pinned receive ring, transmit batch, counters, histograms and union-find workspace. It compiles
+(or loads from numba's cache) the transport's loop, starts the metrics endpoint, prints one JSON
+line ``{"event": "ready", ...}`` on standard output with the bound ports, and starts the
+workers.
 
-Each worker is a thread that pins itself to its CPU and runs
-``rtdecoder.dataplane.serve_loop`` to completion, with the GIL released: no Python bytecode runs
-per datagram (matching windows excepted: see ``rtdecoder.dataplane``). Streams are sharded
-``stream_id % workers``, steered by the kernel (``rtdecoder.transport.udp``). The main thread
-only waits for signals; the metrics thread reads the workers' arrays at scrape time.
+Each worker is a thread that pins itself to its CPU and runs its transport's compiled loop with
+the GIL released: no Python bytecode runs per datagram (escape decoders excepted: see
+``rtdecoder.dataplane``). With UDP, streams are sharded ``stream_id % workers``, steered by the
+kernel (``rtdecoder.transport.udp``). The main thread only waits for signals; the metrics
+thread reads the workers' arrays at scrape time.
 
 With ``backend = "gpu"`` (``--backend gpu``, or ``auto`` on a host with a usable GPU) the
 detection events live in mapped host memory and each worker decodes its union-find windows
@@ -33,10 +34,8 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import struct
 import sys
-import threading
 import time
 from typing import TextIO
 
@@ -44,16 +43,15 @@ import numpy as np
 from prometheus_client import CollectorRegistry, start_http_server
 
 from rtdecoder import dataplane as D
+from rtdecoder import transport
 from rtdecoder.config import ConfigError, ServerConfig
 from rtdecoder.config import load_config
 from rtdecoder.engine import Engine, build_stream
 from rtdecoder.gpu import PersistentDecoder, choose_backend, mapped_zeros
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import tables as K
 from rtdecoder.metrics import EngineCollector
-from rtdecoder.ring import PinnedRing
 from rtdecoder.transport import libc as L
-from rtdecoder.transport.select import choose_transport
-from rtdecoder.transport.udp import UdpTransport
+from rtdecoder.worker import Worker
 
 
 def hold_cpu_dma_latency(log: TextIO) -> int | None:
@@ -69,183 +67,6 @@ def hold_cpu_dma_latency(log: TextIO) -> int | None:
         return None
     print("rtdecoder: holding /dev/cpu_dma_latency at 0 µs while serving (no deep C-states)", file=log)
     return fd
-
-
-class Worker:
-    """One data-plane worker: a socket, a receive ring, a ``WorkerState``, a thread.
-
-    Attributes:
-        cpu: the CPU it pins itself to, or None.
-        ctl: int64 control words (``CTL_STOP``, set by ``stop``).
-        handled: datagrams handled, once the loop has returned.
-    """
-
-    def __init__(self, engine: Engine, fd: int, ring: PinnedRing, cpu: int | None, batch: int, echo: bool,
-                 gpu_slot: tuple | None = None, error_limit: tuple[int, int] = (1000, 100)):
-        self.engine = engine
-        self.fd = fd
-        self.ring = ring
-        self.cpu = cpu
-        self.batch = batch
-        self.echo = echo
-        self.state = D.WorkerState(engine, gpu_slot=gpu_slot, error_replies_per_s=error_limit[0],
-                                   error_burst=error_limit[1])
-        self.rx = L.MessageBatch(ring.slots, ring.slot_bytes, buffers=ring.array)
-        self._init_thread(f"rtdecoder-worker-{cpu}")
-
-    def _init_thread(self, name: str) -> None:
-        """Control words, counters of the loop, and the thread with its park/resume events."""
-        self.ctl = D.control_words()
-        self.handled = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._pause = threading.Event()
-        self._parked = threading.Event()
-        self._resume = threading.Event()
-        self._quit = False
-
-    def _run(self) -> None:
-        try:
-            if self.cpu is not None:
-                os.sched_setaffinity(0, {self.cpu})  # 0: the calling thread
-            self._serve_parkable(lambda s: D.serve_loop(
-                self.fd, self.ctl, self.rx.hdr, self.rx.name, self.ring.array, self.batch, self.echo, s.wid,
-                self.engine.tables, s.arrays, s.workspace, s.tx_arrays))
-        except BaseException as e:  # reported by Server.run; the process then exits non-zero
-            self.error = e
-
-    def _serve_parkable(self, loop) -> None:
-        """Run ``loop(state)`` (a compiled loop that returns on its stop word) until the worker
-        is stopped; while it is parked for a reload, wait, then run it again on the new engine."""
-        while True:
-            self.handled += loop(self.state)
-            if not self._pause.is_set() or self._quit:
-                return
-            self._parked.set()  # between two datagrams: the server may swap the engine now
-            self._resume.wait()
-            self._resume.clear()
-            if self._quit:
-                return
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._quit = True
-        self.ctl[D.CTL_STOP] = 1
-        self._resume.set()
-
-    def park(self, timeout_s: float = 5.0) -> bool:
-        """Stop the loop between two datagrams and hold it (datagrams wait in the socket)."""
-        self._pause.set()
-        self.ctl[D.CTL_STOP] = 1
-        if not self.thread.is_alive():
-            return True
-        return self._parked.wait(timeout_s)
-
-    def unpark(self) -> None:
-        self._parked.clear()
-        self._pause.clear()
-        if not self._quit:
-            self.ctl[D.CTL_STOP] = 0
-        self._resume.set()
-
-    def rebind(self, engine: Engine) -> None:
-        self.engine = engine
-        self.state.rebind(engine)
-
-    def drain(self, deadline_ns: int) -> None:
-        self.ctl[D.CTL_DRAIN] = deadline_ns
-
-
-class RoceWorker(Worker):
-    """The worker of ``--transport roce``: controller sessions one at a time, each a TCP
-    rendezvous (``transport.roce``) then ``ring_serve_loop`` over the worker's pinned ring,
-    which is the memory region the controller RDMA-writes into. A second controller that
-    connects while a session runs is refused (its TCP connection is closed, and the log says so).
-    """
-
-    def __init__(self, engine: Engine, listener: socket.socket, ring: PinnedRing, cpu: int | None,
-                 error_limit: tuple[int, int], log: TextIO, gpu_slot: tuple | None = None):
-        self.engine = engine
-        self.listener = listener
-        self.ring = ring
-        self.cpu = cpu
-        self.log = log
-        self.state = D.WorkerState(engine, tx_slots=engine.max_windows + 4, gpu_slot=gpu_slot,
-                                   error_replies_per_s=error_limit[0], error_burst=error_limit[1])
-        self.in_session = False
-        self.rstate = np.zeros(4, np.int64)
-        self.echo = False
-        self._init_thread(f"rtdecoder-roce-{cpu}")
-
-    def _session(self, conn: socket.socket, addr) -> None:
-        from rtdecoder.transport import roce
-        from rtdecoder.transport.udp import source_words
-
-        flat = self.ring.array.reshape(-1)
-        link = roce.RoceLink(flat, self.ring.slots, self.ring.slot_bytes, local=(self.state.tx.buf,))
-        try:
-            peer = roce.rendezvous_accept(conn, link.info())
-            link.connect(peer)
-            self.state.poster = roce.RoceReplyPoster(link, self.state.tx.buf, self.state.tx.iov)
-            flat.view(np.int64)[:] = 0
-            self.rstate[:] = 0
-            self.rstate[D.RS_NEXT] = 1
-            hi, lo = source_words(addr[0])
-            print(f"rtdecoder: roce session with {addr[0]} (QP {peer.qp_num:#x}, reply ring {peer.slots} x "
-                  f"{peer.slot_bytes} bytes)", file=self.log, flush=True)
-            watcher = threading.Thread(target=self._watch, args=(conn,), daemon=True)
-            watcher.start()
-            self.in_session = True
-            words = flat.view(np.int64)
-            self._serve_parkable(lambda s: D.ring_serve_loop(
-                self.ctl, flat, words, self.ring.slots, self.ring.slot_bytes, hi, lo, self.rstate, s.wid,
-                self.engine.tables, s.arrays, s.workspace, s.tx_arrays))
-        finally:
-            self.in_session = False
-            self.state.poster = None
-            link.close()
-            conn.close()
-
-    def park(self, timeout_s: float = 5.0) -> bool:
-        """Between sessions there is no loop to stop: new sessions wait until ``unpark``."""
-        self._pause.set()
-        if not self.in_session:
-            return True
-        return super().park(timeout_s)
-
-    def _watch(self, conn: socket.socket) -> None:
-        """The session ends when the controller closes its rendezvous connection."""
-        try:
-            conn.settimeout(None)
-            conn.recv(1)
-        except OSError:
-            pass
-        if not self._quit:
-            self.ctl[D.CTL_STOP] = 1
-
-    def _run(self) -> None:
-        try:
-            if self.cpu is not None:
-                os.sched_setaffinity(0, {self.cpu})
-            self.listener.settimeout(0.2)
-            while not self._quit and self.ctl[D.CTL_DRAIN] == 0:
-                if self._pause.is_set():  # a reload is swapping the engine
-                    time.sleep(0.01)
-                    continue
-                try:
-                    conn, addr = self.listener.accept()
-                except socket.timeout:
-                    continue
-                if self._pause.is_set():
-                    conn.close()
-                    continue
-                self._session(conn, addr)
-                if not self._quit and self.ctl[D.CTL_DRAIN] == 0:
-                    self.ctl[D.CTL_STOP] = 0  # the controller left: wait for the next one
-        except BaseException as e:  # reported by Server.run
-            self.error = e
 
 
 class Server:
@@ -277,8 +98,13 @@ class Server:
                               "pick from those, or check taskset/cgroup limits")
         backend, why = choose_backend(cfg.backend)
         print(f"rtdecoder: {why}", file=log)
-        self.transport_name, transport_why = ("udp", "transport udp (echo runs over UDP)") if echo else \
-            choose_transport(cfg.transport)
+        if echo:
+            spec = transport.get("udp")
+            transport_why = "transport udp (echo runs over UDP)"
+        else:
+            spec, transport_why = transport.choose(cfg.transport)
+        self.transport_name = spec.name
+        print(f"rtdecoder: {transport_why}", file=log)
         t0 = time.perf_counter()
         slot_bytes = 1 << max(s.max_datagram for s in cfg.streams).bit_length()
         self.engine = Engine(cfg.streams, slot_bytes=slot_bytes, host_alloc=mapped_zeros if backend == "gpu" else None)
@@ -299,75 +125,25 @@ class Server:
         rest = allowed - set(cfg.cpus)
         if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
             os.sched_setaffinity(0, rest)
-        self.workers: list[Worker] = []
-        if self.transport_name == "roce":
-            self._start_roce(cfg, cpus, slot_bytes, transport_why)
-        else:
-            self._start_udp(cfg, cpus, slot_bytes, transport_why, echo)
-        self._warm_up()
+        self.opened = spec.open(transport.ServeContext(cfg, self.engine, cpus, slot_bytes, echo, self.gpu, log))
+        self.address = self.opened.address
+        self.workers: list[Worker] = self.opened.workers
+        for i, w in enumerate(self.workers):
+            w.ctl[K.CTL_WORKER], w.ctl[K.CTL_WORKERS], w.ctl[K.CTL_BUSY_BATCHES] = i, len(self.workers), cfg.busy_batches
+        if echo:
+            print("rtdecoder: ECHO mode: every datagram is sent back unchanged; nothing is decoded", file=log)
+        t2 = time.perf_counter()
+        self.workers[0].endpoint.warm_up(self.workers[0])
+        print(f"rtdecoder: data plane compiled in {time.perf_counter() - t2:.1f} s", file=log)
         self.collector: EngineCollector | None = None
         self.metrics_port = -1
         if cfg.metrics_port >= 0:
-            fds = self.transport.fds() if self.transport_name == "udp" else []
-            self.collector = EngineCollector(self.engine, [w.state for w in self.workers], fds)
+            self.collector = EngineCollector(self.engine, [w.state for w in self.workers], self.opened.fds)
             registry = CollectorRegistry(auto_describe=False)
             registry.register(self.collector)
             httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
             self.metrics_port = httpd.server_port
             print(f"rtdecoder: metrics on http://{cfg.metrics_host}:{self.metrics_port}/metrics", file=log)
-
-    def _start_roce(self, cfg: ServerConfig, cpus: list, slot_bytes: int, why: str) -> None:
-        if len(cpus) > 1:
-            print(f"rtdecoder: roce serves one controller session on one worker: CPU {cpus[0]}; "
-                  f"{cpus[1:]} stay idle", file=self.log)
-        listener = socket.create_server((cfg.host, cfg.port), family=socket.AF_INET6 if ":" in cfg.host
-                                        else socket.AF_INET)
-        self.address = listener.getsockname()[:2]
-        self.transport = listener
-        print(f"rtdecoder: {why}; rendezvous on tcp {self.address[0]}:{self.address[1]}", file=self.log)
-        ring = PinnedRing(cfg.ring_slots, slot_bytes)
-        w = RoceWorker(self.engine, listener, ring, cpus[0], (cfg.error_replies_per_s, cfg.error_burst), self.log,
-                       self.gpu.slot_arrays(1) if self.gpu is not None else None)
-        w.ctl[D.CTL_WORKER], w.ctl[D.CTL_WORKERS] = 0, 1
-        self.workers.append(w)
-        print(f"rtdecoder: roce worker {'pinned to CPU ' + str(cpus[0]) if cpus[0] is not None else 'not pinned'}, "
-              f"ring {ring.slots} x {ring.slot_bytes} bytes {ring.pinned_reason}", file=self.log)
-
-    def _start_udp(self, cfg: ServerConfig, cpus: list, slot_bytes: int, why: str, echo: bool) -> None:
-        log = self.log
-        self.transport = UdpTransport(cfg.host, cfg.port, workers=len(cpus), busy_poll_us=cfg.busy_poll_us)
-        self.address = self.transport.address
-        print(f"rtdecoder: {why}; udp on {self.transport.address[0]}:{self.transport.address[1]}, "
-              f"{self.transport.busy_poll}", file=log)
-        for i, (cpu, fd) in enumerate(zip(cpus, self.transport.fds())):
-            ring = PinnedRing(cfg.ring_slots, slot_bytes)
-            slot = self.gpu.slot_arrays(i + 1) if self.gpu is not None else None
-            w = Worker(self.engine, fd, ring, cpu, cfg.recv_batch, echo, slot, (cfg.error_replies_per_s, cfg.error_burst))
-            w.ctl[D.CTL_WORKER], w.ctl[D.CTL_WORKERS], w.ctl[D.CTL_BUSY_BATCHES] = i, len(cpus), cfg.busy_batches
-            self.workers.append(w)
-        owned = {i: sorted(s for s in self.engine.streams if s % len(cpus) == i) for i in range(len(cpus))}
-        for i, w in enumerate(self.workers):
-            where = f"pinned to CPU {w.cpu}" if w.cpu is not None else "not pinned (give --cpus to pin)"
-            print(f"rtdecoder: worker {i} {where}, streams {owned[i]}, ring {w.ring.slots} x {w.ring.slot_bytes} "
-                  f"bytes {w.ring.pinned_reason}", file=log)
-        if echo:
-            print("rtdecoder: ECHO mode: every datagram is sent back unchanged; nothing is decoded", file=log)
-
-    def _warm_up(self) -> None:
-        """Compile (or load from cache) the loop: run it once with its stop word already set."""
-        t0 = time.perf_counter()
-        w = self.workers[0]
-        ctl = D.control_words()
-        ctl[D.CTL_STOP] = 1
-        s = w.state
-        if isinstance(w, RoceWorker):
-            flat = w.ring.array.reshape(-1)
-            D.ring_serve_loop(ctl, flat, flat.view(np.int64), w.ring.slots, w.ring.slot_bytes, 0, 0, w.rstate, s.wid,
-                              self.engine.tables, s.arrays, s.workspace, s.tx_arrays)
-        else:
-            D.serve_loop(w.fd, ctl, w.rx.hdr, w.rx.name, w.ring.array, w.batch, w.echo, s.wid, self.engine.tables,
-                         s.arrays, s.workspace, s.tx_arrays)
-        print(f"rtdecoder: data plane compiled in {time.perf_counter() - t0:.1f} s", file=self.log)
 
     def ready_line(self) -> str:
         return json.dumps({"event": "ready", "host": self.address[0], "port": self.address[1],
@@ -501,7 +277,7 @@ class Server:
         return self.engine.counters + sum(w.state.counters for w in self.workers)
 
     def close(self) -> None:
-        self.transport.close()
+        self.opened.close()
         if self._pm_qos is not None:
             os.close(self._pm_qos)
             self._pm_qos = None

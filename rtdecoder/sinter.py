@@ -5,7 +5,8 @@
 
 or, in Python, ``sinter.collect(..., decoders=["rtdecoder_union_find"], custom_decoders=decoders())``.
 
-The names in ``decoders()`` decode whole shots (W = all). ``RtDecoder(decoder, window, commit)``
+``decoders()`` holds ``rtdecoder_NAME`` for every registered decoder (``rtdecoder.decoders``,
+plug-ins included), decoding whole shots (W = all). ``RtDecoder(decoder, window, commit)``
 decodes in sliding windows of ``window`` rounds committing ``commit``; rounds come from the DEM's
 detector time coordinates (stim's generated circuits have them). Shots go through the service's
 own code path (``Engine.decode_shots``: framing, state machine, window decoding, commit/carry),
@@ -28,7 +29,7 @@ class RtDecoder(sinter.Decoder):
     """A picklable sinter decoder description.
 
     Attributes:
-        decoder: ``"matching"`` or ``"union_find"``.
+        decoder: a registered decoder's name (``rtdecoder.decoders.names()``).
         window: W in rounds, 0 for whole shots.
         commit: C in rounds (ignored when ``window`` is 0).
     """
@@ -68,5 +69,8 @@ class CompiledRtDecoder(sinter.CompiledDecoder):
 
 
 def decoders() -> dict[str, sinter.Decoder]:
-    """The custom decoders for ``--custom_decoders_module_function rtdecoder.sinter:decoders``."""
-    return {"rtdecoder_matching": RtDecoder("matching"), "rtdecoder_union_find": RtDecoder("union_find")}
+    """The custom decoders for ``--custom_decoders_module_function rtdecoder.sinter:decoders``:
+    ``rtdecoder_NAME`` for each registered decoder."""
+    from rtdecoder import decoders as registry
+
+    return {f"rtdecoder_{name}": RtDecoder(name) for name in registry.names()}

@@ -1,5 +1,5 @@
 """The compiled data plane in process: ``serve_loop`` on a real loopback socket in a thread,
-stream steering across a worker group, per-stage timestamps, the matching escape, and the
+stream steering across a worker group, per-stage timestamps, the escape, and the
 metrics that read them. Each loop runs only while its test sends, then is stopped."""
 
 import socket
@@ -14,12 +14,18 @@ from rtdecoder import dataplane as D
 from rtdecoder import protocol as P
 from rtdecoder.config import ConfigError, ServerConfig, StreamConfig
 from rtdecoder.engine import Engine
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import histogram as KH
+from rtdecoder.kernels import ingest as KI
+from rtdecoder.kernels import window as KW
+from rtdecoder.kernels import tables as T
+from rtdecoder.kernels import wire as W
 from rtdecoder.metrics import make_registry
 from rtdecoder.ring import PinnedRing
 from rtdecoder.server import Server
 from rtdecoder.transport import libc as L
-from rtdecoder.transport.udp import UdpTransport
+from rtdecoder.transport.ring import ring_serve_loop
+from rtdecoder.transport.udp import UdpTransport, serve_loop
+from rtdecoder.worker import CACHE_LINE, WorkerState, control_words
 
 
 class Loop:
@@ -35,15 +41,14 @@ class Loop:
             self.client.send(datagram)
         self.ring = PinnedRing(8, slot_bytes)
         self.rx = L.MessageBatch(8, slot_bytes, buffers=self.ring.array)
-        self.state = D.WorkerState(engine, tx_slots=tx_slots)
-        self.ctl = D.control_words()
-        self.ctl[D.CTL_BUSY_BATCHES] = busy_batches
+        self.state = WorkerState(engine, tx_slots=tx_slots)
+        self.ctl = self.state.ctl
+        self.ctl[T.CTL_BUSY_BATCHES] = busy_batches
         self.handled = None
         s = self.state
-        args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.rx.name, self.ring.array, 4, echo, s.wid,
-                engine.tables,
+        args = (self.transport.sock.fileno(), self.rx.hdr, self.rx.name, self.ring.array, 4, echo, engine.tables,
                 s.arrays, s.workspace, s.tx_arrays)
-        self.thread = threading.Thread(target=lambda: setattr(self, "handled", D.serve_loop(*args)))
+        self.thread = threading.Thread(target=lambda: setattr(self, "handled", serve_loop(*args)))
         self.thread.start()
 
     def ask(self, datagram: bytes, replies: int = 1) -> list[bytes]:
@@ -51,7 +56,7 @@ class Loop:
         return [self.client.recv(65536) for _ in range(replies)]
 
     def stop(self) -> int:
-        self.ctl[D.CTL_STOP] = 1
+        self.ctl[T.CTL_STOP] = 1
         self.thread.join(timeout=30)
         assert not self.thread.is_alive()
         self.client.close()
@@ -91,7 +96,7 @@ def test_compiled_loop_answers_like_the_in_process_path_and_stops_on_its_stop_wo
         handled = loop.stop()
     assert handled == len(dets) + 1
     c = loop.state.counters
-    assert c[K.CNT_SHOTS] == len(dets) and c[P.Status.MALFORMED] == 1
+    assert c[T.CNT_SHOTS] == len(dets) and c[P.Status.MALFORMED] == 1
 
 
 def test_stage_timestamps_are_ordered_and_counted_per_window(uf_engine):
@@ -104,14 +109,14 @@ def test_stage_timestamps_are_ordered_and_counted_per_window(uf_engine):
         loop.stop()
     st = loop.state
     windows = 5 * uf_engine.streams[0].plan.num_windows
-    assert st.tmeta[D.M_NEXT] == windows == st.tmeta[D.M_PENDING]
+    assert st.tmeta[T.M_NEXT] == windows == st.tmeta[T.M_PENDING]
     t = st.trace[:windows]
-    assert np.all(t[:, D.TR_RECEIVED] <= t[:, D.TR_CHECKED]) and np.all(t[:, D.TR_CHECKED] <= t[:, D.TR_DECODED])
-    assert np.all(t[:, D.TR_DECODED] <= t[:, D.TR_SENT]) and np.all(t[:, D.TR_RECEIVED] > 0)
-    counts = st.hist[:, K.NUM_BUCKETS]
-    assert counts[D.HIST_CHECK] == 5  # once per datagram
-    assert counts[D.HIST_STAGE_DECODE] == counts[D.HIST_SEND] == counts[D.HIST_SERVER] == windows
-    assert counts[D.HIST_DECODE + P.DECODER_IDS["union_find"]] == windows and counts[D.HIST_ESCAPE] == 0
+    assert np.all(t[:, T.TR_RECEIVED] <= t[:, T.TR_CHECKED]) and np.all(t[:, T.TR_CHECKED] <= t[:, T.TR_DECODED])
+    assert np.all(t[:, T.TR_DECODED] <= t[:, T.TR_SENT]) and np.all(t[:, T.TR_RECEIVED] > 0)
+    counts = st.hist[:, KH.NUM_BUCKETS]
+    assert counts[T.HIST_CHECK] == 5  # once per datagram
+    assert counts[T.HIST_STAGE_DECODE] == counts[T.HIST_SEND] == counts[T.HIST_SERVER] == windows
+    assert counts[T.HIST_DECODE + uf_engine.streams[0].spec.wire_id] == windows and counts[T.HIST_ESCAPE] == 0
     text = generate_latest(make_registry(uf_engine, [st])).decode()
     assert f'rtdecoder_stage_seconds_count{{stage="send"}} {float(windows)}' in text
     assert 'rtdecoder_stage_recent_seconds{quantile="0.99",stage="decode"}' in text
@@ -152,11 +157,11 @@ def test_a_backlog_is_answered_with_one_send_per_batch_but_a_shots_end_leaves_at
     assert [P.decode_header(g).shot_id for g in got] == [1] * nwin + [2]
     assert P.decode_correction(got[nwin - 1], 1).final
     st = loop.state
-    assert st.counters[D.CNT_BATCHES] == 1
+    assert st.counters[T.CNT_BATCHES] == 1
     t = st.trace[:nwin + 1]
-    assert len(set(t[:nwin, D.TR_SENT])) == 1  # shot 1: one sendmmsg, right after its final window
-    assert t[nwin, D.TR_SENT] > t[0, D.TR_SENT]  # shot 2's reply: a second one, at the batch's end
-    assert t[nwin, D.TR_DECODED] > t[0, D.TR_SENT]
+    assert len(set(t[:nwin, T.TR_SENT])) == 1  # shot 1: one sendmmsg, right after its final window
+    assert t[nwin, T.TR_SENT] > t[0, T.TR_SENT]  # shot 2's reply: a second one, at the batch's end
+    assert t[nwin, T.TR_DECODED] > t[0, T.TR_SENT]
 
 
 def test_a_datagram_longer_than_its_ring_slot_is_answered_too_large(uf_engine):
@@ -187,7 +192,7 @@ def test_a_shot_after_a_backlog_is_not_shed_wherever_the_ring_position_stands(uf
         loop.stop()
     assert all(P.decode_header(g).msg_type == P.MsgType.CORRECTION for g in rest)
     assert loop.state.counters[P.Status.BUSY] == 0
-    assert loop.state.counters[D.CNT_OVERLOADED] >= 1  # the backlog's first read did count as overload
+    assert loop.state.counters[T.CNT_OVERLOADED] >= 1  # the backlog's first read did count as overload
 
 
 def test_echo_mode_sends_every_datagram_back_unchanged(uf_engine):
@@ -197,7 +202,7 @@ def test_echo_mode_sends_every_datagram_back_unchanged(uf_engine):
             assert loop.ask(payload) == [payload]
     finally:
         loop.stop()
-    assert loop.state.counters[K.CNT_PACKETS] == 0  # nothing was checked or decoded
+    assert loop.state.counters[T.CNT_PACKETS] == 0  # nothing was checked or decoded
 
 
 def test_a_paced_shot_against_the_echo_ends_with_the_echo_of_its_last_datagram(uf_engine):
@@ -206,13 +211,13 @@ def test_a_paced_shot_against_the_echo_ends_with_the_echo_of_its_last_datagram(u
 
     lay = uf_engine.streams[0].layout
     loop = Loop(uf_engine, echo=True)
-    ctl = E.Controller(*loop.transport.address, 0)
+    ctl = E.Controller.connect("udp", *loop.transport.address, 0)
     try:
         drv = E.ShotDriver(ctl, lay, 2, 1.0, timeout_s=5.0)
         packed = P.pack_rounds(np.ones((1, lay.num_detectors), np.uint8), lay.round_offsets, lay.round_bytes)[0]
         res = drv.run(7, packed, np.zeros(lay.num_observables, np.uint8)).copy()
     finally:
-        ctl.sock.close()
+        ctl.close()
         loop.stop()
     assert res[E.R_FINAL] == 1 and res[E.R_CORRECTIONS] == 0
     assert res[E.R_FINAL_RECEIVED] > res[E.R_LAST_SENT] > 0
@@ -226,7 +231,8 @@ def test_a_paced_shot_against_the_echo_ends_with_the_echo_of_its_last_datagram(u
     scratch = (np.zeros(4, np.int64), np.zeros(4, np.int64), np.zeros(P.NUM_STATUS, np.int64))
     for shot, last_ts, final in ((7, 0, 0), (7, 999, 0), (8, 1234, 0), (7, 1234, 1)):
         res = np.zeros(E.NUM_R, np.int64)
-        E._on_reply(rx, len(hdr), shot, 1, 5678, res, np.zeros(1, np.uint8), *scratch, last_ts)
+        E._on_reply(rx, len(hdr), shot, 1, 5678, res, np.zeros(1, np.uint8), *scratch, last_ts,
+                    np.zeros(E.NUM_RP, np.int64))
         assert (res[E.R_FINAL], res[E.R_FINAL_RECEIVED]) == (final, 5678 * final)
 
 
@@ -241,7 +247,7 @@ def test_matching_windows_leave_compiled_code_through_the_counted_escape():
     finally:
         loop.stop()
     assert all(P.decode_header(g).msg_type == P.MsgType.CORRECTION for g in got)
-    assert loop.state.hist[D.HIST_ESCAPE, K.NUM_BUCKETS] == eng.streams[0].plan.num_windows
+    assert loop.state.hist[T.HIST_ESCAPE, KH.NUM_BUCKETS] == eng.streams[0].plan.num_windows
 
 
 def test_streams_are_steered_to_the_socket_of_the_worker_that_owns_them():
@@ -275,9 +281,9 @@ def test_server_refuses_cpus_it_may_not_use_and_names_the_allowed_ones():
 
 def test_control_words_sit_on_a_cache_line_of_their_own():
     for _ in range(20):
-        ctl = D.control_words()
-        assert ctl.ctypes.data % D.CACHE_LINE == 0 and ctl.nbytes == D.CACHE_LINE
-        assert ctl[D.CTL_STOP] == 0 and ctl[D.CTL_DRAIN] == 0 and ctl[D.CTL_WORKERS] == 1
+        ctl = control_words()
+        assert ctl.ctypes.data % CACHE_LINE == 0 and ctl.nbytes == CACHE_LINE
+        assert ctl[T.CTL_STOP] == 0 and ctl[T.CTL_DRAIN] == 0 and ctl[T.CTL_WORKERS] == 1
 
 
 def test_cpu_lists_parse_like_taskset():
@@ -292,8 +298,8 @@ def test_the_compiled_data_path_takes_no_reference_counts(uf_engine):
     the runtime."""
     from rtdecoder.kernels import union_find as uf
 
-    path = [D.serve_loop, D.ring_serve_loop, D.process_datagram, D.flush, D._queue_reply, D._decode_gpu,
-            D.take_error_token, K.ingest, K.next_window, K.commit_window, K.write_error, K.observe, uf.decode]
+    path = [serve_loop, ring_serve_loop, D.process_datagram, D.flush, D.queue_reply, D._decode_gpu,
+            D.take_error_token, W.encode_header, KI.ingest, KW.next_window, KW.commit_window, W.write_error, KH.observe, uf.decode]
     for fn in path:
         assert fn.targetoptions.get("_nrt") is False, fn.__name__
     uf_engine.handle(shot_datagram(uf_engine, 0, 1, np.zeros(uf_engine.streams[0].layout.num_detectors, np.uint8)))

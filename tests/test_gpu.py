@@ -142,13 +142,13 @@ def test_persistent_decoder_answers_as_the_cpu_does():
 def test_a_silent_device_poisons_the_shot_instead_of_hanging():
     """A persistent decoder that never answers (here: never started): the window waits
     ``slots.TIMEOUT_NS``, the shot gets INTERNAL, and nothing is committed."""
-    from rtdecoder import dataplane as D
     from rtdecoder import protocol as P
+    from rtdecoder.worker import WorkerState
 
     cfg = StreamConfig(id=0, distance=3, rounds=3, p=0.01, decoder="union_find")
     e = Engine([cfg], host_alloc=gpu.mapped_zeros)
     pd = gpu.PersistentDecoder(e, slots=1)
-    e.local = D.WorkerState(e, tx_slots=8, gpu_slot=pd.slot_arrays(0))
+    e.local = WorkerState(e, tx_slots=8, gpu_slot=pd.slot_arrays(0))
     lay = e.streams[0].layout
     pkt = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, first_round=0, num_rounds=lay.num_rounds),
                    bytes(lay.num_rounds * lay.round_bytes))

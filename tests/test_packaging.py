@@ -27,13 +27,15 @@ def test_wheel_installs_and_imports_without_the_checkout(root, tmp_path):
                     str(wheels), str(src)], check=True, capture_output=True, timeout=300)
     (whl,) = wheels.glob("rtdecoder-*.whl")
     names = zipfile.ZipFile(whl).namelist()
-    assert "rtdecoder/kernels/stream.py" in names and "rtdecoder/transport/udp.py" in names
+    assert "rtdecoder/kernels/ingest.py" in names and "rtdecoder/transport/udp.py" in names
+    assert "rtdecoder/decoders/union_find.py" in names
     assert not any(n.startswith(("kernels/", "transport/")) for n in names)  # no top-level 'kernels'
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)],
                    check=True, capture_output=True, timeout=300)
-    code = ("import rtdecoder.kernels.stream as k, rtdecoder.transport.udp as u, rtdecoder.engine;"
-            "import importlib.util as iu;"
+    code = ("import rtdecoder.kernels.ingest as k, rtdecoder.transport.udp as u, rtdecoder.engine;"
+            "import importlib.util as iu; from rtdecoder import decoders;"
+            "assert decoders.names() == ('matching', 'union_find'), decoders.names();"
             "print(k.__file__); print(u.__file__); print(iu.find_spec('kernels') is None)")
     env = {**os.environ, "PYTHONPATH": str(target)}
     r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],

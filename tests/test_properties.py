@@ -19,7 +19,7 @@ from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.dem import make_circuit
 from rtdecoder.engine import Engine
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import tables as T
 
 A, B = 2, 5  # two streams; the datagrams target A (or garbage), B must never change
 CFG_A = StreamConfig(id=A, distance=3, rounds=4, p=0.01, decoder="union_find", window=4, commit=2)
@@ -46,13 +46,13 @@ def check_replies(replies):
 
 def handle_and_check(e: Engine, datagram: bytes):
     before_b = e.st[B].copy()
-    config = e.st[:, :K.S_HAS_SHOT].copy()
-    packets = e.counters[K.CNT_PACKETS]
+    config = e.st[:, :T.S_HAS_SHOT].copy()
+    packets = e.counters[T.CNT_PACKETS]
     replies = e.handle(datagram)
     check_replies(replies)
-    assert e.counters[K.CNT_PACKETS] == packets + 1
-    assert np.array_equal(e.st[B, K.S_HAS_SHOT:], before_b[K.S_HAS_SHOT:]), "another stream's state changed"
-    assert np.array_equal(e.st[:, :K.S_HAS_SHOT], config), "a stream's configuration changed"
+    assert e.counters[T.CNT_PACKETS] == packets + 1
+    assert np.array_equal(e.st[B, T.S_HAS_SHOT:], before_b[T.S_HAS_SHOT:]), "another stream's state changed"
+    assert np.array_equal(e.st[:, :T.S_HAS_SHOT], config), "a stream's configuration changed"
     return replies
 
 
@@ -170,17 +170,17 @@ class StreamModel(RuleBasedStateMachine):
         handle_and_check(self.e, retarget(data))
         # garbage may be a well-formed datagram for stream A: re-read the shot state from the service
         row = self.e.st[A]
-        self.has_shot, self.shot = bool(row[K.S_HAS_SHOT]), int(row[K.S_SHOT])
-        self.next, self.poisoned, self.done = int(row[K.S_NEXT_ROUND]), bool(row[K.S_POISONED]), bool(row[K.S_DONE])
+        self.has_shot, self.shot = bool(row[T.S_HAS_SHOT]), int(row[T.S_SHOT])
+        self.next, self.poisoned, self.done = int(row[T.S_NEXT_ROUND]), bool(row[T.S_POISONED]), bool(row[T.S_DONE])
 
     @invariant()
     def same_state(self):
         if not hasattr(self, "e"):
             return
         row = self.e.st[A]
-        assert bool(row[K.S_HAS_SHOT]) == self.has_shot
+        assert bool(row[T.S_HAS_SHOT]) == self.has_shot
         if self.has_shot:
-            assert (int(row[K.S_SHOT]), int(row[K.S_NEXT_ROUND]), bool(row[K.S_POISONED]), bool(row[K.S_DONE])) == \
+            assert (int(row[T.S_SHOT]), int(row[T.S_NEXT_ROUND]), bool(row[T.S_POISONED]), bool(row[T.S_DONE])) == \
                 (self.shot, self.next, self.poisoned, self.done)
 
 

@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 
+from rtdecoder import decoders
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.engine import Engine
@@ -24,7 +25,7 @@ def _payload_of(v):
         return b""
     if t == "HELLO_REPLY":
         return P.StreamInfo(f["num_detectors"], f["num_rounds"], f["num_observables"], f["round_bytes"],
-                            f["max_datagram"], f["window_rounds"], f["commit_rounds"], P.DECODER_IDS[f["decoder"]],
+                            f["max_datagram"], f["window_rounds"], f["commit_rounds"], decoders.get(f["decoder"]).wire_id,
                             f["min_version"], f["max_version"]).pack()
     if t == "SYNDROME":
         rb = len(bytes.fromhex(v["hex"])) - P.HEADER_LEN
@@ -99,7 +100,7 @@ def test_server_answers_vectors_with_vector_bytes(vectors, d3_engine):
 
 
 def test_kernel_writes_the_error_vector(vectors):
-    from rtdecoder.kernels import stream as K
+    from rtdecoder.kernels import wire as K
 
     raw = bytes.fromhex(next(v for v in vectors if v["name"] == "error_round_gap")["hex"])
     offending = np.frombuffer(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=2, shot_id=12, first_round=7,

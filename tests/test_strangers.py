@@ -5,12 +5,12 @@ import socket
 
 import pytest
 
-from rtdecoder import dataplane as D
 from rtdecoder import protocol as P
 from rtdecoder.cli import ServiceProcess, _stream_argv
 from rtdecoder.config import ConfigError, ServerConfig, StreamConfig
 from rtdecoder.engine import Engine
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import tables as T
+from rtdecoder.worker import WorkerState
 
 A, B = 1, 2
 
@@ -30,7 +30,7 @@ def types_of(replies):
 
 
 def test_each_stream_answers_only_its_sources(eng):
-    before = eng.counters[K.REJECT_NOT_ALLOWED]
+    before = eng.counters[T.REJECT_NOT_ALLOWED]
     assert types_of(eng.handle(hello(A), source="10.0.0.7")) == ["HELLO_REPLY"]
     assert types_of(eng.handle(hello(A), source="fd00::1234")) == ["HELLO_REPLY"]
     assert types_of(eng.handle(hello(B), source="127.0.0.1")) == ["HELLO_REPLY"]
@@ -38,7 +38,7 @@ def test_each_stream_answers_only_its_sources(eng):
     assert eng.handle(hello(A), source="127.0.0.1") == []        # loopback is not in A's list
     assert eng.handle(hello(B), source="10.0.0.7") == []         # nor is A's subnet in B's
     assert eng.handle(hello(A), source="10.0.1.7") == []
-    assert eng.counters[K.REJECT_NOT_ALLOWED] == before + 3
+    assert eng.counters[T.REJECT_NOT_ALLOWED] == before + 3
 
 
 def test_a_stranger_gets_no_reply_at_all(eng):
@@ -49,7 +49,7 @@ def test_a_stranger_gets_no_reply_at_all(eng):
               P.encode(P.Header(P.MsgType.SYNDROME, stream_id=B, shot_id=1, num_rounds=1), bytes(1))):
         assert eng.handle(d, source="192.168.7.7") == []
     after = eng.counters
-    assert after[K.REJECT_NOT_ALLOWED] == before[K.REJECT_NOT_ALLOWED] + 6
+    assert after[T.REJECT_NOT_ALLOWED] == before[T.REJECT_NOT_ALLOWED] + 6
     assert (after[:P.NUM_STATUS] == before[:P.NUM_STATUS]).all()  # nothing answered, nothing else counted
 
 
@@ -67,12 +67,12 @@ def test_a_stranger_cannot_reset_or_poison_a_stream(eng):
 
 def test_error_replies_are_rate_limited_per_source():
     e = Engine([StreamConfig(id=0, distance=3, rounds=3)])
-    e.local = D.WorkerState(e, tx_slots=8, error_replies_per_s=10, error_burst=5)
+    e.local = WorkerState(e, tx_slots=8, error_replies_per_s=10, error_burst=5)
     bad = b"\x00" * 40
     t0 = 10**12
     got = sum(len(e.handle(bad, rx_ns=t0, source="127.0.0.1", port=5000)) for _ in range(50))
     assert got == 5
-    assert e.local.counters[D.CNT_ERRORS_SUPPRESSED] == 45
+    assert e.local.counters[T.CNT_ERRORS_SUPPRESSED] == 45
     assert e.local.counters[P.Status.BAD_MAGIC] == 50  # every datagram is still counted
     assert len(e.handle(bad, rx_ns=t0, source="127.0.0.1", port=5001)) == 1  # another source: its own budget
     assert len(e.handle(bad, rx_ns=t0 + 50_000_000, source="127.0.0.1", port=5000)) == 0  # 0.05 s: half a token
@@ -116,7 +116,7 @@ def test_streams_with_the_same_list_share_its_rows():
     e = Engine([StreamConfig(id=i, distance=3, rounds=3) for i in range(4)]
                + [StreamConfig(id=9, distance=3, rounds=3, allow=("10.0.0.0/24",))])
     assert e.allow.shape == (3, 4)
-    assert {tuple(e.st[i, K.C_ALLOW_BASE:K.C_ALLOW_N + 1]) for i in range(4)} == {(0, 2)}
-    assert tuple(e.st[9, K.C_ALLOW_BASE:K.C_ALLOW_N + 1]) == (2, 1)
+    assert {tuple(e.st[i, T.C_ALLOW_BASE:T.C_ALLOW_N + 1]) for i in range(4)} == {(0, 2)}
+    assert tuple(e.st[9, T.C_ALLOW_BASE:T.C_ALLOW_N + 1]) == (2, 1)
     assert types_of(e.handle(hello(9), source="10.0.0.3")) == ["HELLO_REPLY"]
     assert e.handle(hello(9)) == [] and types_of(e.handle(hello(3))) == ["HELLO_REPLY"]

@@ -6,8 +6,10 @@ import pytest
 
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
-from rtdecoder.engine import Engine, source_words
-from rtdecoder.kernels import stream as K
+from rtdecoder.engine import Engine
+from rtdecoder.transport.libc import source_words
+from rtdecoder.kernels import ingest as KI
+from rtdecoder.kernels import tables as T
 
 SID = 0
 
@@ -44,7 +46,7 @@ def send_shot(eng, shot, rounds=None):
 def test_clean_shot_gets_one_correction_per_window_and_a_final(eng):
     replies = send_shot(eng, 1)
     assert kinds(replies) == ["CORRECTION", "CORRECTION+FINAL"]
-    assert eng.counters[K.CNT_SHOTS] == 1
+    assert eng.counters[T.CNT_SHOTS] == 1
     assert eng.counters[:P.NUM_STATUS].sum() == 0
 
 
@@ -156,14 +158,14 @@ def test_ingest_unpacks_each_round_into_its_detectors_and_writes_nothing_else():
         eng.keep[:n0] = keep
         eng.syn[:n0] = 5
         eng.syn[n0:] = 7  # stream 1's detectors: nothing of stream 0 may reach them
-        eng.st[0, K.S_HAS_SHOT:] = 0  # no shot in progress
+        eng.st[0, T.S_HAS_SHOT:] = 0  # no shot in progress
         for first, nr in ((0, 2), (2, lay.num_rounds - 2)):
             datagram = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, first_round=first,
                                          num_rounds=nr), packed[first:first + nr].tobytes())
             buf = np.zeros(eng.slot_bytes, np.uint8)
             buf[:len(datagram)] = np.frombuffer(datagram, np.uint8)
-            K.ingest(buf, len(datagram), 0, eng.st, eng.offs, eng.syn, eng.keep, eng.counters, tx, out, eng.allow,
+            KI.ingest(buf, len(datagram), 0, eng.st, eng.offs, eng.syn, eng.keep, eng.counters, tx, out, eng.allow,
                      *source_words("127.0.0.1"), 0)
-            assert out[K.OUT_REPLY_LEN] == 0 and out[K.OUT_STREAM] == 0
+            assert out[T.OUT_REPLY_LEN] == 0 and out[T.OUT_STREAM] == 0
         assert np.array_equal(eng.syn[:n0], events[0] & keep)
         assert np.all(eng.syn[n0:] == 7)

@@ -10,14 +10,17 @@ import time
 import numpy as np
 import pytest
 
-from rtdecoder import dataplane as D
+from rtdecoder.kernels import tables as T
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.engine import Engine
 from rtdecoder.ring import PinnedRing
 from rtdecoder.transport import libc as L
+from rtdecoder.transport import ring as RG
 from rtdecoder.transport import roce as R
-from rtdecoder.transport.udp import UdpTransport, source_words
+from rtdecoder.transport.libc import source_words
+from rtdecoder.transport.udp import UdpTransport, serve_loop
+from rtdecoder.worker import WorkerState
 
 CFG = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2)
 
@@ -29,14 +32,14 @@ class UdpChannel:
         self.transport = UdpTransport("127.0.0.1", 0, busy_poll_us=0)
         self.ring = PinnedRing(8, 8192)
         self.rx = L.MessageBatch(8, 8192, buffers=self.ring.array)
-        self.state = s = D.WorkerState(engine)
-        self.ctl = D.control_words()
-        args = (self.transport.sock.fileno(), self.ctl, self.rx.hdr, self.rx.name, self.ring.array, 4, False, s.wid,
-                engine.tables, s.arrays, s.workspace, s.tx_arrays)
-        stopped = D.control_words()
-        stopped[D.CTL_STOP] = 1
-        D.serve_loop(args[0], stopped, *args[2:])  # compile (or load) before the clock starts
-        self.thread = threading.Thread(target=D.serve_loop, args=args)
+        self.state = s = WorkerState(engine)
+        self.ctl = s.ctl
+        args = (self.transport.sock.fileno(), self.rx.hdr, self.rx.name, self.ring.array, 4, False, engine.tables,
+                s.arrays, s.workspace, s.tx_arrays)
+        self.ctl[T.CTL_STOP] = 1
+        serve_loop(*args)  # compile (or load) before the clock starts
+        self.ctl[T.CTL_STOP] = 0
+        self.thread = threading.Thread(target=serve_loop, args=args)
         self.thread.start()
         self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.client.settimeout(10)
@@ -49,7 +52,7 @@ class UdpChannel:
         return self.client.recv(65536)
 
     def close(self) -> None:
-        self.ctl[D.CTL_STOP] = 1
+        self.ctl[T.CTL_STOP] = 1
         self.thread.join(30)
         self.client.close()
         self.transport.close()
@@ -73,36 +76,36 @@ class RingChannel:
 
     def __init__(self, engine):
         self.ring = np.zeros(self.SLOTS * self.SLOT_BYTES, np.uint8)
-        self.peer = np.zeros(R.HEADER_BYTES + self.REPLY_SLOTS * 256, np.uint8)
-        self.state = s = D.WorkerState(engine, tx_slots=engine.max_windows + 4)
-        s.poster = R.MemoryLink(self.peer, self.REPLY_SLOTS, 256, s.tx.buf, s.tx.iov)
+        self.peer = np.zeros(RG.HEADER_BYTES + self.REPLY_SLOTS * 256, np.uint8)
+        self.state = s = WorkerState(engine, tx_slots=engine.max_windows + 4)
+        s.poster = RG.MemoryLink(self.peer, self.REPLY_SLOTS, 256, s.tx.buf, s.tx.iov)
         self.start_loop(engine)
-        self.writer = R.RingWriter(self.SLOTS, self.SLOT_BYTES)
-        self.reader = R.RingReader(self.peer, self.REPLY_SLOTS, 256, R.HEADER_BYTES)
+        self.writer = RG.RingWriter(self.SLOTS, self.SLOT_BYTES)
+        self.reader = RG.RingReader(self.peer, self.REPLY_SLOTS, 256, RG.HEADER_BYTES)
         self.words = self.ring.view(np.int64)
 
     def start_loop(self, engine) -> None:
         """``ring_serve_loop`` over ``self.ring`` in a thread, compiled first."""
         s = self.state
-        self.ctl = D.control_words()
+        self.ctl = s.ctl
         self.rstate = np.zeros(4, np.int64)
-        self.rstate[D.RS_NEXT] = 1
+        self.rstate[RG.RS_NEXT] = 1
         hi, lo = source_words("127.0.0.1")
-        args = (self.ctl, self.ring, self.ring.view(np.int64), self.SLOTS, self.SLOT_BYTES, hi, lo, self.rstate,
-                s.wid, engine.tables, s.arrays, s.workspace, s.tx_arrays)
-        stopped = D.control_words()
-        stopped[D.CTL_STOP] = 1
-        D.ring_serve_loop(stopped, *args[1:])  # compile (or load) before the clock starts
-        self.thread = threading.Thread(target=D.ring_serve_loop, args=args)
+        args = (self.ring, self.ring.view(np.int64), self.SLOTS, self.SLOT_BYTES, hi, lo, self.rstate,
+                engine.tables, s.arrays, s.workspace, s.tx_arrays)
+        self.ctl[T.CTL_STOP] = 1
+        RG.ring_serve_loop(*args)  # compile (or load) before the clock starts
+        self.ctl[T.CTL_STOP] = 0
+        self.thread = threading.Thread(target=RG.ring_serve_loop, args=args)
         self.thread.start()
 
     def send(self, datagram: bytes) -> None:
         n = len(datagram)
-        if n > self.SLOT_BYTES - R.READY_BYTES:  # a peer may announce any length: the service must refuse it
+        if n > self.SLOT_BYTES - RG.READY_BYTES:  # a peer may announce any length: the service must refuse it
             self.writer.seq += 1
             off = ((self.writer.seq - 1) % self.SLOTS) * self.SLOT_BYTES
             self.ring[off:off + self.SLOT_BYTES - 8] = np.frombuffer(datagram[:self.SLOT_BYTES - 8], np.uint8)
-            self.words[(off + self.SLOT_BYTES - 8) // 8] = R.ready_word(n, self.writer.seq)
+            self.words[(off + self.SLOT_BYTES - 8) // 8] = RG.ready_word(n, self.writer.seq)
             return
         body, ready, word = self.writer.next(n)
         self.ring[body:body + n] = np.frombuffer(datagram, np.uint8)
@@ -112,10 +115,10 @@ class RingChannel:
         return poll_reply(self.reader.poll, "in the ring")
 
     def credit(self) -> int:
-        return int(self.peer.view(np.int64)[R.CREDIT_OFFSET // 8])
+        return int(self.peer.view(np.int64)[RG.CREDIT_OFFSET // 8])
 
     def close(self) -> None:
-        self.ctl[D.CTL_STOP] = 1
+        self.ctl[T.CTL_STOP] = 1
         self.thread.join(30)
         self.state.poster = None
 
@@ -127,7 +130,7 @@ class RoceChannel(RingChannel):
     def __init__(self, engine):
         self.pinned = PinnedRing(self.SLOTS, self.SLOT_BYTES)
         self.ring = self.pinned.array.reshape(-1)
-        self.state = s = D.WorkerState(engine, tx_slots=engine.max_windows + 4)
+        self.state = s = WorkerState(engine, tx_slots=engine.max_windows + 4)
         link = R.RoceLink(self.ring, self.SLOTS, self.SLOT_BYTES, local=(s.tx.buf,))
         a, b = socket.socketpair()
         t = threading.Thread(target=lambda: setattr(t, "peer", R.rendezvous_accept(a, link.info())))
@@ -245,15 +248,16 @@ def test_transport_choice_names_what_is_missing():
     import subprocess
     import sys
 
+    from rtdecoder import transport
     from rtdecoder.config import ConfigError
-    from rtdecoder.transport.select import choose_transport
 
     st = R.probe()
     if st.usable:
         pytest.skip(f"this host has RoCE: {st.reason}")
-    assert choose_transport("auto") == ("udp", f"transport auto chose udp: {st.reason}")
+    spec, why = transport.choose("auto")
+    assert spec.name == "udp" and why.startswith("transport auto chose udp:") and f"not roce: {st.reason}" in why
     with pytest.raises(ConfigError, match="--transport roce: no"):
-        choose_transport("roce")
+        transport.choose("roce")
     r = subprocess.run([sys.executable, "-m", "rtdecoder", "serve", "--transport", "roce", "--distance", "3",
                         "--port", "0", "--metrics-port", "-1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "configuration error: --transport roce: no" in r.stderr

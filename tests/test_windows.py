@@ -11,7 +11,8 @@ import stim
 from rtdecoder.config import StreamConfig
 from rtdecoder.dem import dem_components, observable_detectors
 from rtdecoder.engine import Engine
-from rtdecoder.kernels import stream as K
+from rtdecoder.kernels import window as KW
+from rtdecoder.kernels import tables as T
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.windows import plan_windows, window_schedule
 
@@ -83,7 +84,7 @@ def test_events_that_cannot_flip_an_observable_never_reach_the_decoder(decoder):
     events = np.random.default_rng(3).integers(0, 2, (40, rt.layout.num_detectors)).astype(np.uint8) * dropped
     assert events.sum() > 1000
     assert not eng.decode_shots(0, events, rounds_per_packet=3).any()
-    assert not eng.syn.any() and eng.counters[K.CNT_SHOTS] == 40
+    assert not eng.syn.any() and eng.counters[T.CNT_SHOTS] == 40
 
 
 def test_interior_windows_share_one_graph_whatever_the_rounds():
@@ -205,11 +206,11 @@ def test_window_decoder_commits_only_commit_region():
     e_commit = (in_commit if len(in_commit) else boundary_commit)[0]
     e_buffer, e_cross = in_buffer[0], crossing[0]
     st = eng.st
-    st[0, K.S_HAS_SHOT] = 1
-    st[0, K.S_NEXT_ROUND] = 6
+    st[0, T.S_HAS_SHOT] = 1
+    st[0, T.S_NEXT_ROUND] = 6
     syn_before = eng.syn.copy()
     chosen = np.array([e_commit, e_buffer, e_cross], np.int64)
-    size = K.commit_window(st, eng.offs, eng.syn, eng.win, eng.gbase, eng.node_round, eng.edges, 0, 0,
+    size = KW.commit_window(st, eng.offs, eng.syn, eng.win, eng.gbase, eng.node_round, eng.edges, 0, 0,
                            chosen, 3, eng.tx, eng.counters)
     from rtdecoder import protocol as P
 
@@ -219,7 +220,7 @@ def test_window_decoder_commits_only_commit_region():
     assert obs[e_buffer] != 0  # so that committing it by mistake would show in the flips
     changed = np.nonzero(eng.syn != syn_before)[0].tolist()
     assert changed == [int(v[e_cross])]  # the crossing edge's buffer endpoint is carried; nothing else
-    assert st[0, K.S_NEXT_WIN] == 1
+    assert st[0, T.S_NEXT_WIN] == 1
 
 
 def test_a_decoder_failure_poisons_the_shot_and_answers_internal():

@@ -1,7 +1,7 @@
 """The C library's socket calls, callable from numba nopython code, and the message-header
 arrays they work on.
 
-DESIGN.md, "The hot path": the data plane calls ``recvmmsg``/``sendmmsg`` of the C library
+The data plane calls ``recvmmsg``/``sendmmsg`` of the C library
 directly with ``MSG_DONTWAIT``, so that no Python bytecode runs per datagram. Each function here
 is emitted as an external call by symbol name (``recvmmsg``, ``sendmmsg``, ``send``, ``recv``,
 ``__errno_location``), resolved by the JIT linker against the process's libc, the same functions
@@ -21,6 +21,7 @@ half of their word, the high half is padding). ``struct iovec`` is two words ``[
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import sys
 
 import numpy as np
@@ -255,3 +256,32 @@ class MessageBatch:
         self.hdr[:, H_NAMELEN] = SOCKADDR_BYTES
         self.hdr[:, H_IOV] = self.iov.ctypes.data + 16 * np.arange(n)
         self.hdr[:, H_IOVLEN] = 1
+
+
+# --- addresses as the data plane sees them ---------------------------------------------------
+def _halves(value: int) -> tuple[int, int]:
+    """A 128-bit integer as two int64 halves (high, low), two's complement."""
+    hi, lo = value >> 64, value & ((1 << 64) - 1)
+    return tuple(int(x) for x in np.array([hi, lo], np.uint64).view(np.int64))
+
+
+def _as_v6(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return int(addr) | (0xFFFF << 32) if addr.version == 4 else int(addr)
+
+
+def source_words(host: str) -> tuple[int, int]:
+    """``host`` as the data plane sees a source address (``libc.source_of``): two int64 halves of
+    its IPv6 form (IPv4 mapped to ``::ffff:a.b.c.d``)."""
+    return _halves(_as_v6(ipaddress.ip_address(host)))
+
+
+def allow_rows(networks) -> np.ndarray:
+    """int64 ``(len(networks), 4)``: ``(network high, network low, mask high, mask low)`` of each
+    address or CIDR subnet, IPv4 ones mapped into ``::ffff:0:0/96``."""
+    rows = []
+    for text in networks:
+        net = ipaddress.ip_network(text, strict=False)
+        prefix = net.prefixlen + (96 if net.version == 4 else 0)
+        mask = ((1 << prefix) - 1) << (128 - prefix) if prefix else 0
+        rows.append((*_halves(_as_v6(net.network_address) & mask), *_halves(mask)))
+    return np.asarray(rows, np.int64).reshape(-1, 4)

@@ -6,7 +6,7 @@ Why reliable connected (RC) with RDMA WRITE: the controller writes each message 
 as a UDP datagram, §2–§4) straight into a slot of the service's receive ring, which is the memory
 region, and then writes the slot's 8-byte *ready word* (length and sequence number) with a
 second RDMA WRITE on the same QP. RC executes a QP's writes in order, so a reader that sees the
-ready word sees the message. The service's compiled loop (``rtdecoder.dataplane.ring_serve_loop``)
+ready word sees the message. The service's compiled loop (``rtdecoder.transport.ring.ring_serve_loop``)
 finds new messages by polling the ready word of the next slot in memory: no verbs call and no
 completion queue entry per message, which from numba is the cheapest possible check (one cached
 load until the line changes). Polling the completion queue instead would need ``ibv_poll_cq``,
@@ -29,9 +29,9 @@ Rendezvous: a small TCP exchange on the service's port (``RdvInfo``, 64 bytes ea
 pair number, PSN, GID, rkey, region address and ring geometry. The TCP connection stays open for
 the life of the queue pair; closing it ends the session.
 
-This machine has no RDMA device, so ``probe()`` reports why RoCE is not available and
-``rtdecoder.transport.select`` falls back to UDP; the verbs calls themselves run only where
-pyverbs and an active RoCE port exist.
+``probe()`` says exactly what is missing where RoCE cannot run (``--transport auto`` then takes
+UDP and says why); the verbs calls themselves run only where pyverbs and an active RoCE port
+exist.
 """
 
 from __future__ import annotations
@@ -41,10 +41,17 @@ import importlib
 import os
 import socket
 import struct
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from rtdecoder.kernels.tables import CTL_STOP
+from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
+from rtdecoder.transport import libc as L
+from rtdecoder.transport.ring import CREDIT_OFFSET, HEADER_BYTES, READY_BYTES, RingReader, RingSessions, RingWriter
 
 RDV_MAGIC = 0x56445452  # "RTDV" little-endian
 RDV_VERSION = 1
@@ -52,10 +59,6 @@ RDV = struct.Struct("<IHHII16sQIIIIQ")
 """§11.2: magic, version, flags, qp_num, psn, gid, region address, rkey, slot_bytes, slots, mtu,
 reserved — 64 bytes, little-endian."""
 assert RDV.size == 64
-READY_BYTES = 8
-"""§11.3: the last 8 bytes of a slot: ``length | sequence << 32``, written after the message."""
-CREDIT_OFFSET = 0
-"""§11.4: the controller's credit word, at the start of its registered region."""
 IBV_PORT_ACTIVE = 4
 IBV_LINK_LAYER_ETHERNET = 2
 
@@ -117,87 +120,6 @@ def rendezvous_connect(sock: socket.socket, mine: RdvInfo) -> RdvInfo:
     """Controller side: send ``mine``, read the service's ``RdvInfo``."""
     sock.sendall(mine.pack())
     return RdvInfo.unpack(recv_exact(sock, RDV.size))
-
-
-# --- the ring protocol (§11.3, §11.4), shared by the RDMA and the in-memory links --------------
-HEADER_BYTES = 64
-"""The controller's region: a 64-byte header (the credit word at ``CREDIT_OFFSET``), then its
-reply ring."""
-
-
-def ready_word(length: int, seq: int) -> int:
-    """``length | seq << 32`` as a signed int64 (the ready word's bits)."""
-    w = (length & 0xFFFFFFFF) | ((seq & 0xFFFFFFFF) << 32)
-    return w - (1 << 64) if w >= 1 << 63 else w
-
-
-class RingWriter:
-    """Sequencing for one direction of §11.3: message ``seq`` (from 1) goes to slot
-    ``(seq - 1) % slots``; returns where its body and ready word go."""
-
-    def __init__(self, slots: int, slot_bytes: int, base: int = 0):
-        self.slots, self.slot_bytes, self.base = slots, slot_bytes, base
-        self.seq = 0
-
-    def next(self, length: int) -> tuple[int, int, int]:
-        """``(body offset, ready-word offset, ready word)`` of the next message of ``length`` bytes.
-
-        Raises:
-            ValueError: the message does not fit a slot.
-        """
-        if length > self.slot_bytes - READY_BYTES:
-            raise ValueError(f"a {length}-byte message does not fit a {self.slot_bytes}-byte slot")
-        self.seq += 1
-        off = self.base + ((self.seq - 1) % self.slots) * self.slot_bytes
-        return off, off + self.slot_bytes - READY_BYTES, ready_word(length, self.seq)
-
-
-class MemoryLink:
-    """§11 in one address space: the service's replies are copied into ``peer_region`` (the
-    controller's header and reply ring) in the order an RDMA NIC would place them (body, then
-    ready word), and the credit word is updated. The reference the RDMA link is checked
-    against, and the ring transport of the shared transport tests.
-
-    ``txbuf``/``txiov``: the worker's transmit batch (``WorkerState.tx.buf`` and ``.iov``).
-    """
-
-    def __init__(self, peer_region: np.ndarray, reply_slots: int, slot_bytes: int, txbuf: np.ndarray,
-                 txiov: np.ndarray):
-        self.peer = peer_region
-        self.words = peer_region.view(np.int64)
-        self.writer = RingWriter(reply_slots, slot_bytes, HEADER_BYTES)
-        self.txbuf, self.txiov = txbuf, txiov
-
-    def post(self, q: int, consumed: int) -> int:
-        for j in range(q):
-            n = int(self.txiov[j, 1])
-            body, ready, word = self.writer.next(n)
-            self.peer[body:body + n] = self.txbuf[j, :n]
-            self.words[ready // 8] = word
-        self.words[CREDIT_OFFSET // 8] = consumed
-        return q
-
-
-class RingReader:
-    """The receiving side of §11.3 over a region in this address space: the next message, if its
-    ready word has arrived (then the word is cleared)."""
-
-    def __init__(self, region: np.ndarray, slots: int, slot_bytes: int, base: int = 0):
-        self.region, self.words = region, region.view(np.int64)
-        self.slots, self.slot_bytes, self.base = slots, slot_bytes, base
-        self.seq = 1
-
-    def poll(self) -> bytes | None:
-        off = self.base + ((self.seq - 1) % self.slots) * self.slot_bytes
-        w = (off + self.slot_bytes - READY_BYTES) // 8
-        word = int(self.words[w]) & 0xFFFFFFFFFFFFFFFF
-        if word >> 32 != self.seq & 0xFFFFFFFF:
-            return None
-        n = word & 0xFFFFFFFF
-        msg = self.region[off:off + n].tobytes()
-        self.words[w] = 0
-        self.seq += 1
-        return msg
 
 
 # --- what the host has -------------------------------------------------------------------------
@@ -284,14 +206,6 @@ def probe() -> RoceStatus:
                                  "and `rdma link`", ports, pv, lib)
     p = active[0]
     return RoceStatus(True, f"{p.device} port {p.port} is ACTIVE on Ethernet (RoCE)", ports, pv, lib)
-
-
-def require() -> RoceStatus:
-    """``probe()``, raising ``RuntimeError`` with the reason when RoCE is not usable."""
-    st = probe()
-    if not st.usable:
-        raise RuntimeError(st.reason)
-    return st
 
 
 # --- verbs (run only where pyverbs and a device exist) -----------------------------------------
@@ -486,8 +400,107 @@ class RoceController:
     def poll(self) -> bytes | None:
         return self.reader.poll()
 
+    def recv(self) -> memoryview | None:
+        m = self.reader.poll()
+        return None if m is None else memoryview(m)
+
     def close(self) -> None:
         try:
             self.sock.close()
         finally:
             self.link.close()
+
+
+# --- the transport: the service's endpoint, the controller's side, the registration -----------
+class RoceEndpoint(RingSessions):
+    """The service's side of ``roce``: controller sessions one at a time on one worker, each a TCP
+    rendezvous on the service's port (§11.2) then ``ring_serve_loop`` over the worker's pinned
+    ring, which is the memory region the controller RDMA-writes into. A controller that connects
+    while a session runs waits in the listen backlog; the session ends when its controller
+    closes the TCP connection."""
+
+    def __init__(self, listener: socket.socket, ring, log):
+        super().__init__(ring.array.reshape(-1), ring.slots, ring.slot_bytes)
+        self.listener, self.pinned, self.log = listener, ring, log
+
+    def serve(self, worker) -> None:
+        self.listener.settimeout(0.2)
+        while worker.running:
+            if worker.paused:  # a reload is swapping the engine
+                time.sleep(0.01)
+                continue
+            try:
+                conn, addr = self.listener.accept()
+            except socket.timeout:
+                continue
+            self._session(worker, conn, addr)
+            if worker.running:
+                worker.ctl[CTL_STOP] = 0  # the controller left: wait for the next one
+
+    def _session(self, worker, conn: socket.socket, addr) -> None:
+        s = worker.state
+        link = RoceLink(self.ring, self.slots, self.slot_bytes, local=(s.tx.buf,))
+        try:
+            self.reset()  # before the controller learns where to write
+            peer = rendezvous_accept(conn, link.info())
+            link.connect(peer)
+            print(f"rtdecoder: roce session with {addr[0]} (QP {peer.qp_num:#x}, reply ring {peer.slots} x "
+                  f"{peer.slot_bytes} bytes)", file=self.log, flush=True)
+            threading.Thread(target=self._watch, args=(worker, conn), daemon=True).start()
+            hi, lo = L.source_words(addr[0])
+            self.run_session(worker, RoceReplyPoster(link, s.tx.buf, s.tx.iov), hi, lo)
+        finally:
+            link.close()
+            conn.close()
+
+    @staticmethod
+    def _watch(worker, conn: socket.socket) -> None:
+        """The session ends when the controller closes its rendezvous connection."""
+        try:
+            conn.settimeout(None)
+            conn.recv(1)
+        except OSError:
+            pass
+        if not worker.quit:
+            worker.ctl[CTL_STOP] = 1
+
+
+def _open(ctx: ServeContext) -> Opened:
+    from rtdecoder.ring import PinnedRing
+    from rtdecoder.worker import Worker
+
+    cfg = ctx.cfg
+    if len(ctx.cpus) > 1:
+        print(f"rtdecoder: roce serves one controller session on one worker: CPU {ctx.cpus[0]}; "
+              f"{ctx.cpus[1:]} stay idle", file=ctx.log)
+    listener = socket.create_server((cfg.host, cfg.port), family=socket.AF_INET6 if ":" in cfg.host
+                                    else socket.AF_INET)
+    address = listener.getsockname()[:2]
+    ring = PinnedRing(cfg.ring_slots, ctx.slot_bytes)
+    slot = ctx.gpu.slot_arrays(1) if ctx.gpu is not None else None
+    w = Worker(ctx.engine, RoceEndpoint(listener, ring, ctx.log), ctx.cpus[0], "rtdecoder-roce",
+               tx_slots=ctx.engine.max_windows + 4, gpu_slot=slot,
+               error_limit=(cfg.error_replies_per_s, cfg.error_burst))
+    where = f"pinned to CPU {ctx.cpus[0]}" if ctx.cpus[0] is not None else "not pinned"
+    print(f"rtdecoder: roce rendezvous on tcp {address[0]}:{address[1]}; worker {where}, ring {ring.slots} x "
+          f"{ring.slot_bytes} bytes {ring.pinned_reason}", file=ctx.log)
+    return Opened(address, [w], listener.close)
+
+
+class BlockingRoceController(RoceController):
+    """``RoceController`` whose ``send`` waits for credit (the emulator's controller side)."""
+
+    def send(self, datagram: bytes) -> None:
+        while not super().send(datagram):  # no credit yet: the service writes it as it consumes
+            pass
+
+
+def _probe() -> Probe:
+    st = probe()
+    return Probe(st.usable, st.reason)
+
+
+SPEC = register(TransportSpec(
+    name="roce", summary="RDMA writes over RoCE through pyverbs (docs/wire-protocol.md §11)",
+    probe=_probe, open=_open, controller=lambda host, port, stream_id=0: BlockingRoceController(host, port),
+    auto=0, remote=True))

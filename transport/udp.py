@@ -1,8 +1,9 @@
-"""UDP transport: non-blocking datagram sockets, busy-polled by the compiled data plane.
+"""The ``udp`` transport: non-blocking datagram sockets, busy-polled by a compiled loop.
 
-DESIGN.md: blocking sockets cost tens of microseconds of wake-up latency per round trip, so the
-data plane never sleeps; ``rtdecoder.dataplane.serve_loop`` polls ``recvmmsg`` with
-``MSG_DONTWAIT`` straight into the receive ring. ``MSG_TRUNC`` makes the kernel report a
+A blocking socket costs tens of microseconds of wake-up latency per round trip, so the data plane
+never sleeps: ``serve_loop`` polls ``recvmmsg`` with ``MSG_DONTWAIT`` straight into the worker's
+receive ring (``rtdecoder.ring.PinnedRing``) and hands each datagram to
+``rtdecoder.dataplane.process_datagram``. ``MSG_TRUNC`` makes the kernel report a
 datagram's full length even when it is longer than the slot, so oversize datagrams are detected
 (and answered TOO_LARGE) rather than silently truncated.
 
@@ -20,43 +21,21 @@ a NIC driver with NAPI; loopback has none, so on loopback it changes nothing.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import socket
 import struct
 
-import numpy as np
+from numba import njit
+
+from rtdecoder.dataplane import drained, flush, process_datagram, queue_reply, row_addr
+from rtdecoder.kernels.clock import monotonic_ns
+from rtdecoder.kernels.tables import CNT_BATCHES, CNT_OVERLOADED, CNT_RECV_ERRORS, CTL_BUSY_BATCHES, CTL_DRAIN, \
+    CTL_SHED, CTL_STOP
+from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
+from rtdecoder.transport import libc as L
 
 SO_BUSY_POLL = getattr(socket, "SO_BUSY_POLL", 46)
 SO_ATTACH_REUSEPORT_CBPF = 51  # <asm-generic/socket.h>
 STREAM_ID_OFFSET = 10  # docs/wire-protocol.md §2: the header's stream_id field, little-endian u16
-
-
-def _halves(value: int) -> tuple[int, int]:
-    """A 128-bit integer as two int64 halves (high, low), two's complement."""
-    hi, lo = value >> 64, value & ((1 << 64) - 1)
-    return tuple(int(x) for x in np.array([hi, lo], np.uint64).view(np.int64))
-
-
-def _as_v6(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
-    return int(addr) | (0xFFFF << 32) if addr.version == 4 else int(addr)
-
-
-def source_words(host: str) -> tuple[int, int]:
-    """``host`` as the data plane sees a source address (``libc.source_of``): two int64 halves of
-    its IPv6 form (IPv4 mapped to ``::ffff:a.b.c.d``)."""
-    return _halves(_as_v6(ipaddress.ip_address(host)))
-
-
-def allow_rows(networks) -> np.ndarray:
-    """int64 ``(len(networks), 4)``: ``(network high, network low, mask high, mask low)`` of each
-    address or CIDR subnet, IPv4 ones mapped into ``::ffff:0:0/96``."""
-    rows = []
-    for text in networks:
-        net = ipaddress.ip_network(text, strict=False)
-        prefix = net.prefixlen + (96 if net.version == 4 else 0)
-        mask = ((1 << prefix) - 1) << (128 - prefix) if prefix else 0
-        rows.append((*_halves(_as_v6(net.network_address) & mask), *_halves(mask)))
-    return np.asarray(rows, np.int64).reshape(-1, 4)
 
 
 def steering_program(workers: int) -> list[tuple[int, int, int, int]]:
@@ -151,3 +130,173 @@ class UdpTransport:
     def close(self) -> None:
         for s in self.socks:
             s.close()
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
+    """Busy-poll ``fd`` until ``state.ctl[CTL_STOP]`` is set, or, once ``ctl[CTL_DRAIN]`` holds a
+    deadline, until the socket is empty and no shot of this worker's streams is in flight (or the
+    deadline passes); hand every datagram to ``process_datagram``.
+
+    Replies go with one ``sendmmsg`` when the receive batch has been handled (``flush``),
+    earlier when the transmit batch is full, and at once after a datagram that completed a
+    shot. Overload: after ``ctl[CTL_BUSY_BATCHES]`` consecutive full batches the worker sheds
+    (``ctl[CTL_SHED]`` = 1): SYNDROME datagrams that would start a new shot are answered BUSY
+    until a read comes back short or empty, so the shots in flight finish and the backlog,
+    bounded by the socket's receive buffer, drains. Every read asks for ``batch`` datagrams (the
+    ring position goes back to slot 0 where fewer slots are left), so a full read always means
+    the socket held a whole batch.
+
+    Args:
+        rxhdr, rxname, rxbuf: the receive ring's ``MessageBatch`` arrays (a power of two of
+            slots); ``batch``: most datagrams per ``recvmmsg``.
+        echo: send each datagram back unchanged and do nothing else (the transport floor).
+        tables, state, ws, tx: as ``process_datagram``.
+
+    Returns:
+        The number of datagrams handled.
+    """
+    ctl = state.ctl
+    counters = state.counters
+    slots = rxbuf.shape[0]
+    mask = slots - 1
+    slot = 0
+    handled = 0
+    full = 0
+    ctl[CTL_SHED] = 0
+    while L.load_acquire(ctl, CTL_STOP) == 0:
+        draining = L.load_acquire(ctl, CTL_DRAIN) != 0  # read first: see ``drained``
+        if slots - slot < batch:  # every read asks for a whole batch, so a full one means a backlog
+            slot = 0
+        r = L.recvmmsg(fd, rxhdr.ctypes.data + slot * (8 * L.HDR_WORDS), batch, L.MSG_DONTWAIT | L.MSG_TRUNC)
+        if r <= 0:
+            empty = True
+            if r < 0:
+                e = L.errno()
+                empty = e == L.EAGAIN
+                if e != L.EAGAIN and e != L.EINTR:
+                    counters[CNT_RECV_ERRORS] += 1
+            if full and empty:  # the socket is empty: no backlog
+                full = 0
+                ctl[CTL_SHED] = 0
+            if draining and drained(ctl, tables.st):
+                break
+            continue
+        rx = monotonic_ns()
+        counters[CNT_BATCHES] += 1
+        if r == batch:  # the socket held a whole batch: a backlog, if it lasts
+            full += 1
+            if full == ctl[CTL_BUSY_BATCHES]:
+                ctl[CTL_SHED] = 1
+                counters[CNT_OVERLOADED] += 1
+        else:
+            full = 0
+            ctl[CTL_SHED] = 0
+        for i in range(r):
+            s = slot + i
+            n = rxhdr[s, L.H_LEN] & 0xFFFFFFFF
+            name_addr = rxhdr[s, L.H_NAME]
+            namelen = rxhdr[s, L.H_NAMELEN] & 0xFFFFFFFF
+            if echo:  # send straight from the ring slot (no copy, any length up to the slot)
+                if tx.q[0] == tx.buf.shape[0]:
+                    flush(fd, tx, state)
+                queue_reply(tx, row_addr(rxbuf, s), min(n, rxbuf.shape[1]), 0, name_addr, namelen)
+            else:
+                src_hi, src_lo, src_port = L.source_of(rxname[s])
+                if process_datagram(rxbuf[s], n, rx, name_addr, namelen, src_hi, src_lo, src_port, ctl[CTL_SHED], fd,
+                                    tables, state, ws, tx):
+                    flush(fd, tx, state)
+            rxhdr[s, L.H_NAMELEN] = L.SOCKADDR_BYTES  # value-result: reset for the next receive
+        # the replies point into this batch's slots (names, echoed data): they leave before the
+        # next recvmmsg can overwrite them
+        flush(fd, tx, state)
+        slot = (slot + r) & mask
+        handled += r
+    return handled
+
+
+class UdpEndpoint:
+    """One worker's side of the UDP transport: its socket and receive ring."""
+
+    def __init__(self, fd: int, ring, batch: int, echo: bool):
+        self.fd, self.ring, self.batch, self.echo = fd, ring, batch, echo
+        self.rx = L.MessageBatch(ring.slots, ring.slot_bytes, buffers=ring.array)
+
+    def _loop(self, worker, state, tables):
+        return serve_loop(self.fd, self.rx.hdr, self.rx.name, self.ring.array, self.batch, self.echo, tables,
+                          state.arrays, state.workspace, state.tx_arrays)
+
+    def serve(self, worker) -> None:
+        worker.run_loop(lambda s: self._loop(worker, s, worker.engine.tables))
+
+    def warm_up(self, worker) -> None:
+        """Compile (or load) ``serve_loop``: run it once with the stop word set."""
+        s = worker.state
+        stop = s.ctl[CTL_STOP]
+        s.ctl[CTL_STOP] = 1
+        try:
+            self._loop(worker, s, worker.engine.tables)
+        finally:
+            s.ctl[CTL_STOP] = stop
+
+
+def _open(ctx: ServeContext) -> Opened:
+    from rtdecoder.ring import PinnedRing
+    from rtdecoder.worker import Worker
+
+    cfg = ctx.cfg
+    t = UdpTransport(cfg.host, cfg.port, workers=len(ctx.cpus), busy_poll_us=cfg.busy_poll_us)
+    lines = [f"udp on {t.address[0]}:{t.address[1]}, {t.busy_poll}"]
+    workers = []
+    for i, (cpu, fd) in enumerate(zip(ctx.cpus, t.fds())):
+        ring = PinnedRing(cfg.ring_slots, ctx.slot_bytes)
+        slot = ctx.gpu.slot_arrays(i + 1) if ctx.gpu is not None else None
+        w = Worker(ctx.engine, UdpEndpoint(fd, ring, cfg.recv_batch, ctx.echo), cpu, f"rtdecoder-udp-{i}",
+                   gpu_slot=slot, error_limit=(cfg.error_replies_per_s, cfg.error_burst))
+        workers.append(w)
+        owned = sorted(s for s in ctx.engine.streams if s % len(ctx.cpus) == i)
+        where = f"pinned to CPU {cpu}" if cpu is not None else "not pinned (give --cpus to pin)"
+        lines.append(f"worker {i} {where}, streams {owned}, ring {ring.slots} x {ring.slot_bytes} bytes "
+                     f"{ring.pinned_reason}")
+    for line in lines:
+        print(f"rtdecoder: {line}", file=ctx.log)
+    return Opened(t.address, workers, t.close, t.fds())
+
+
+class UdpController:
+    """The controller's side: a connected, non-blocking UDP socket (the emulator's compiled shot
+    driver sends and receives on ``fileno()`` itself)."""
+
+    def __init__(self, host: str, port: int, stream_id: int = 0):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.connect((host, port))
+        self.sock.setblocking(False)
+        self._rx = bytearray(65536)
+        self._rxv = memoryview(self._rx)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, msg: bytes) -> None:
+        try:
+            self.sock.send(msg)
+        except ConnectionRefusedError:  # nothing listens yet: the caller retries or times out
+            pass
+
+    def recv(self) -> memoryview | None:
+        try:
+            n = self.sock.recv_into(self._rx)
+        except (BlockingIOError, ConnectionRefusedError):
+            return None
+        return self._rxv[:n]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+SPEC = register(TransportSpec(
+    name="udp", summary="UDP datagrams, busy-polled with recvmmsg/sendmmsg, one socket per worker",
+    probe=lambda: Probe(True, "UDP sockets (always available)"), open=_open, controller=UdpController,
+    auto=1, remote=True, echo=True))

@@ -3,7 +3,7 @@
     .venv/bin/python tests/fuzz/fuzz_ingest.py [libFuzzer flags] [corpus dirs]
     .venv/bin/python tests/fuzz/fuzz_ingest.py -max_total_time=600 /tmp/corpus   # ten minutes
 
-numba compiles ``rtdecoder.kernels.stream.ingest`` to machine code that atheris cannot see, so
+numba compiles ``rtdecoder.kernels.ingest.ingest`` to machine code that atheris cannot see, so
 the harness runs two copies of it on every input:
 
 - the interpreted one (``ingest``'s Python, instrumented by ``atheris.instrument_func``; the small
@@ -31,17 +31,18 @@ import numpy as np
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.engine import Engine
-from rtdecoder.kernels import stream as K
-from rtdecoder.transport.udp import source_words
+from rtdecoder.kernels import ingest as KI
+from rtdecoder.kernels import tables as T
+from rtdecoder.transport.libc import source_words
 
 A, B = 1, 4
 ENGINE = Engine([StreamConfig(id=A, distance=3, rounds=3, p=0.01, decoder="union_find", window=2, commit=1),
                  StreamConfig(id=B, distance=3, rounds=2, p=0.01, decoder="matching")])
-_py = K.ingest.py_func
+_py = KI.ingest.py_func
 ingest_py = atheris.instrument_func(types.FunctionType(_py.__code__, _py.__globals__, "ingest_py", _py.__defaults__,
                                                        _py.__closure__))
-TABLES = [ENGINE.st.copy(), ENGINE.offs, ENGINE.syn.copy(), np.zeros(K.NUM_COUNTERS, np.int64)]
-COMPILED = [ENGINE.st.copy(), ENGINE.offs, ENGINE.syn.copy(), np.zeros(K.NUM_COUNTERS, np.int64)]
+TABLES = [ENGINE.st.copy(), ENGINE.offs, ENGINE.syn.copy(), np.zeros(T.NUM_COUNTERS, np.int64)]
+COMPILED = [ENGINE.st.copy(), ENGINE.offs, ENGINE.syn.copy(), np.zeros(T.NUM_COUNTERS, np.int64)]
 SLOT = np.zeros(ENGINE.slot_bytes, np.uint8)
 TX_PY, TX_C = np.zeros(256, np.uint8), np.zeros(256, np.uint8)
 OUT_PY, OUT_C = np.zeros(3, np.int64), np.zeros(3, np.int64)
@@ -65,7 +66,7 @@ def one(d: bytes, stranger: bool, shed: int) -> None:
     st_py, offs, syn_py, cnt_py = TABLES
     st_c, _, syn_c, cnt_c = COMPILED
     ingest_py(SLOT, len(d), 123, st_py, offs, syn_py, ENGINE.keep, cnt_py, TX_PY, OUT_PY, ENGINE.allow, *src, shed)
-    K.ingest(SLOT, len(d), 123, st_c, offs, syn_c, ENGINE.keep, cnt_c, TX_C, OUT_C, ENGINE.allow, *src, shed)
+    KI.ingest(SLOT, len(d), 123, st_c, offs, syn_c, ENGINE.keep, cnt_c, TX_C, OUT_C, ENGINE.allow, *src, shed)
     if not (np.array_equal(OUT_PY, OUT_C) and np.array_equal(st_py, st_c) and np.array_equal(syn_py, syn_c)
             and np.array_equal(cnt_py, cnt_c) and np.array_equal(TX_PY[:OUT_PY[0]], TX_C[:OUT_C[0]])):
         raise AssertionError(f"interpreted and compiled ingest differ on {d.hex()}")

@@ -1,0 +1,226 @@
+"""The layouts of the preallocated arrays that the data path shares: one place allocates every
+column, counter, histogram row and control word, so no two modules can give one index two
+meanings.
+
+Every array is int64 unless said; they are built when streams are configured
+(``rtdecoder.engine.Engine``) or a worker is made (``rtdecoder.worker.WorkerState``) and never
+resized on the data path.
+
+- ``st[sid, col]``: one row per possible stream id; ``C_*`` columns are configuration, ``S_*``
+  columns the state of the stream's current shot.
+- ``win[k, col]``: ``W_*`` of every window of every stream, concatenated.
+- ``out``: ``OUT_*``, the three results of ``rtdecoder.kernels.ingest.ingest``.
+- ``counters``: ``[0, NUM_STATUS)`` datagrams rejected by wire status code (docs/wire-protocol.md
+  §6), ``REJECT_NOT_ALLOWED``, then the ``CNT_*`` counters.
+- ``hist[row]``: ``HIST_*`` rows of ``rtdecoder.kernels.histogram.observe``.
+- ``trace[i % TRACE_LEN, col]``: ``TR_*`` of the last ``TRACE_LEN`` decoded windows; ``tmeta``:
+  ``M_*``.
+- ``ctl``: ``CTL_*`` control words of one worker, on a cache line of their own.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from rtdecoder import protocol as P
+
+# --- stream table columns (``st``) --------------------------------------------------------------
+C_CONFIGURED = 0
+C_READY = 1
+"""0 while the stream is being rebuilt by a reload: SYNDROME datagrams get NOT_READY."""
+C_NROUNDS = 2
+C_RBYTES = 3
+C_NDET = 4
+C_NOBS = 5
+C_OFF_BASE = 6
+"""The stream's first entry in ``offs`` (its round offsets)."""
+C_SYN_BASE = 7
+"""The stream's first detector in ``syn``/``keep``."""
+C_WIN_BASE = 8
+C_NWIN = 9
+C_MAXDG = 10
+C_WINDOW = 11
+C_COMMIT = 12
+C_DECODER = 13
+"""The decoder's wire id (HELLO_REPLY, §4.2; ``rtdecoder.decoders``)."""
+C_CALL = 14
+"""How the data plane calls the stream's decoder: ``CALL_*``."""
+C_ALLOW_BASE = 15
+C_ALLOW_N = 16
+S_HAS_SHOT = 17
+S_SHOT = 18
+S_NEXT_ROUND = 19
+S_POISONED = 20
+S_DONE = 21
+S_NEXT_WIN = 22
+S_CUM = 23
+S_RX_NS = 24
+S_TS = 25
+NUM_COLS = 26
+
+CALL_ESCAPE = 0
+"""The decoder's ``decode_window`` in Python, through the data plane's object-mode escape."""
+CALL_COMPILED = 1
+"""The union-find kernel in the compiled loop (or the worker's GPU slot, with the GPU backend)."""
+
+# --- window table columns (``win``) -------------------------------------------------------------
+W_START = 0
+W_END = 1
+W_COMMIT = 2
+W_GRAPH = 3
+NUM_W = 4
+
+# --- ``out`` of ingest --------------------------------------------------------------------------
+OUT_REPLY_LEN = 0
+"""Bytes of reply written to ``tx`` (0: no reply)."""
+OUT_STREAM = 1
+"""Stream whose windows may now be ready (-1: none)."""
+OUT_STAMP = 2
+"""1 if the reply carries a server send time at byte 48 to stamp just before sending."""
+NUM_OUT = 3
+
+# --- counters -----------------------------------------------------------------------------------
+CNT_BASE = 32
+assert P.NUM_STATUS < CNT_BASE - 1
+REJECT_NOT_ALLOWED = CNT_BASE - 1
+"""Datagrams from sources outside the allow-lists (not a wire status: they get no reply)."""
+CNT_PACKETS = CNT_BASE + 0
+CNT_SYNDROME = CNT_BASE + 1
+CNT_SHOTS = CNT_BASE + 2
+CNT_CORRECTIONS = CNT_BASE + 3
+CNT_BYTES = CNT_BASE + 4
+CNT_HELLO = CNT_BASE + 5
+CNT_PING = CNT_BASE + 6
+CNT_RESET = CNT_BASE + 7
+CNT_ABANDONED = CNT_BASE + 8
+CNT_RECV_ERRORS = CNT_BASE + 9
+"""Receive calls that failed other than with 'nothing to receive'."""
+CNT_SEND_DROPPED = CNT_BASE + 10
+"""Replies that could not be sent."""
+CNT_BATCHES = CNT_BASE + 11
+"""Receive calls that returned datagrams."""
+CNT_ERRORS_SUPPRESSED = CNT_BASE + 12
+"""ERROR replies not sent: the source was over its budget."""
+CNT_OVERLOADED = CNT_BASE + 13
+"""Times the worker entered overload (and began answering new shots BUSY)."""
+NUM_COUNTERS = CNT_BASE + 14
+
+# --- histogram rows -----------------------------------------------------------------------------
+MAX_DECODERS = 32
+"""Decoder wire ids are ``0 .. MAX_DECODERS - 1`` (one ``HIST_DECODE`` row each)."""
+HIST_SERVER = 0
+"""received → sent, per window."""
+HIST_DECODE = 1
+"""Rows ``HIST_DECODE + decoder wire id``: time inside the window decoder, per window."""
+HIST_CHECK = HIST_DECODE + MAX_DECODERS
+HIST_STAGE_DECODE = HIST_CHECK + 1
+HIST_SEND = HIST_CHECK + 2
+HIST_ESCAPE = HIST_CHECK + 3
+"""Escape decoders only: time in the object-mode escape beyond the decoder's own call, per window."""
+NUM_HIST_ROWS = HIST_CHECK + 4
+
+# --- trace ring ---------------------------------------------------------------------------------
+TRACE_LEN = 4096
+TR_STREAM = 0
+TR_FIRST_ROUND = 1
+TR_RECEIVED = 2
+TR_CHECKED = 3
+TR_DECODED = 4
+TR_SENT = 5
+TR_WIDTH = 6
+M_NEXT = 0
+"""tmeta: trace entries written so far (the ring index is this modulo ``TRACE_LEN``)."""
+M_PENDING = 1
+"""tmeta: first entry whose datagram's replies are not sent yet."""
+
+# --- control words (``ctl``) --------------------------------------------------------------------
+CTL_STOP = 0
+"""Non-zero: the loop returns between two datagrams."""
+CTL_DRAIN = 1
+"""Non-zero: drain until this deadline (ns, CLOCK_MONOTONIC): the loop returns once its
+transport is empty and none of its streams has a shot in flight, or at the deadline."""
+CTL_WORKER = 2
+CTL_WORKERS = 3
+"""This worker's index and the number of workers: it owns the streams ``sid % workers == index``."""
+CTL_BUSY_BATCHES = 4
+"""Overload: after this many consecutive full receive batches, new shots are answered BUSY
+until a read comes back short or empty."""
+CTL_SHED = 5
+"""Written by the loop: 1 while the worker is overloaded and answers new shots BUSY."""
+NUM_CTL = 8
+
+
+# --- the tuples compiled code takes -------------------------------------------------------------
+class Tables(NamedTuple):
+    """Every configured stream's tables (``rtdecoder.engine.Engine.tables``)."""
+
+    st: np.ndarray
+    """``(max stream id + 1, NUM_COLS)``: the stream table."""
+    offs: np.ndarray
+    """Every stream's round offsets, concatenated (``rtdecoder.kernels.ingest``)."""
+    syn: np.ndarray
+    """uint8: every stream's current shot's detection events, one byte per detector."""
+    keep: np.ndarray
+    """uint8, parallel to ``syn``: 1 where an event can change an observable."""
+    win: np.ndarray
+    """``(windows, NUM_W)``: every window of every stream."""
+    gbase: np.ndarray
+    """``(graphs, 2)``: each window graph's first node and first edge in ``node_round``/``edges``."""
+    node_round: np.ndarray
+    edges: np.ndarray
+    """``(edges, 3)``: ``(u, v, observable mask)``, ``v == -1`` for a boundary edge."""
+    uf_base: np.ndarray
+    """``(graphs, 6)``: each union-find graph's (ptr start, nodes, slot start, slots, edge start,
+    edges) in the four arrays below (zeros for the graphs of streams whose decoder escapes)."""
+    uf_ptr: np.ndarray
+    uf_slot: np.ndarray
+    uf_eu: np.ndarray
+    uf_ev: np.ndarray
+    allow: np.ndarray
+    """``(subnets, 4)``: the allow-lists' rows (``rtdecoder.kernels.ingest``)."""
+
+
+class WorkerArrays(NamedTuple):
+    """One worker's arrays (``rtdecoder.worker.WorkerState.arrays``)."""
+
+    counters: np.ndarray
+    """``(NUM_COUNTERS,)``."""
+    hist: np.ndarray
+    """``(NUM_HIST_ROWS, NUM_BUCKETS + 2)`` (``rtdecoder.kernels.histogram.observe``)."""
+    out: np.ndarray
+    """``(NUM_OUT,)``: ``ingest``'s results."""
+    trace: np.ndarray
+    """``(TRACE_LEN, TR_WIDTH)``."""
+    tmeta: np.ndarray
+    """``(2,)``: ``M_*``."""
+    escape_chosen: np.ndarray
+    """The escape's chosen edges (as long as the engine's largest window graph's edge list, + 1)."""
+    escape: np.ndarray
+    """``(1,)``: ns inside the escape's decoder call."""
+    gpu_request: np.ndarray
+    """The worker's GPU slot (``rtdecoder.kernels.slots``): request words; empty without a GPU."""
+    gpu_result: np.ndarray
+    gpu_chosen: np.ndarray
+    rl: np.ndarray
+    """``(RL_SLOTS + 1, 6)``: the error-reply token buckets (``rtdecoder.dataplane``)."""
+    ctl: np.ndarray
+    """``(NUM_CTL,)``: the control words."""
+    wid: int
+    """The key under which the escapes find the worker's ``WorkerState``."""
+
+
+class TxArrays(NamedTuple):
+    """One worker's transmit batch (``rtdecoder.transport.libc.MessageBatch`` and its queue)."""
+
+    buf: np.ndarray
+    """uint8 ``(slots, TX_BYTES)``: the replies."""
+    hdr: np.ndarray
+    """``struct mmsghdr`` rows for ``sendmmsg``."""
+    iov: np.ndarray
+    """``(slots, 2)``: each reply's address and length."""
+    flag: np.ndarray
+    """1 where the reply needs its send time stamped at byte 48."""
+    q: np.ndarray
+    """``(1,)``: replies queued."""
