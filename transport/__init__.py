@@ -78,8 +78,6 @@ class TransportSpec:
     controller: Callable[[str, int, int], Any]
     auto: int | None = None
     remote: bool = True
-    echo: bool = False
-    """Whether ``serve --echo`` (the transport floor) runs on it."""
 
 
 _REGISTRY: dict[str, TransportSpec] = {}

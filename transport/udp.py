@@ -299,4 +299,4 @@ class UdpController:
 SPEC = register(TransportSpec(
     name="udp", summary="UDP datagrams, busy-polled with recvmmsg/sendmmsg, one socket per worker",
     probe=lambda: Probe(True, "UDP sockets (always available)"), open=_open, controller=UdpController,
-    auto=1, remote=True, echo=True))
+    auto=1, remote=True))
