@@ -21,16 +21,17 @@ from numba import njit
 from rtdecoder.kernels.memory import load_word, store_word
 from rtdecoder.kernels.tables import (
     C_ALLOW_BASE, C_ALLOW_N, C_CONFIGURED, C_DECODER, C_MAXDG, C_NDET, C_NOBS, C_NROUNDS, C_OFF_BASE, C_RBYTES,
-    C_READY, C_SYN_BASE, C_WINDOW, C_COMMIT, CNT_ABANDONED, CNT_BYTES, CNT_HELLO, CNT_PACKETS, CNT_PING, CNT_RESET,
+    C_READY, C_SYN_BASE, C_WINDOW, C_COMMIT, C_FINGERPRINT, CNT_ABANDONED, CNT_DESCRIBE, CNT_BYTES, CNT_HELLO, CNT_PACKETS, CNT_PING, CNT_RESET,
     CNT_SYNDROME, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM, REJECT_NOT_ALLOWED, S_CUM, S_DONE, S_HAS_SHOT,
     S_NEXT_ROUND, S_NEXT_WIN, S_POISONED, S_RX_NS, S_SHOT, S_TS)
 from rtdecoder.kernels.wire import (
-    HEADER_LEN, HELLO_REPLY_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, OFF_CONTROLLER_TS, OFF_FIRST_ROUND,
+    DESCRIBE_PREFIX_SIZE, HEADER_LEN, HELLO_REPLY_SIZE, MAGIC, MAX_DESCRIBE_ROUNDS, OFF_DESCRIBE_COUNTS,
+    OFF_DESCRIBE_FINGERPRINT, OFF_FLAGS, MAX_VERSION, MIN_VERSION, OFF_CONTROLLER_TS, OFF_FIRST_ROUND,
     OFF_HEADER_LEN, OFF_MAGIC, OFF_NUM_ROUNDS, OFF_PAYLOAD_LEN, OFF_PONG_RX, OFF_PONG_TX, OFF_SHOT, OFF_STREAM,
     OFF_TYPE, OFF_VERSION, PONG_BODY_SIZE, ST_BAD_MAGIC, ST_BAD_PAYLOAD, ST_BAD_ROUNDS, ST_BUSY, ST_DUPLICATE,
     ST_MALFORMED, ST_NOT_READY, ST_ROUND_GAP, ST_SHOT_ABANDONED, ST_SHOT_POISONED, ST_STALE_SHOT, ST_TOO_LARGE,
     ST_UNKNOWN_STREAM, ST_UNKNOWN_TYPE, ST_UNSUPPORTED_VERSION, T_HELLO, T_HELLO_REPLY, T_PING, T_PONG, T_RESET,
-    T_RESET_ACK, T_SYNDROME, VERSION, rd, wr, write_error, write_header)
+    T_DESCRIBE, T_DESCRIBE_REPLY, T_RESET_ACK, T_SYNDROME, VERSION, rd, wr, write_error, write_header)
 
 SPREAD = np.array([sum(((b >> i) & 1) << (8 * i) for i in range(8)) for b in range(256)], np.uint64)
 """``SPREAD[b]``: the 8 bits of byte ``b`` as 8 bytes of 0 or 1 (bit ``i`` in byte ``i``), as one
@@ -113,23 +114,33 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
         return
     mtype = np.int64(buf[OFF_TYPE])
     ts = rd(buf, OFF_CONTROLLER_TS, 8)
-    if mtype == T_PING:
+    sid = rd(buf, OFF_STREAM, 2)
+    known = sid < st.shape[0] and st[sid, C_CONFIGURED] == 1
+    if mtype == T_PING:  # needs no stream; one that names a stream is that stream's source's
+        if known and not allowed(allow, st[sid, C_ALLOW_BASE], st[sid, C_ALLOW_N], src_hi, src_lo):
+            counters[REJECT_NOT_ALLOWED] += 1
+            return
+        if payload_len != 0:
+            reject(tx, buf, n, ST_BAD_PAYLOAD, shot, 0, rx_ns, counters, out)
+            return
         counters[CNT_PING] += 1
-        size = write_header(tx, T_PONG, 0, rd(buf, OFF_STREAM, 2), 0, shot, 0, PONG_BODY_SIZE, ts)
+        size = write_header(tx, T_PONG, 0, sid, 0, shot, 0, PONG_BODY_SIZE, ts)
         wr(tx, OFF_PONG_RX, 8, rx_ns)
         wr(tx, OFF_PONG_TX, 8, rx_ns)
         out[OUT_REPLY_LEN] = size
         out[OUT_STAMP] = 1
         return
-    if mtype != T_SYNDROME and mtype != T_HELLO and mtype != T_RESET:
+    if mtype != T_SYNDROME and mtype != T_HELLO and mtype != T_RESET and mtype != T_DESCRIBE:
         reject(tx, buf, n, ST_UNKNOWN_TYPE, shot, 0, rx_ns, counters, out)
         return
-    sid = rd(buf, OFF_STREAM, 2)
-    if sid >= st.shape[0] or st[sid, C_CONFIGURED] == 0:
+    if not known:
         reject(tx, buf, n, ST_UNKNOWN_STREAM, shot, 0, rx_ns, counters, out)
         return
     if not allowed(allow, st[sid, C_ALLOW_BASE], st[sid, C_ALLOW_N], src_hi, src_lo):
         counters[REJECT_NOT_ALLOWED] += 1
+        return
+    if mtype != T_SYNDROME and payload_len != 0:  # HELLO, RESET and DESCRIBE carry no payload
+        reject(tx, buf, n, ST_BAD_PAYLOAD, shot, 0, rx_ns, counters, out)
         return
     if mtype == T_HELLO:
         counters[CNT_HELLO] += 1
@@ -148,12 +159,31 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
         wr(tx, o + 24, 4, st[sid, C_COMMIT])
         out[OUT_REPLY_LEN] = size
         return
+    if mtype == T_DESCRIBE:
+        first = rd(buf, OFF_FIRST_ROUND, 4)
+        nrounds = st[sid, C_NROUNDS]
+        if first >= nrounds:
+            reject(tx, buf, n, ST_BAD_ROUNDS, shot, 0, rx_ns, counters, out)
+            return
+        k = min(nrounds - first, MAX_DESCRIBE_ROUNDS)
+        want = rd(buf, OFF_NUM_ROUNDS, 4)
+        if want != 0:
+            k = min(k, want)
+        counters[CNT_DESCRIBE] += 1
+        size = write_header(tx, T_DESCRIBE_REPLY, 0, sid, first, shot, k, DESCRIBE_PREFIX_SIZE + 2 * k, ts)
+        wr(tx, OFF_DESCRIBE_FINGERPRINT, 8, st[sid, C_FINGERPRINT])
+        base = st[sid, C_OFF_BASE] + first
+        for i in range(k):
+            wr(tx, OFF_DESCRIBE_COUNTS + 2 * i, 2, offs[base + i + 1] - offs[base + i])
+        out[OUT_REPLY_LEN] = size
+        return
     if mtype == T_RESET:
         counters[CNT_RESET] += 1
         st[sid, S_HAS_SHOT] = 0
         st[sid, S_POISONED] = 0
         st[sid, S_DONE] = 0
-        out[OUT_REPLY_LEN] = write_header(tx, T_RESET_ACK, 0, sid, 0, shot, 0, 0, ts)
+        out[OUT_REPLY_LEN] = write_header(tx, T_RESET_ACK, rd(buf, OFF_FLAGS, 2), sid, rd(buf, OFF_FIRST_ROUND, 4),
+                                          shot, rd(buf, OFF_NUM_ROUNDS, 4), 0, ts)
         return
     # --- SYNDROME ---------------------------------------------------------------------------
     counters[CNT_SYNDROME] += 1

@@ -49,16 +49,18 @@ C_CALL = 14
 """How the data plane calls the stream's decoder: ``CALL_*``."""
 C_ALLOW_BASE = 15
 C_ALLOW_N = 16
-S_HAS_SHOT = 17
-S_SHOT = 18
-S_NEXT_ROUND = 19
-S_POISONED = 20
-S_DONE = 21
-S_NEXT_WIN = 22
-S_CUM = 23
-S_RX_NS = 24
-S_TS = 25
-NUM_COLS = 26
+C_FINGERPRINT = 17
+"""The DEM fingerprint of DESCRIBE_REPLY (§4.8), as int64 bits."""
+S_HAS_SHOT = 18
+S_SHOT = 19
+S_NEXT_ROUND = 20
+S_POISONED = 21
+S_DONE = 22
+S_NEXT_WIN = 23
+S_CUM = 24
+S_RX_NS = 25
+S_TS = 26
+NUM_COLS = 27
 
 CALL_ESCAPE = 0
 """The decoder's ``decode_window`` in Python, through the data plane's object-mode escape."""
@@ -94,6 +96,7 @@ CNT_BYTES = CNT_BASE + 4
 CNT_HELLO = CNT_BASE + 5
 CNT_PING = CNT_BASE + 6
 CNT_RESET = CNT_BASE + 7
+"""RESET messages answered (RESET_ACK)."""
 CNT_ABANDONED = CNT_BASE + 8
 CNT_RECV_ERRORS = CNT_BASE + 9
 """Receive calls that failed other than with 'nothing to receive'."""
@@ -105,7 +108,9 @@ CNT_ERRORS_SUPPRESSED = CNT_BASE + 12
 """ERROR replies not sent: the source was over its budget."""
 CNT_OVERLOADED = CNT_BASE + 13
 """Times the worker entered overload (and began answering new shots BUSY)."""
-NUM_COUNTERS = CNT_BASE + 14
+CNT_DESCRIBE = CNT_BASE + 14
+"""DESCRIBE messages answered."""
+NUM_COUNTERS = CNT_BASE + 15
 
 # --- histogram rows -----------------------------------------------------------------------------
 MAX_DECODERS = 32

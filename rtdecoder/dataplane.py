@@ -258,12 +258,14 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, s
         flush(fd, tx, state)
     q = tx.q[0]
     ingest(buf, n, rx, st, offs, syn, tables.keep, counters, txbuf[q], out, tables.allow, src_hi, src_lo, shed)
-    if out[OUT_REPLY_LEN] and txbuf[q, OFF_TYPE] == T_ERROR and not take_error_token(state.rl, src_hi, src_lo,
-                                                                                     src_port, rx):
+    sid = out[OUT_STREAM]
+    error = out[OUT_REPLY_LEN] != 0 and txbuf[q, OFF_TYPE] == T_ERROR
+    if error and sid >= 0 and next_window(st, win, sid) >= 0:
+        pass  # SHOT_ABANDONED about the old shot: the new shot's corrections answer instead (§6.2 rule 2)
+    elif error and not take_error_token(state.rl, src_hi, src_lo, src_port, rx):
         counters[CNT_ERRORS_SUPPRESSED] += 1
     elif out[OUT_REPLY_LEN]:
         queue_reply(tx, row_addr(txbuf, q), out[OUT_REPLY_LEN], out[OUT_STAMP], name_addr, namelen)
-    sid = out[OUT_STREAM]
     if sid < 0:
         return 0
     checked = monotonic_ns()

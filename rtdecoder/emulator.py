@@ -188,6 +188,27 @@ class Controller:
         r = self.request(P.MsgType.HELLO, P.MsgType.HELLO_REPLY, timeout_s, attempts)
         return P.StreamInfo.unpack(r[P.HEADER_LEN:])
 
+    def describe(self, num_rounds: int, timeout_s: float = 1.0) -> tuple[int, list[int]]:
+        """The stream's DEM fingerprint and its detectors per round (DESCRIBE, §4.8), asked
+        ``MAX_DESCRIBE_ROUNDS`` rounds at a time."""
+        counts: list[int] = []
+        fingerprint = 0
+        while len(counts) < num_rounds:
+            msg = P.encode(P.Header(P.MsgType.DESCRIBE, stream_id=self.stream_id, first_round=len(counts)))
+            self.send(msg)
+            end = time.perf_counter() + timeout_s
+            while True:
+                r = self.recv()
+                if r is not None and P.decode_header(r).msg_type == P.MsgType.DESCRIBE_REPLY:
+                    d = P.decode_describe(r)
+                    if d.first_round == len(counts):
+                        break
+                if time.perf_counter() > end:
+                    raise EmulatorError(f"no DESCRIBE_REPLY from the service within {timeout_s:.1f} s")
+            fingerprint = d.fingerprint
+            counts += d.counts
+        return fingerprint, counts
+
     def reset(self, timeout_s: float = 1.0) -> None:
         self.request(P.MsgType.RESET, P.MsgType.RESET_ACK, timeout_s, 3)
 
@@ -376,7 +397,11 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         print(f"rtdecoder emulate: {why}", file=sys.stderr)
     ctl = Controller.connect(spec.name, opts.host, opts.port, cfg.id)
     try:
-        info = ctl.hello()
+        try:
+            info = ctl.hello()
+        except EmulatorError as e:
+            raise EmulatorError(f"{e}: is `rtdecoder serve` running on {opts.host}:{opts.port} with stream {cfg.id}, "
+                                "and does its --allow list hold this address?") from None
         mine = (layout.num_detectors, layout.num_rounds, layout.num_observables, layout.round_bytes)
         theirs = (info.num_detectors, info.num_rounds, info.num_observables, info.round_bytes)
         if mine != theirs:
@@ -386,10 +411,32 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         if P.HEADER_LEN + opts.rounds_per_packet * info.round_bytes > info.max_datagram:
             raise EmulatorError(f"--rounds-per-packet {opts.rounds_per_packet} makes datagrams larger than "
                                 f"the service's {info.max_datagram}-byte limit")
+        fingerprint, counts = ctl.describe(info.num_rounds)
+        if counts != np.diff(layout.round_offsets).tolist():
+            raise EmulatorError(f"stream {cfg.id} on the service has other detectors per round than the emulator's "
+                                "circuit: run both with the same --circuit")
+        service = _service_view(cfg, info)
+        differs = [f"{k} {service[k]} (the emulator's: {getattr(cfg, k)})" for k in ("decoder", "window", "commit")
+                   if service[k] != getattr(cfg, k)]
+        if fingerprint != P.dem_fingerprint(circuit.detector_error_model(decompose_errors=True)):
+            differs.append("its detector error model (another p, noise model or circuit: the DEM fingerprints differ)")
+        if differs:
+            print(f"rtdecoder emulate: warning: stream {cfg.id} on the service differs from the emulator's: "
+                  + "; ".join(differs) + ". The report gives the service's decoder and window; the reference "
+                  "decoding uses the emulator's circuit.", file=sys.stderr)
         ctl.reset()
-        return _drive(cfg, opts, ctl, circuit, layout)
+        return _drive(cfg, opts, ctl, circuit, layout, service)
     finally:
         ctl.close()
+
+
+def _service_view(cfg: StreamConfig, info: P.StreamInfo) -> dict:
+    """The service's decoder, window and commit from its HELLO_REPLY, as ``StreamConfig`` fields."""
+    from rtdecoder import decoders
+
+    spec = decoders.by_wire_id(info.decoder)
+    return {"decoder": spec.name if spec is not None else f"decoder id {info.decoder}",
+            "window": info.window_rounds, "commit": info.commit_rounds}
 
 
 def fault_plan(npk: int, rng: np.random.Generator, drop: float, duplicate: float, reorder: float
@@ -496,7 +543,7 @@ class PolledShotDriver(ShotDriver):
         return res
 
 
-def _drive(cfg, opts, ctl, circuit, layout) -> Report:
+def _drive(cfg, opts, ctl, circuit, layout, service: dict) -> Report:
     nobs = layout.num_observables
     nshots = opts.shots
     preds = np.zeros((nshots, nobs), np.uint8)
@@ -523,7 +570,7 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
 
         progress = Progress(TextColumn("[bold]emulating[/] d={task.fields[d]} {task.fields[dec]}"), BarColumn(),
                             MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-        task = progress.add_task("shots", total=nshots, d=cfg.distance, dec=cfg.decoder)
+        task = progress.add_task("shots", total=nshots, d=cfg.distance, dec=service["decoder"])
         progress.start()
     busy_ns = 0
     try:
@@ -565,8 +612,8 @@ def _drive(cfg, opts, ctl, circuit, layout) -> Report:
                   "unaffected_not_answered": int(np.sum(~affected & ~answered))}
     elapsed = max(busy_ns, 1) / 1e9
     return Report(
-        circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=cfg.decoder,
-        window=cfg.window, commit=cfg.commit, rounds_per_packet=opts.rounds_per_packet, cycle_us=opts.cycle_us,
+        circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
+        window=service["window"], commit=service["commit"], rounds_per_packet=opts.rounds_per_packet, cycle_us=opts.cycle_us,
         shots=nshots, latency_us=percentiles(lat), server_latency_us=percentiles(server[answered]),
         throughput_rounds_per_s=nshots * layout.num_rounds / elapsed,
         logical_error_rate=ler, logical_error_rate_stderr=ler_se,

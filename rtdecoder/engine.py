@@ -45,6 +45,14 @@ class StreamRuntime:
     spec: DecoderSpec
     decoder: CompiledWindowDecoder
     keep: np.ndarray
+    _fingerprint: int | None = None
+
+    @property
+    def fingerprint(self) -> int:
+        """The DEM's fingerprint (DESCRIBE_REPLY, docs/wire-protocol.md §4.8), u64."""
+        if self._fingerprint is None:
+            self._fingerprint = P.dem_fingerprint(self.dem)
+        return self._fingerprint
 
     @property
     def info(self) -> P.StreamInfo:
@@ -133,6 +141,7 @@ class Engine:
             row[K.C_COMMIT] = rt.cfg.commit
             row[K.C_DECODER] = rt.spec.wire_id
             row[K.C_CALL] = rt.spec.call_id
+            row[K.C_FINGERPRINT] = np.uint64(rt.fingerprint).astype(np.int64)
             if rt.cfg.allow not in allow_at:  # streams with the same list share its rows, so the
                 rows = allow_rows(rt.cfg.allow)  # any-stream check in ingest reads each subnet once
                 allow_at[rt.cfg.allow] = (allow_base, len(rows))

@@ -69,6 +69,12 @@ ERROR_BODY = struct.Struct("<HHIQ")
 PONG_BODY = struct.Struct("<QQ")
 """§4.6 PONG payload: server_rx_ns u64, server_tx_ns u64."""
 
+DESCRIBE_PREFIX = struct.Struct("<Q")
+"""§4.8 DESCRIBE_REPLY payload prefix: the DEM fingerprint u64; followed by ``num_rounds`` u16
+detector counts, one per round from ``first_round``."""
+MAX_DESCRIBE_ROUNDS = 100
+"""Most round counts one DESCRIBE_REPLY carries (§4.8): 40 + 8 + 200 bytes."""
+
 # Offsets inside payloads, relative to the start of the datagram.
 OFF_CORR_RX = HEADER_LEN
 OFF_CORR_TX = HEADER_LEN + 8
@@ -78,6 +84,8 @@ OFF_ERR_EXPECTED = HEADER_LEN + 4
 OFF_ERR_RX = HEADER_LEN + 8
 OFF_PONG_RX = HEADER_LEN
 OFF_PONG_TX = HEADER_LEN + 8
+OFF_DESCRIBE_FINGERPRINT = HEADER_LEN
+OFF_DESCRIBE_COUNTS = HEADER_LEN + DESCRIBE_PREFIX.size
 
 FLAG_FINAL = 0x0001
 """CORRECTION flag (§4.4): this correction ends the shot; its cumulative flips are the shot's
@@ -99,6 +107,8 @@ class MsgType(enum.IntEnum):
     PONG = 7
     RESET = 8
     RESET_ACK = 9
+    DESCRIBE = 10
+    DESCRIBE_REPLY = 11
 
 
 class Status(enum.IntEnum):
@@ -133,6 +143,7 @@ def _check_layouts() -> None:
         "CORRECTION_PREFIX": (CORRECTION_PREFIX, 16),
         "ERROR_BODY": (ERROR_BODY, 16),
         "PONG_BODY": (PONG_BODY, 16),
+        "DESCRIBE_PREFIX": (DESCRIBE_PREFIX, 8),
     }
     for name, (layout, size) in expected.items():
         if layout.size != size:
@@ -298,6 +309,48 @@ def decode_error(buf: bytes | memoryview) -> tuple[Header, Status, int, int]:
         raise ProtocolError(Status.MALFORMED, "not an ERROR message")
     status, _r, expected, rx = ERROR_BODY.unpack_from(buf, HEADER_LEN)
     return h, Status(status), expected, rx
+
+
+@dataclass(frozen=True)
+class Description:
+    """A decoded §4.8 DESCRIBE_REPLY: the stream's DEM fingerprint and the detector counts of
+    rounds ``first_round .. first_round + len(counts) - 1``."""
+
+    fingerprint: int
+    first_round: int
+    counts: tuple[int, ...]
+
+
+def decode_describe(buf: bytes | memoryview) -> Description:
+    """Parse a DESCRIBE_REPLY.
+
+    Raises:
+        ProtocolError: a malformed header, another type, or a payload that is not
+            ``8 + 2 * num_rounds`` bytes.
+    """
+    h = decode_header(buf)
+    if h.msg_type != MsgType.DESCRIBE_REPLY:
+        raise ProtocolError(Status.UNKNOWN_TYPE, f"expected DESCRIBE_REPLY, got type {h.msg_type}")
+    if h.payload_len != DESCRIBE_PREFIX.size + 2 * h.num_rounds:
+        raise ProtocolError(Status.BAD_PAYLOAD, f"payload_len {h.payload_len} for {h.num_rounds} rounds")
+    (fp,) = DESCRIBE_PREFIX.unpack_from(buf, HEADER_LEN)
+    counts = struct.unpack_from(f"<{h.num_rounds}H", buf, OFF_DESCRIBE_COUNTS)
+    return Description(fp, h.first_round, counts)
+
+
+def dem_fingerprint(dem) -> int:
+    """§4.8: the first 8 bytes of SHA-256 over the DEM in stim's text format (``str(dem)``, UTF-8),
+    read as a little-endian u64. Equal fingerprints mean the same DEM (same circuit and noise,
+    written by the same stim format).
+
+    >>> import stim
+    >>> dem_fingerprint(stim.DetectorErrorModel("error(0.1) D0 L0")) == dem_fingerprint(
+    ...     stim.DetectorErrorModel("error(0.1) D0 L0"))
+    True
+    """
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(str(dem).encode()).digest()[:8], "little")
 
 
 def pack_rounds(events: np.ndarray, round_offsets: np.ndarray, round_bytes: int) -> np.ndarray:

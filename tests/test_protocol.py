@@ -44,6 +44,8 @@ def _payload_of(v):
         return P.ERROR_BODY.pack(P.Status[f["status"]], 0, f["expected_round"], f["server_rx_ns"])
     if t == "PONG":
         return P.PONG_BODY.pack(f["server_rx_ns"], f["server_tx_ns"])
+    if t == "DESCRIBE_REPLY":
+        return P.DESCRIBE_PREFIX.pack(f["fingerprint"]) + struct.pack(f"<{len(f['counts'])}H", *f["counts"])
     raise AssertionError(t)
 
 
@@ -53,7 +55,7 @@ def test_layout_sizes_match_the_spec():
 
 
 def test_vectors_encode_to_their_bytes(vectors):
-    assert len(vectors) >= 10
+    assert len(vectors) >= 12
     for v in vectors:
         assert P.encode(_header_of(v), _payload_of(v)).hex() == v["hex"], v["name"]
 
@@ -77,6 +79,10 @@ def test_vectors_decode_to_their_fields(vectors):
             _, status, expected, rx = P.decode_error(raw)
             assert (status.name, expected, rx) == (v["payload"]["status"], v["payload"]["expected_round"],
                                                     v["payload"]["server_rx_ns"])
+        if f["msg_type"] == "DESCRIBE_REPLY":
+            d = P.decode_describe(raw)
+            assert (d.fingerprint, d.first_round, list(d.counts)) == (v["payload"]["fingerprint"], f["first_round"],
+                                                                      v["payload"]["counts"])
         if f["msg_type"] == "HELLO_REPLY":
             info = P.StreamInfo.unpack(raw[P.HEADER_LEN:])
             assert info.num_detectors == v["payload"]["num_detectors"]
@@ -97,6 +103,11 @@ def test_server_answers_vectors_with_vector_bytes(vectors, d3_engine):
     assert d3_engine.handle(by_name["reset"]) == [by_name["reset_ack"]]
     # PING → PONG with the vector's server stamps.
     assert d3_engine.handle(by_name["ping"], rx_ns=10, tx_ns=11) == [by_name["pong"]]
+    # DESCRIBE → DESCRIBE_REPLY: the vector's bytes but for the fingerprint, which is the DEM's.
+    (got,) = d3_engine.handle(by_name["describe"])
+    want = by_name["describe_reply"]
+    fp = P.dem_fingerprint(d3_engine.streams[2].dem).to_bytes(8, "little")
+    assert got == want[:P.HEADER_LEN] + fp + want[P.HEADER_LEN + 8:]
 
 
 def test_kernel_writes_the_error_vector(vectors):

@@ -108,3 +108,22 @@ def test_streams_being_reconfigured_answer_not_ready(monkeypatch):
     assert seen["changed"] == P.Status.NOT_READY
     assert P.MsgType.ERROR not in seen["unchanged"]
     assert server.engine.streams[1].layout.num_rounds == 5
+
+
+def test_a_reload_that_changes_p_changes_the_dem_fingerprint_though_hello_reply_does_not():
+    """HELLO_REPLY gives the framing only; DESCRIBE's fingerprint tells the controller that the
+    stream it drives now decodes another DEM (docs/wire-protocol.md §4.8)."""
+    def cfg(p):
+        return ServerConfig(port=0, metrics_port=-1, streams=(StreamConfig(id=0, distance=3, rounds=3, p=p),))
+
+    server = Server(cfg(0.001), log=open("/dev/null", "w"))
+    try:
+        hello = P.encode(P.Header(P.MsgType.HELLO, stream_id=0))
+        describe = P.encode(P.Header(P.MsgType.DESCRIBE, stream_id=0))
+        before = server.engine.handle(hello), P.decode_describe(server.engine.handle(describe)[0])
+        assert server.reload(cfg(0.002))
+        after = server.engine.handle(hello), P.decode_describe(server.engine.handle(describe)[0])
+    finally:
+        server.close()
+    assert before[0] == after[0]
+    assert before[1].counts == after[1].counts and before[1].fingerprint != after[1].fingerprint

@@ -23,6 +23,8 @@ from rtdecoder.transport.udp import UdpTransport, serve_loop
 from rtdecoder.worker import WorkerState
 
 CFG = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2)
+FENCED = StreamConfig(id=5, distance=3, rounds=3, p=0.01, decoder="union_find", allow=("10.0.0.0/8",))
+"""A stream whose controllers are elsewhere: loopback may not speak for it."""
 
 
 class UdpChannel:
@@ -161,7 +163,7 @@ def channel(request):
         st = R.probe()
         if not st.usable:
             pytest.skip(f"RoCE needs an RDMA device: {st.reason}")
-    engine = Engine([CFG])
+    engine = Engine([CFG, FENCED])
     ch = {"udp": UdpChannel, "ring": RingChannel, "roce": RoceChannel}[request.param](engine)
     ch.engine = engine
     yield ch
@@ -206,8 +208,95 @@ def test_bad_and_oversized_messages_get_their_status(channel):
     assert P.decode_error(channel.recv())[1] == P.Status.TOO_LARGE
 
 
+def marker(channel, shot_id: int) -> None:
+    """Send a PING and take replies up to its PONG: every reply before it is returned."""
+    channel.send(P.encode(P.Header(P.MsgType.PING, shot_id=shot_id)))
+    before = []
+    while True:
+        r = channel.recv()
+        h = P.decode_header(r)
+        if h.msg_type == P.MsgType.PONG and h.shot_id == shot_id:
+            return before
+        before.append(r)
+
+
+def test_a_ping_naming_a_stream_that_does_not_allow_the_sender_gets_no_reply(channel):
+    """§6.3: no reply of any kind, PING included, and it is counted not_allowed."""
+    channel.send(P.encode(P.Header(P.MsgType.PING, stream_id=FENCED.id, shot_id=1)))
+    assert marker(channel, 2) == []
+    channel.send(P.encode(P.Header(P.MsgType.PING, stream_id=4321, shot_id=3)))  # names no stream: answered
+    assert P.decode_header(channel.recv()).shot_id == 3
+    assert channel.state.counters[T.REJECT_NOT_ALLOWED] == 1
+
+
+def test_reset_ack_echoes_the_reset_header(channel):
+    """§4.7: every header field but msg_type and payload_len."""
+    channel.send(P.encode(P.Header(P.MsgType.RESET, stream_id=0, shot_id=77, first_round=3, num_rounds=2, flags=4,
+                                   controller_ts_ns=99)))
+    h = P.decode_header(channel.recv())
+    assert (h.msg_type, h.stream_id, h.shot_id, h.first_round, h.num_rounds, h.flags, h.controller_ts_ns,
+            h.payload_len) == (P.MsgType.RESET_ACK, 0, 77, 3, 2, 4, 99, 0)
+
+
+def test_control_messages_with_a_payload_are_bad_payload(channel):
+    """§3, §7: only SYNDROME carries a payload; a long PING is not answered PONG."""
+    for t in (P.MsgType.PING, P.MsgType.HELLO, P.MsgType.RESET, P.MsgType.DESCRIBE):
+        channel.send(P.encode(P.Header(t, stream_id=0, shot_id=5), bytes(1000)))
+        _, status, _, _ = P.decode_error(channel.recv())
+        assert status == P.Status.BAD_PAYLOAD, t.name
+
+
+def test_an_abandoned_shot_is_reported_only_when_nothing_else_answers(channel):
+    """§6.2 rule 2: the new shot's datagram gets one kind of answer."""
+    lay = channel.engine.streams[0].layout
+    plan = channel.engine.streams[0].plan
+    zero = np.zeros(lay.num_detectors, np.uint8)
+    packed = P.pack_rounds(zero[None, :], lay.round_offsets, lay.round_bytes)[0]
+
+    def part(shot_id, first, nr):
+        return P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=shot_id, first_round=first, num_rounds=nr),
+                        packed[first:first + nr].tobytes())
+
+    one = int(plan.end[0]) - 1  # rounds that complete no window
+    nwin = plan.num_windows
+    # shot 1 left half done; shot 2 whole: its corrections are the answer, no SHOT_ABANDONED
+    channel.send(part(1, 0, one))
+    channel.send(shot(channel.engine, 2, zero))
+    got = marker(channel, 100)
+    assert [P.decode_header(g).msg_type for g in got] == [P.MsgType.CORRECTION] * nwin
+    assert all(P.decode_header(g).shot_id == 2 for g in got)
+    # shot 3 half done; shot 4 begins with a gap: ROUND_GAP about shot 4 only
+    channel.send(part(3, 0, one))
+    channel.send(part(4, 1, 1))
+    (got,) = marker(channel, 101)
+    h, status, _, _ = P.decode_error(got)
+    assert (status, h.shot_id) == (P.Status.ROUND_GAP, 4)
+    # shot 5 half done; shot 6 begins and completes no window: SHOT_ABANDONED about shot 5
+    channel.send(part(5, 0, one))
+    channel.send(part(6, 0, one))
+    (got,) = marker(channel, 102)
+    h, status, expected, _ = P.decode_error(got)
+    assert (status, h.shot_id, expected) == (P.Status.SHOT_ABANDONED, 5, one)
+    assert channel.state.counters[T.CNT_ABANDONED] == 3
+
+
+def test_describe_gives_the_rounds_detectors_and_the_dem_fingerprint(channel):
+    """§4.8, in pages of at most MAX_DESCRIBE_ROUNDS rounds; past the last round: BAD_ROUNDS."""
+    rt = channel.engine.streams[0]
+    counts = []
+    while len(counts) < rt.layout.num_rounds:
+        channel.send(P.encode(P.Header(P.MsgType.DESCRIBE, stream_id=0, first_round=len(counts), num_rounds=2)))
+        d = P.decode_describe(channel.recv())
+        assert d.first_round == len(counts) and 1 <= len(d.counts) <= 2
+        assert d.fingerprint == P.dem_fingerprint(rt.dem)
+        counts += d.counts
+    assert counts == np.diff(rt.layout.round_offsets).tolist()
+    channel.send(P.encode(P.Header(P.MsgType.DESCRIBE, stream_id=0, first_round=rt.layout.num_rounds)))
+    assert P.decode_error(channel.recv())[1] == P.Status.BAD_ROUNDS
+
+
 def test_ring_credit_reports_consumption():
-    ch = RingChannel(Engine([CFG]))
+    ch = RingChannel(Engine([CFG, FENCED]))
     try:
         for i in range(RingChannel.SLOTS):  # more than slots/4 messages: the credit word moves
             ch.send(P.encode(P.Header(P.MsgType.PING, shot_id=i)))
