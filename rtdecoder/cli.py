@@ -8,6 +8,7 @@ the latency table and the logical error rate next to offline PyMatching's on the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import subprocess
@@ -43,16 +44,36 @@ def _transport_names() -> list[str]:
     return [*transport.names(remote_only=True), "auto"]
 
 
-def _add_stream_flags(p: argparse.ArgumentParser, default_decoder: str = "matching") -> None:
+STREAM_FLAGS = ("--stream-id", "--circuit", "--distance", "--rounds", "--p", "--decoder", "--window", "--commit",
+                "--allow")
+
+
+def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
+    """The stream flags, as far as they do something for ``role``: ``serve`` and ``demo`` all of
+    them; ``emulate`` no ``--allow`` (a service's setting), and ``--decoder``, ``--window``,
+    ``--commit`` only to check the service's; ``decode`` the circuit and the decoder."""
     g = p.add_argument_group("stream")
-    g.add_argument("--stream-id", type=int, default=0, help="stream id on the wire (default 0)")
+    if role != "decode":
+        g.add_argument("--stream-id", type=int, default=0, help="stream id on the wire (default 0)")
     g.add_argument("--circuit", default="surface_code:rotated_memory_z",
                    help="stim generated circuit name, or a .stim file (default surface_code:rotated_memory_z)")
     g.add_argument("--distance", type=int, default=5, help="code distance (default 5)")
     g.add_argument("--rounds", type=int, default=None, help="syndrome rounds (default 5 * distance)")
     g.add_argument("--p", type=float, default=0.001, help="circuit-level noise strength (default 0.001)")
-    g.add_argument("--decoder", default=default_decoder, choices=_decoder_names(),
-                   help=f"window decoder (default {default_decoder}; plug-ins: RTDECODER_PLUGINS)")
+    if role == "emulate":
+        g.add_argument("--decoder", default=None, choices=_decoder_names(),
+                       help="the decoder the service's stream should have (default: whichever it has; a "
+                            "difference is reported)")
+        g.add_argument("--window", type=_window, default=None,
+                       help="the window W the service's stream should have (default: whichever it has)")
+        g.add_argument("--commit", type=int, default=None,
+                       help="the commit region C the service's stream should have (default: whichever it has)")
+        return
+    default = "union_find" if role == "decode" else "matching"
+    g.add_argument("--decoder", default=default, choices=_decoder_names(),
+                   help=f"decoder (default {default}; plug-ins: RTDECODER_PLUGINS, see README.md, 'Plug-ins')")
+    if role == "decode":
+        return
     g.add_argument("--window", type=_window, default=None, help="window W in rounds, or 'all' (default 2 * distance)")
     g.add_argument("--commit", type=int, default=None, help="commit region C in rounds (default distance)")
     g.add_argument("--allow", default=None,
@@ -78,12 +99,17 @@ def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
 
 
 def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
+    allow = getattr(a, "allow", None)
     return StreamConfig(
-        id=a.stream_id, circuit=a.circuit, distance=a.distance,
-        rounds=a.rounds if a.rounds is not None else 5 * a.distance, p=a.p, decoder=a.decoder,
-        window=a.window, commit=a.commit,
-        **({"allow": tuple(x.strip() for x in a.allow.split(",") if x.strip())} if a.allow else {}),
+        id=getattr(a, "stream_id", 0), circuit=a.circuit, distance=a.distance, rounds=a.rounds, p=a.p,
+        decoder=a.decoder or "matching", window=getattr(a, "window", None), commit=getattr(a, "commit", None),
+        **({"allow": tuple(x.strip() for x in allow.split(",") if x.strip())} if allow else {}),
     )
+
+
+def _given(argv: list[str], flags) -> list[str]:
+    """Which of ``flags`` appear on the command line ``argv``."""
+    return [f for f in flags if any(t == f or t.startswith(f + "=") for t in argv)]
 
 
 def _stream_argv(cfg: StreamConfig) -> list[str]:
@@ -108,20 +134,30 @@ def cmd_serve(a: argparse.Namespace) -> int:
                               ("metrics_port", a.metrics_port), ("cpus", a.cpus), ("busy_poll_us", a.busy_poll_us),
                               ("recv_batch", a.recv_batch), ("backend", a.backend),
                               ("error_replies_per_s", a.error_replies_per_s), ("error_burst", a.error_burst),
-                              ("drain_s", a.drain_s), ("busy_batches", a.busy_batches), ("transport", a.transport))
+                              ("drain_s", a.drain_s), ("busy_batches", a.busy_batches), ("transport", a.transport),
+                              ("max_stream_gib", a.max_stream_gib))
             if v is not None}
     if a.config:
         cfg = load_config(a.config)
         if over:
             cfg = ServerConfig(**{**cfg.__dict__, **over})
+        ignored = _given(a.argv, STREAM_FLAGS)
+        if ignored:
+            print(f"rtdecoder: warning: {', '.join(ignored)} ignored: the streams are those of --config {a.config}",
+                  file=sys.stderr)
     else:
         cfg = ServerConfig(**{"port": 7700, "metrics_port": 9400, **over, "streams": (_stream_from_args(a),)})
     return serve(cfg, echo=a.echo, config_path=a.config)
 
 
-def _emulator_options(a: argparse.Namespace, host: str, port: int):
+def _emulator_options(a: argparse.Namespace, host: str, port: int, expect: dict | None = None):
+    """The emulator's options from its flags (checked here, before any service is started).
+
+    ``expect``: the service's stream's decoder, window and commit as the user asked for them."""
     from rtdecoder.emulator import EmulatorOptions
 
+    if a.timeout <= 0:
+        raise ConfigError("--timeout must be positive (seconds)")
     if a.shots < 1:
         raise ConfigError("--shots must be at least 1")
     if a.rounds_per_packet < 1:
@@ -134,7 +170,7 @@ def _emulator_options(a: argparse.Namespace, host: str, port: int):
     return EmulatorOptions(host=host, port=port, shots=a.shots, rounds_per_packet=a.rounds_per_packet,
                            cycle_us=a.cycle_us, timeout_s=a.timeout, seed=a.seed, progress=not a.no_progress,
                            drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, fault_seed=a.fault_seed,
-                           transport=getattr(a, "transport", "udp"))
+                           transport=getattr(a, "transport", "udp"), expect=expect or {})
 
 
 def _write_outputs(report, a: argparse.Namespace) -> None:
@@ -146,14 +182,25 @@ def _write_outputs(report, a: argparse.Namespace) -> None:
         write_plot(report, a.plot)
 
 
-def cmd_emulate(a: argparse.Namespace) -> int:
-    from rtdecoder.emulator import run_emulator
+def _report(report, a: argparse.Namespace, **kw) -> int:
+    """Print the report, write its files; 130 if the run was interrupted (Ctrl-C), else 0."""
     from rtdecoder.report import print_report
 
-    report = run_emulator(_stream_from_args(a), _emulator_options(a, a.host, a.port))
-    print_report(report)
+    print_report(report, **kw)
     _write_outputs(report, a)
+    if report.interrupted:
+        print(f"rtdecoder: interrupted after {report.shots} of {a.shots} shots: the figures are of those",
+              file=sys.stderr)
+        return 130
     return 0
+
+
+def cmd_emulate(a: argparse.Namespace) -> int:
+    from rtdecoder.emulator import run_emulator
+
+    expect = {k: getattr(a, k) for k in ("decoder", "window", "commit") if getattr(a, k) is not None}
+    opts = _emulator_options(a, a.host, a.port, expect)
+    return _report(run_emulator(_stream_from_args(a), opts), a)
 
 
 class ServiceProcess:
@@ -165,12 +212,16 @@ class ServiceProcess:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         end = time.monotonic() + startup_timeout_s
         line = ""
-        while time.monotonic() < end:
-            line = self.proc.stdout.readline()
-            if line.startswith("{"):
-                break
-            if self.proc.poll() is not None:
-                break
+        try:
+            while time.monotonic() < end:
+                line = self.proc.stdout.readline()
+                if line.startswith("{"):
+                    break
+                if self.proc.poll() is not None:
+                    break
+        except BaseException:  # Ctrl-C while it starts: leave no service behind
+            self.stop()
+            raise
         if not line.startswith("{"):
             self.stop()
             raise RuntimeError(f"rtdecoder serve did not start:\n{self.stderr()}")
@@ -206,21 +257,26 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rtdecoder.emulator import run_emulator
-    from rtdecoder.report import print_report
 
     cfg = _stream_from_args(a)
+    opts = _emulator_options(a, "", 0, {"decoder": cfg.decoder, "window": cfg.window, "commit": cfg.commit})
     console = Console(stderr=True)
-    with console.status("starting rtdecoder serve (building window graphs, compiling kernels)..."):
-        service = ServiceProcess(_stream_argv(cfg), extra=["--backend", a.backend])
+    try:
+        with console.status("starting rtdecoder serve (building window graphs, compiling kernels)..."):
+            service = ServiceProcess(_stream_argv(cfg), extra=["--backend", a.backend])
+    except KeyboardInterrupt:
+        print("rtdecoder: interrupted while the service was starting; nothing was measured", file=sys.stderr)
+        return 130
     with service:
         console.print(f"service on udp {service.host}:{service.port}, metrics on "
                       f"http://127.0.0.1:{service.metrics_port}/metrics")
-        report = run_emulator(cfg, _emulator_options(a, service.host, service.port))
-        metrics = service.scrape()
-    print_report(report, metrics_url=f"http://127.0.0.1:{service.metrics_port}/metrics (served while the demo ran)",
-                 metrics_text=metrics)
-    _write_outputs(report, a)
-    return 0
+        report = run_emulator(cfg, dataclasses.replace(opts, host=service.host, port=service.port))
+        try:
+            metrics = service.scrape()
+        except OSError:  # the service is gone (a Ctrl-C reaches it too): no metrics to show
+            metrics = None
+    url = f"http://127.0.0.1:{service.metrics_port}/metrics (served while the demo ran)"
+    return _report(report, a, metrics_url=url if metrics else None, metrics_text=metrics)
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
@@ -250,10 +306,14 @@ def cmd_doctor(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rtdecoder import __version__
+
     ap = argparse.ArgumentParser(prog="rtdecoder", description="Real-time QEC decoder service.")
+    ap.add_argument("--version", action="version", version=f"rtdecoder {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the decoding service")
-    s.add_argument("--config", help="TOML config file (see rtdecoder.config)")
+    s.add_argument("--config", help="TOML config file: its [server] and [[streams]] (README.md, 'A config file for "
+                                    "serve --config'); its streams replace the stream flags")
     s.add_argument("--host", default=None, help="UDP address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=None, help="UDP port (default 7700; 0 picks a free one)")
     s.add_argument("--metrics-host", default=None, help="metrics address (default 127.0.0.1)")
@@ -275,9 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overload threshold: consecutive full receive batches before new shots get BUSY (default 4)")
     s.add_argument("--drain-s", type=float, default=None,
                    help="on SIGTERM, seconds to wait for the shots in flight to finish (default 2)")
+    s.add_argument("--max-stream-gib", type=float, default=None,
+                   help="refuse a stream whose estimated build would take more memory than this, GiB (default 8)")
     s.add_argument("--echo", action="store_true",
                    help="send every datagram back unchanged and decode nothing (the transport floor)")
-    _add_stream_flags(s)
+    _add_stream_flags(s, "serve")
     s.set_defaults(func=cmd_serve)
     e = sub.add_parser("emulate", help="run the controller emulator against a service")
     e.add_argument("--host", default="127.0.0.1", help="the service's address (default 127.0.0.1)")
@@ -285,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--transport", choices=_transport_names(), default="udp",
                    help="how to reach the service: udp, roce (RDMA writes after a TCP rendezvous on --port), or "
                         "auto (default udp)")
-    _add_stream_flags(e)
+    _add_stream_flags(e, "emulate")
     _add_emulator_flags(e, 2000)
     e.set_defaults(func=cmd_emulate)
     x = sub.add_parser("decode", help="decode a file of recorded detection events (stim 01/b8) offline")
@@ -298,13 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--dem", help="the detector error model (.dem); default: the circuit of the stream flags")
     x.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where union-find runs (default auto: gpu where a usable GPU is)")
-    _add_stream_flags(x, default_decoder="union_find")
+    _add_stream_flags(x, "decode")
     x.set_defaults(func=cmd_decode)
     dr = sub.add_parser("doctor", help="what this host offers (RDMA, GPU, cores, kernel settings) and what to tune")
     dr.add_argument("--json", action="store_true", help="print the findings as JSON")
     dr.set_defaults(func=cmd_doctor)
     d = sub.add_parser("demo", help="service and emulator on loopback, print the latency table")
-    _add_stream_flags(d)
+    _add_stream_flags(d, "demo")
     _add_emulator_flags(d, 3000)
     d.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="cpu",
                    help="the service's union-find backend (default cpu)")
@@ -319,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtdecoder: configuration error: {e}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except ConfigError as e:
@@ -330,3 +393,6 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:  # EmulatorError and a service that did not start
         print(f"rtdecoder: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("rtdecoder: interrupted", file=sys.stderr)
+        return 130

@@ -73,7 +73,8 @@ class StreamConfig:
         circuit: ``"family:task"`` for ``stim.Circuit.generated`` (for example
             ``"surface_code:rotated_memory_z"``) or a path to a ``.stim`` file.
         distance: code distance (generated circuits only).
-        rounds: syndrome-extraction rounds (generated circuits only).
+        rounds: syndrome-extraction rounds (generated circuits only). Default ``5 * distance``,
+            in config files and on the command line alike.
         p: circuit-level noise strength (generated circuits only): after-Clifford depolarization,
             data depolarization before each round, measurement and reset flips, all ``p``.
         decoder: a registered decoder's name (``rtdecoder.decoders``: ``"matching"``,
@@ -93,7 +94,7 @@ class StreamConfig:
     id: int = 0
     circuit: str = "surface_code:rotated_memory_z"
     distance: int = 5
-    rounds: int = 25
+    rounds: int | None = None
     p: float = 0.001
     decoder: str = "matching"
     window: int | None = None
@@ -118,6 +119,8 @@ class StreamConfig:
             decoders.get(self.decoder)
         except ConfigError as e:
             raise ConfigError(f"stream {self.id}: {e}") from None
+        if self.rounds is None:
+            object.__setattr__(self, "rounds", 5 * self.distance)
         if self.is_generated:
             if self.distance < 2:
                 raise ConfigError(f"stream {self.id}: distance {self.distance} must be at least 2")
@@ -142,6 +145,13 @@ class StreamConfig:
             raise ConfigError(f"stream {self.id}: max_datagram {self.max_datagram} must be in 104..65507 bytes")
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "commit", commit if window != WINDOW_ALL else 0)
+
+    @property
+    def build_key(self) -> tuple:
+        """What the stream's DEM, window plan and compiled decoder depend on: streams with equal
+        keys share them (``rtdecoder.engine.Engine``)."""
+        gen = (self.distance, self.rounds, self.p) if self.is_generated else (os.path.realpath(self.circuit),)
+        return (self.circuit, *gen, self.decoder, self.window, self.commit)
 
     @property
     def is_generated(self) -> bool:
@@ -181,6 +191,9 @@ class ServerConfig:
         drain_s: on SIGTERM, the longest the workers wait for the shots in flight to finish, s.
         backend: where union-find windows are decoded: ``cpu``, ``gpu`` (the persistent GPU
             decoder, ``rtdecoder.gpu``) or ``auto`` (gpu where a usable GPU is, else cpu).
+        max_stream_gib: the most memory one stream's build may take by its estimate
+            (``rtdecoder.engine.estimate_stream_bytes``), GiB; a larger stream is refused before
+            anything is built.
         streams: the streams, with distinct ids.
     """
 
@@ -198,6 +211,7 @@ class ServerConfig:
     busy_batches: int = 4
     transport: str = "auto"
     backend: str = "cpu"
+    max_stream_gib: float = 8.0
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -228,6 +242,8 @@ class ServerConfig:
             raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 1 <= self.recv_batch <= self.ring_slots:
             raise ConfigError(f"recv_batch {self.recv_batch} must be in 1..ring_slots ({self.ring_slots})")
+        if not 0 < self.max_stream_gib <= 1 << 20:
+            raise ConfigError(f"max_stream_gib {self.max_stream_gib} must be a positive number of GiB")
         if not self.streams:
             raise ConfigError("no streams configured: add a [[streams]] table or pass --circuit/--distance")
         ids = [s.id for s in self.streams]

@@ -94,7 +94,8 @@ def _decode_escape(wid: int, sid: int, k: int) -> int:
     e = state.engine
     t0 = time.perf_counter_ns()
     try:
-        chosen, n = e.decoders[sid].decode_window(e.window_graph[k], e.window_events[k])
+        g, events = e.window_events(sid, k)
+        chosen, n = e.decoders[sid].decode_window(g, events)
         state.escape_chosen[:n] = chosen[:n]
     except ValueError:
         n = -1

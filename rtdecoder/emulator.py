@@ -62,6 +62,8 @@ class EmulatorOptions:
         drop, duplicate, reorder: per-datagram probabilities of a network fault (``fault_plan``):
             the datagram is not sent, sent twice, or swapped with the next one.
         fault_seed: seed of the fault draws.
+        expect: the service's stream's ``decoder``, ``window`` and ``commit`` as the user asked for
+            them; those that differ from its HELLO_REPLY are reported (a warning, not an error).
         transport: a registered transport's name or ``auto`` (``rtdecoder.transport.choose``).
     """
 
@@ -78,6 +80,7 @@ class EmulatorOptions:
     reorder: float = 0.0
     fault_seed: int = 7
     transport: str = "udp"
+    expect: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("drop", "duplicate", "reorder"):
@@ -121,6 +124,8 @@ class Report:
     answered: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     poisoned: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     affected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    interrupted: bool = False
+    """Ctrl-C ended the run early: ``shots`` counts the shots that were sent."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -416,8 +421,7 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
             raise EmulatorError(f"stream {cfg.id} on the service has other detectors per round than the emulator's "
                                 "circuit: run both with the same --circuit")
         service = _service_view(cfg, info)
-        differs = [f"{k} {service[k]} (the emulator's: {getattr(cfg, k)})" for k in ("decoder", "window", "commit")
-                   if service[k] != getattr(cfg, k)]
+        differs = [f"{k} {service[k]} (asked for: {v})" for k, v in opts.expect.items() if service[k] != v]
         if fingerprint != P.dem_fingerprint(circuit.detector_error_model(decompose_errors=True)):
             differs.append("its detector error model (another p, noise model or circuit: the DEM fingerprints differ)")
         if differs:
@@ -573,6 +577,8 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict) -> Report:
         task = progress.add_task("shots", total=nshots, d=cfg.distance, dec=service["decoder"])
         progress.start()
     busy_ns = 0
+    done = 0  # shots whose outcome is known
+    interrupted = False
     try:
         for c0 in range(0, nshots, chunk):
             c1 = min(nshots, c0 + chunk)
@@ -591,11 +597,19 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict) -> Report:
                 if answered[s]:
                     latency[s] = (res[R_FINAL_RECEIVED] - res[R_LAST_SENT]) / 1000.0
                     server[s] = (res[R_SERVER_TX] - res[R_SERVER_RX]) / 1000.0
+                done = s + 1
                 if progress is not None and (s % 16 == 15 or s == nshots - 1):
                     progress.update(task, completed=s + 1)
+    except KeyboardInterrupt:  # Ctrl-C: report the shots whose outcome is known
+        interrupted = True
     finally:
         if progress is not None:
             progress.stop()
+    if interrupted:
+        nshots = done
+        preds, obs, reference, answered, errored = preds[:done], obs[:done], reference[:done], answered[:done], \
+            errored[:done]
+        latency, server, poisoned, affected = latency[:done], server[:done], poisoned[:done], affected[:done]
 
     lat = latency[answered]
     errs = int(np.sum(np.any(preds[answered] != obs[answered], axis=1)))
@@ -620,6 +634,7 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict) -> Report:
         reference_logical_error_rate=rler, reference_logical_error_rate_stderr=rler_se,
         disagreements_with_reference=disagree, lost=lost, errors=int(driver.errs.sum()), error_statuses=statuses,
         faults=faults, latencies_us=lat, predictions=preds, answered=answered, poisoned=poisoned, affected=affected,
+        interrupted=interrupted,
     )
 
 

@@ -10,6 +10,8 @@ is decoded and committed, and its CORRECTION goes back.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -68,25 +70,108 @@ class StreamRuntime:
         )
 
 
-def build_stream(cfg: StreamConfig) -> StreamRuntime:
-    """Everything one stream needs, built once (raises ``ConfigError`` on a bad stream)."""
-    circuit = make_circuit(cfg)
-    return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit)
+DEFAULT_MAX_STREAM_GIB = 8.0
+"""The largest estimated cost of one stream's build (``estimate_stream_bytes``) that is built
+without asking: ``--max-stream-gib`` / ``max_stream_gib`` raise it."""
+PROGRESS_BYTES = 1 << 30
+"""Streams estimated above this are built behind a progress display."""
+BYTES_PER_GRAPH_NODE = 8192
+BYTES_PER_DETECTOR = 1024
+"""The estimate's coefficients: the peak memory of building streams of d = 5 .. 25 (DEM, window
+graphs, PyMatching's and union-find's copies of them) stayed under these per window-graph node
+and per detector of the shot (docs/architecture.md, "Measurements")."""
 
 
-def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: stim.Circuit | None = None) -> StreamRuntime:
+def estimate_stream_bytes(cfg: StreamConfig, circuit: stim.Circuit) -> tuple[int, str]:
+    """An upper estimate of the memory that building stream ``cfg`` takes, from its circuit's
+    detector count and its windows alone (nothing is built), and a description of the sizes.
+
+    The window graphs dominate: a stream has at most four distinct ones (first, interior, next to
+    last, last), each of about ``W`` rounds' detectors."""
+    nd = circuit.num_detectors
+    blocks = cfg.rounds + 1 if cfg.is_generated else \
+        len({c[-1] for c in circuit.get_detector_coordinates().values() if c}) or 1
+    per_round = nd / max(blocks, 1)
+    w = blocks if cfg.window == 0 else min(cfg.window, blocks)
+    windows = 1 if w >= blocks else -(-(blocks - w) // max(cfg.commit, 1)) + 1
+    graphs = min(4, windows)
+    est = int(BYTES_PER_GRAPH_NODE * graphs * w * per_round + BYTES_PER_DETECTOR * nd)
+    return est, (f"{nd:,} detectors in {blocks:,} round blocks, {graphs} window graph(s) of about "
+                 f"{int(w * per_round):,} nodes")
+
+
+def build_stream(cfg: StreamConfig, step=None, circuit: stim.Circuit | None = None) -> StreamRuntime:
+    """Everything one stream needs, built once (raises ``ConfigError`` on a bad stream).
+    ``step(name)``, if given, is called as each stage begins (a progress display); ``circuit``:
+    ``make_circuit(cfg)``, if already made."""
+    step = step or (lambda name: None)
+    step("circuit")
+    circuit = circuit if circuit is not None else make_circuit(cfg)
+    step("detector error model")
+    return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit, step)
+
+
+def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: stim.Circuit | None = None,
+                   step=None) -> StreamRuntime:
     """A stream decoding ``dem`` (graphlike, with detector time coordinates) with ``cfg``'s
     decoder and windows; ``cfg``'s circuit fields are not used."""
+    step = step or (lambda name: None)
+    step("detector layout")
     layout = detector_layout(dem)
+    step("components")
     comps = dem_components(dem)
     keep = observable_detectors(comps, layout.num_detectors)
+    step("window graphs")
     plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep)
     spec = decoders.get(cfg.decoder)
+    step(f"{spec.name} decoder")
     return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep)
+
+
+def _build_checked(cfg: StreamConfig, max_stream_gib: float, log) -> StreamRuntime:
+    """``build_stream`` after checking the estimate against the limit; behind a progress display
+    for a large stream (a spinner on a terminal, else a line per stage in ``log``)."""
+    from rtdecoder.config import ConfigError
+
+    circuit = make_circuit(cfg)
+    est, sizes = estimate_stream_bytes(cfg, circuit)
+    gib = est / 2**30
+    if gib > max_stream_gib:
+        raise ConfigError(f"stream {cfg.id}: building it would take about {gib:.1f} GiB ({sizes}), more than "
+                          f"--max-stream-gib {max_stream_gib:g} allows: use a smaller distance, fewer rounds or a "
+                          "shorter window, or raise the limit (--max-stream-gib, max_stream_gib in [server]) on a "
+                          "machine with the memory")
+    if est <= PROGRESS_BYTES:
+        return build_stream(cfg, circuit=circuit)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    head = f"stream {cfg.id}: building ({sizes}, about {gib:.1f} GiB)"
+    if not console.is_terminal:
+        out = log if log is not None else sys.stderr
+        return build_stream(cfg, lambda name: print(f"rtdecoder: {head}: {name}", file=out, flush=True), circuit)
+    with console.status(head) as status:
+        return build_stream(cfg, lambda name: status.update(f"{head}: {name}"), circuit)
+
+
+def _ranges(ids: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    out: list[list[int]] = []
+    for i in ids:
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
 
 
 class Engine:
     """The configured streams and the preallocated tables the hot path works on.
+
+    Streams whose configurations differ only in id, ``allow`` and ``max_datagram``
+    (``StreamConfig.build_key``) share one DEM, window plan, compiled decoder and the tables
+    built from them; each keeps its own detection events and shot state. An escape decoder's
+    ``decode_window`` runs holding the GIL, so one compiled decoder serves all of them.
 
     Args:
         streams: stream configurations (or streams already built, ``stream_for_dem``) with
@@ -95,21 +180,50 @@ class Engine:
         host_alloc: ``f(shape, dtype) -> (device handle, numpy view)`` for the detection-event
             array ``syn`` (``rtdecoder.gpu.mapped_zeros``: mapped memory that the persistent GPU
             decoder reads); default: ordinary host memory.
+        log: where to say what was built, a line per group of like streams (default: nowhere).
 
     Raises:
         ConfigError: a stream cannot be built (the message says which and why).
     """
 
     def __init__(self, streams: Sequence[StreamConfig | StreamRuntime], slot_bytes: int = P.DEFAULT_MAX_DATAGRAM,
-                 host_alloc=None):
+                 host_alloc=None, log=None, max_stream_gib: float = DEFAULT_MAX_STREAM_GIB):
         self.slot_bytes = slot_bytes
         self._host_alloc = host_alloc
         self.streams: dict[int, StreamRuntime] = {}
+        built: dict[tuple, StreamRuntime] = {}
         for item in streams:
-            rt = item if isinstance(item, StreamRuntime) else build_stream(item)
+            if isinstance(item, StreamRuntime):
+                rt = item
+            elif item.build_key in built:
+                rt = dataclasses.replace(built[item.build_key], cfg=item)
+            else:
+                rt = _build_checked(item, max_stream_gib, log)
+            built.setdefault(rt.cfg.build_key, rt)
             self.streams[rt.cfg.id] = rt
+        if log is not None:
+            for line in self.describe():
+                print(f"rtdecoder: {line}", file=log)
         self._build_tables()
         self.warm_up()
+
+    def describe(self) -> list[str]:
+        """One line per group of streams that share their DEM and window plan."""
+        groups: dict[int, list[StreamRuntime]] = {}
+        for rt in self.streams.values():
+            groups.setdefault(id(rt.plan), []).append(rt)
+        lines = []
+        for rts in groups.values():
+            rt = rts[0]
+            ids = sorted(r.cfg.id for r in rts)
+            who = f"stream {ids[0]}" if len(ids) == 1 else f"{len(ids)} streams ({_ranges(ids)}), one DEM and plan:"
+            text = rt.cfg.describe().split(": ", 1)[1]
+            lines.append(f"{who} {text}: {rt.layout.num_detectors} detectors in {rt.layout.num_rounds} rounds, "
+                         f"{rt.plan.num_windows} windows on {len(rt.plan.graphs)} distinct graphs")
+            if rt.cfg.window != 0 and rt.plan.num_windows == 1:
+                lines.append(f"  note: window {rt.cfg.window} covers the whole shot ({rt.layout.num_rounds} round "
+                             "blocks): each shot is decoded whole, as with --window all")
+        return lines
 
     def _build_tables(self) -> None:
         rts = list(self.streams.values())
@@ -117,14 +231,33 @@ class Engine:
         self.st = np.zeros((max_sid + 1, K.NUM_COLS), np.int64)
         offs, win, gbase, node_round, edges = [], [], [], [], []
         off_base = syn_base = win_base = node_base = edge_base = graph_base = 0
-        spans: list[tuple[int, int]] = []  # each window's detectors in syn, all streams in order
         allow: list[np.ndarray] = []
         allow_at: dict[tuple[str, ...], tuple[int, int]] = {}
         allow_base = 0
-        local_graph: list[int] = []
         keep: list[np.ndarray] = []
+        plans: dict[int, tuple[int, int, int]] = {}  # id(plan) -> its (offs, win, graph) bases
+        self._plan_rts: list[StreamRuntime] = []  # one stream per distinct plan, in table order
+        spans: list[tuple[int, int, int]] = []  # per global window: (first detector, detectors, local graph)
         for rt in rts:
             sid, lay, plan = rt.cfg.id, rt.layout, rt.plan
+            if id(plan) not in plans:
+                plans[id(plan)] = (off_base, win_base, graph_base)
+                self._plan_rts.append(rt)
+                offs.append(lay.round_offsets)
+                off_base += len(lay.round_offsets)
+                w = np.stack([plan.start, plan.end, plan.commit_end, plan.graph + graph_base], axis=1)
+                win.append(w)
+                win_base += plan.num_windows
+                graph_base += len(plan.graphs)
+                spans += [(int(lay.round_offsets[a]), plan.graphs[g].num_nodes, int(g))
+                          for a, g in zip(plan.start, plan.graph)]
+                for g in plan.graphs:
+                    gbase.append((node_base, edge_base))
+                    node_round.append(g.node_round)
+                    edges.append(np.stack([g.edge_u, g.edge_v, g.edge_obs.view(np.int64)], axis=1))
+                    node_base += g.num_nodes
+                    edge_base += g.num_edges
+            ob, wb, gb = plans[id(plan)]
             row = self.st[sid]
             row[K.C_CONFIGURED] = 1
             row[K.C_READY] = 1
@@ -132,9 +265,9 @@ class Engine:
             row[K.C_RBYTES] = lay.round_bytes
             row[K.C_NDET] = lay.num_detectors
             row[K.C_NOBS] = lay.num_observables
-            row[K.C_OFF_BASE] = off_base
+            row[K.C_OFF_BASE] = ob
             row[K.C_SYN_BASE] = syn_base
-            row[K.C_WIN_BASE] = win_base
+            row[K.C_WIN_BASE] = wb
             row[K.C_NWIN] = plan.num_windows
             row[K.C_MAXDG] = min(rt.cfg.max_datagram, self.slot_bytes)
             row[K.C_WINDOW] = rt.cfg.window
@@ -148,23 +281,8 @@ class Engine:
                 allow.append(rows)
                 allow_base += len(rows)
             row[K.C_ALLOW_BASE], row[K.C_ALLOW_N] = allow_at[rt.cfg.allow]
-            offs.append(lay.round_offsets)
-            off_base += len(lay.round_offsets)
-            spans += [(syn_base + int(lay.round_offsets[a]), syn_base + int(lay.round_offsets[b]))
-                      for a, b in zip(plan.start, plan.end)]
-            local_graph += [int(g) for g in plan.graph]
             keep.append(rt.keep)
             syn_base += lay.num_detectors
-            w = np.stack([plan.start, plan.end, plan.commit_end, plan.graph + graph_base], axis=1)
-            win.append(w)
-            win_base += plan.num_windows
-            graph_base += len(plan.graphs)
-            for g in plan.graphs:
-                gbase.append((node_base, edge_base))
-                node_round.append(g.node_round)
-                edges.append(np.stack([g.edge_u, g.edge_v, g.edge_obs.view(np.int64)], axis=1))
-                node_base += g.num_nodes
-                edge_base += g.num_edges
         self.offs = np.concatenate(offs).astype(np.int64)
         self.allow = np.ascontiguousarray(np.concatenate(allow))
         if self._host_alloc is None:
@@ -176,7 +294,7 @@ class Engine:
         self.gbase = np.asarray(gbase, np.int64).reshape(-1, 2)
         self.node_round = np.concatenate(node_round).astype(np.int64)
         self.edges = np.ascontiguousarray(np.concatenate(edges).astype(np.int64))
-        self._build_union_find(rts)
+        self._build_union_find(self._plan_rts)
         self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
                                self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
@@ -184,12 +302,19 @@ class Engine:
         self.decoders = [None] * (max_sid + 1)
         for rt in rts:
             self.decoders[rt.cfg.id] = rt.decoder
-        # Per global window, made once: its detection events (a view of syn, carry included) and
-        # its graph's index within its stream's decoder; the escape only looks them up.
-        self.window_events = [self.syn[lo:hi] for lo, hi in spans]
-        self.window_graph = local_graph
+        # Per global window, made once: where its detection events start in its stream's part of
+        # syn, how many nodes its graph has, and the graph's index in its plan; the escape reads
+        # them to hand the decoder a view of syn (carry included).
+        self.window_span = spans
         # The in-process path's worker state: room for every reply one datagram can produce.
         self._set_local(WorkerState(self, tx_slots=self.max_windows + 4))
+
+    def window_events(self, sid: int, k: int) -> tuple[int, np.ndarray]:
+        """Global window ``k`` of stream ``sid``: its graph's index in the stream's plan and its
+        detection events (a view of ``syn``)."""
+        rel, n, g = self.window_span[k]
+        lo = int(self.st[sid, K.C_SYN_BASE]) + rel
+        return g, self.syn[lo:lo + n]
 
     def _set_local(self, state: WorkerState) -> None:
         """The in-process path's worker state: room for every reply one datagram can produce."""

@@ -84,18 +84,29 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     """Decode every shot of ``in_path`` and write the predictions to ``out_path``.
 
     Raises:
-        ConfigError: an unknown format, or a file whose size is not a whole number of shots.
+        ConfigError: an unknown format; an output folder that does not exist; an input that is
+            not a whole number of records of the DEM's width (``num_detectors``, plus
+            ``num_observables`` with ``append_observables``), or a ``b8`` input whose records
+            have bits set past that width (it was written for another DEM). The message names
+            both widths.
     """
     for f in (in_format, out_format):
         if f not in FORMATS:
             raise ConfigError(f"format {f!r} is not one of {', '.join(FORMATS)}")
+    folder = Path(out_path).resolve().parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write the predictions to {out_path}: the folder {folder} does not exist")
     nd, no = dem.num_detectors, dem.num_observables
     width = nd + (no if append_observables else 0)
+    what = (f"{nd} detectors" + (f" + {no} observables" if append_observables else "")
+            + f" = {width} bits per shot")
+    if in_format == "b8":
+        check_b8_records(in_path, width, what)
     try:
         data = stim.read_shot_data_file(path=str(in_path), format=in_format, num_measurements=0,
                                         num_detectors=width, num_observables=0)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{in_path}: cannot read {width}-bit {in_format} shots: {e}") from None
+        raise ConfigError(f"{in_path}: cannot read {in_format} shots of the DEM's {what}: {e}") from None
     rt = whole_shot_stream(dem, decoder)
     graph = rt.plan.graphs[0]
     events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
@@ -109,10 +120,39 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     obs[bad] = 0
     preds = ((obs[:, None] >> np.arange(no, dtype=np.int64)) & 1).astype(bool)
     seconds = time.perf_counter() - t0
-    stim.write_shot_data_file(data=preds, path=str(out_path), format=out_format, num_measurements=0,
-                              num_detectors=0, num_observables=no)
+    try:
+        stim.write_shot_data_file(data=preds, path=str(out_path), format=out_format, num_measurements=0,
+                                  num_detectors=0, num_observables=no)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot write the predictions to {out_path}: {e}") from None
     errors = int(np.sum(np.any(preds != truth, axis=1))) if truth is not None else None
     return DecodeSummary(len(events), nd, no, decoder, "gpu" if backend == "gpu" else "cpu", seconds, failed, errors)
+
+
+def check_b8_records(path: str, width: int, what: str) -> None:
+    """Check that the ``b8`` file ``path`` holds whole records of ``width`` bits (each
+    ``ceil(width / 8)`` bytes) whose padding bits, past bit ``width`` of each record, are all zero.
+    A file written for a DEM with another detector count breaks one or the other unless both
+    widths fill the same whole bytes; stim's reader checks neither.
+
+    Raises:
+        ConfigError: naming the file's size, the record size and ``what`` (the DEM's width).
+    """
+    try:
+        raw = np.fromfile(path, np.uint8)
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    rec = (width + 7) // 8
+    if rec == 0 or len(raw) % rec:
+        raise ConfigError(f"{path} holds {len(raw)} bytes, not a whole number of {rec}-byte b8 records for the "
+                          f"DEM's {what}: give the DEM (--dem, or the stream flags) of the circuit that wrote it")
+    if width % 8:
+        last = raw.reshape(-1, rec)[:, -1] >> (width % 8)
+        bad = int(np.count_nonzero(last))
+        if bad:
+            raise ConfigError(f"{path}: {bad} of {len(last)} records have bits set past bit {width}, so the file "
+                              f"was written for another number of detectors than the DEM's {what}: give the DEM "
+                              "(--dem, or the stream flags) of the circuit that wrote it")
 
 
 def _decode_each(compiled, graph, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

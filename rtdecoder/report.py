@@ -28,7 +28,7 @@ def print_report(r: Report, metrics_url: str | None = None, metrics_text: str | 
     s = Table(show_header=False, box=None)
     s.add_column(style="bold")
     s.add_column()
-    s.add_row("shots", f"{r.shots}")
+    s.add_row("shots", f"{r.shots}" + (" (interrupted: the shots sent before Ctrl-C)" if r.interrupted else ""))
     s.add_row("throughput", f"{r.throughput_rounds_per_s:,.0f} rounds/s")
     s.add_row("logical error rate", f"{r.logical_error_rate:.2e} ± {r.logical_error_rate_stderr:.1e}")
     s.add_row("offline PyMatching, same shots", f"{r.reference_logical_error_rate:.2e} ± {r.reference_logical_error_rate_stderr:.1e}")

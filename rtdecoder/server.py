@@ -46,7 +46,7 @@ from rtdecoder import dataplane as D
 from rtdecoder import transport
 from rtdecoder.config import ConfigError, ServerConfig
 from rtdecoder.config import load_config
-from rtdecoder.engine import Engine, build_stream
+from rtdecoder.engine import Engine
 from rtdecoder.gpu import PersistentDecoder, choose_backend, mapped_zeros
 from rtdecoder.kernels import tables as K
 from rtdecoder.metrics import EngineCollector
@@ -105,16 +105,43 @@ class Server:
             spec, transport_why = transport.choose(cfg.transport)
         self.transport_name = spec.name
         print(f"rtdecoder: {transport_why}", file=log)
-        t0 = time.perf_counter()
-        slot_bytes = 1 << max(s.max_datagram for s in cfg.streams).bit_length()
-        self.engine = Engine(cfg.streams, slot_bytes=slot_bytes, host_alloc=mapped_zeros if backend == "gpu" else None)
-        for rt in self.engine.streams.values():
-            print(f"rtdecoder: {rt.cfg.describe()}: {rt.layout.num_detectors} detectors in "
-                  f"{rt.layout.num_rounds} rounds, {rt.plan.num_windows} windows on "
-                  f"{len(rt.plan.graphs)} distinct graphs", file=log)
-        print(f"rtdecoder: streams built in {time.perf_counter() - t0:.1f} s", file=log)
         cpus: list[int | None] = list(cfg.cpus) or [None]
+        rest = allowed - set(cfg.cpus)
+        if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
+            os.sched_setaffinity(0, rest)
+        # Addresses first: one in use is reported before minutes of building streams.
+        slot_bytes = 1 << max(s.max_datagram for s in cfg.streams).bit_length()
+        self.opened = spec.open(transport.ServeContext(cfg, cpus, slot_bytes, echo, log))
+        self.address = self.opened.address
+        self.collector: EngineCollector | None = None
+        self.metrics_port = -1
+        self._httpd = None
+        registry = CollectorRegistry(auto_describe=False)
+        if cfg.metrics_port >= 0:
+            try:
+                self._httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
+            except OSError as e:
+                self.opened.close()
+                raise OSError(e.errno, f"cannot serve metrics on http://{cfg.metrics_host}:{cfg.metrics_port}: "
+                                       f"{e.strerror} (choose another with --metrics-port, or metrics_port in the "
+                                       "config file's [server]; -1 turns metrics off)") from None
+            self.metrics_port = self._httpd.server_port
+        try:
+            self._build(cfg, backend, cpus, echo, registry)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, cfg: ServerConfig, backend: str, cpus: list, echo: bool, registry: CollectorRegistry) -> None:
+        """The streams, the GPU decoder, the workers and the compiled loop, once the addresses are bound."""
+        log = self.log
+        t0 = time.perf_counter()
         self.gpu: PersistentDecoder | None = None
+        self.workers: list[Worker] = []
+        self.engine = Engine(cfg.streams, slot_bytes=1 << max(s.max_datagram for s in cfg.streams).bit_length(),
+                             host_alloc=mapped_zeros if backend == "gpu" else None, log=log,
+                             max_stream_gib=cfg.max_stream_gib)
+        print(f"rtdecoder: streams built in {time.perf_counter() - t0:.1f} s", file=log)
         if backend == "gpu":  # slot 0: the in-process path (warm-up); slot i + 1: worker i
             t1 = time.perf_counter()
             self.gpu = PersistentDecoder(self.engine, slots=len(cpus) + 1)
@@ -122,12 +149,7 @@ class Server:
             self.engine.attach_gpu(self.gpu)
             print(f"rtdecoder: persistent GPU decoder: {len(cpus) + 1} resident kernels, union-find windows "
                   f"decoded from mapped memory; compiled and warmed up in {time.perf_counter() - t1:.1f} s", file=log)
-        rest = allowed - set(cfg.cpus)
-        if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
-            os.sched_setaffinity(0, rest)
-        self.opened = spec.open(transport.ServeContext(cfg, self.engine, cpus, slot_bytes, echo, self.gpu, log))
-        self.address = self.opened.address
-        self.workers: list[Worker] = self.opened.workers
+        self.workers = self.opened.workers(self.engine, self.gpu)
         for i, w in enumerate(self.workers):
             w.ctl[K.CTL_WORKER], w.ctl[K.CTL_WORKERS], w.ctl[K.CTL_BUSY_BATCHES] = i, len(self.workers), cfg.busy_batches
         if echo:
@@ -135,14 +157,9 @@ class Server:
         t2 = time.perf_counter()
         self.workers[0].endpoint.warm_up(self.workers[0])
         print(f"rtdecoder: data plane compiled in {time.perf_counter() - t2:.1f} s", file=log)
-        self.collector: EngineCollector | None = None
-        self.metrics_port = -1
-        if cfg.metrics_port >= 0:
+        if self._httpd is not None:
             self.collector = EngineCollector(self.engine, [w.state for w in self.workers], self.opened.fds)
-            registry = CollectorRegistry(auto_describe=False)
             registry.register(self.collector)
-            httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
-            self.metrics_port = httpd.server_port
             print(f"rtdecoder: metrics on http://{cfg.metrics_host}:{self.metrics_port}/metrics", file=log)
 
     def ready_line(self) -> str:
@@ -193,7 +210,8 @@ class Server:
         self._reload_pending = True
 
     RESTART_ONLY = ("host", "port", "metrics_host", "metrics_port", "ring_slots", "cpus", "busy_poll_us",
-                    "recv_batch", "error_replies_per_s", "error_burst", "backend", "busy_batches", "transport")
+                    "recv_batch", "error_replies_per_s", "error_burst", "backend", "busy_batches", "transport",
+                    "max_stream_gib")
 
     def reload(self, new_cfg: ServerConfig | None = None) -> bool:
         """Apply a new configuration's streams without disturbing the streams that did not change.
@@ -241,8 +259,8 @@ class Server:
         print(f"rtdecoder: SIGHUP: reconfiguring: streams added {added}, changed {changed}, removed {removed} "
               f"(changed and removed streams answer NOT_READY meanwhile; {unchanged} keep serving)", file=self.log)
         try:
-            rts = [self.engine.streams[i] for i in unchanged] + [build_stream(new[i]) for i in changed + added]
-            engine = Engine(rts, slot_bytes=self.engine.slot_bytes)
+            rts = [self.engine.streams[i] for i in unchanged] + [new[i] for i in changed + added]
+            engine = Engine(rts, slot_bytes=self.engine.slot_bytes, max_stream_gib=self.cfg.max_stream_gib)
         except ConfigError as e:
             for i in changed + removed:
                 self.engine.st[i, K.C_READY] = 1
@@ -278,11 +296,16 @@ class Server:
 
     def close(self) -> None:
         self.opened.close()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
         if self._pm_qos is not None:
             os.close(self._pm_qos)
             self._pm_qos = None
-        if self.gpu is not None:
+        if getattr(self, "gpu", None) is not None:
             self.gpu.stop()
+            self.gpu = None
 
 
 def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False, config_path: str | None = None) -> int:

@@ -81,7 +81,7 @@ def test_sighup_reload_keeps_unchanged_streams_and_their_shots(tmp_path):
 
 def test_streams_being_reconfigured_answer_not_ready(monkeypatch):
     """While a changed stream's tables are built it answers NOT_READY; the others serve."""
-    import rtdecoder.server as S
+    import rtdecoder.engine as S
 
     cfg = ServerConfig(port=0, metrics_port=-1, streams=(StreamConfig(id=0, distance=3, rounds=3),
                                                          StreamConfig(id=1, distance=3, rounds=3)))
@@ -89,14 +89,14 @@ def test_streams_being_reconfigured_answer_not_ready(monkeypatch):
     seen = {}
     real_build = S.build_stream
 
-    def build_and_look(c):
+    def build_and_look(c, *args, **kw):
         e = server.engine
         lay = e.streams[0].layout
         pkt = lambda sid: P.encode(P.Header(P.MsgType.SYNDROME, stream_id=sid, shot_id=1, num_rounds=1),  # noqa: E731
                                    bytes(lay.round_bytes))
         seen["changed"] = P.decode_error(e.handle(pkt(1))[0])[1]
         seen["unchanged"] = [P.decode_header(r).msg_type for r in e.handle(pkt(0))]
-        return real_build(c)
+        return real_build(c, *args, **kw)
 
     monkeypatch.setattr(S, "build_stream", build_and_look)
     try:

@@ -4,11 +4,13 @@ configuration, the command line, the server, the emulator and ``rtdecoder doctor
 A transport is one module and one call of ``register``. Its ``TransportSpec`` gives:
 
 - ``probe()``: whether it can run on this host, and why (``Probe``);
-- ``open(ctx)``: the service's side: bind or listen (``ctx`` is a ``ServeContext``) and return
-  an ``Opened``: the address, one endpoint per worker (an object with ``serve(worker)``, the
-  worker thread's body, which runs the transport's compiled loop through
-  ``rtdecoder.worker.Worker.run_loop``, and ``warm_up(worker)``, which compiles that loop before
-  the service is ready), what to close, and log lines;
+- ``open(ctx)``: the service's side, called before any stream is built so that an address in
+  use is reported at once: bind or listen (``ctx`` is a ``ServeContext``) and return an
+  ``Opened``: the address, what to close, and ``workers(engine, gpu)``, which makes one
+  ``rtdecoder.worker.Worker`` per CPU the transport uses once the engine is built, each with its
+  endpoint (an object with ``serve(worker)``, the worker thread's body, which runs the
+  transport's compiled loop through ``Worker.run_loop``, and ``warm_up(worker)``, which compiles
+  that loop before the service is ready);
 - ``controller(host, port, stream_id)``: the controller's side, for ``rtdecoder emulate`` and
   tests: an object with ``send(bytes)``, ``recv() -> memoryview | None`` and ``close()``, and
   ``fileno()`` where the emulator's compiled shot driver can use its socket directly;
@@ -40,29 +42,27 @@ class ServeContext:
     """What a transport's ``open`` gets from the server.
 
     Attributes:
-        cfg: the ``ServerConfig``; engine: the ``Engine``; cpus: one entry per worker (a CPU
-            number, or None: not pinned); slot_bytes: receive slot size (a power of two);
-        echo: send every datagram back unchanged (the transport floor); gpu: the started
-            ``PersistentDecoder`` or None; log: where to write what was chosen.
+        cfg: the ``ServerConfig``; cpus: one entry per worker (a CPU number, or None: not
+            pinned); slot_bytes: receive slot size (a power of two); echo: send every datagram
+            back unchanged (the transport floor); log: where to write what was chosen.
     """
 
     cfg: Any
-    engine: Any
     cpus: list
     slot_bytes: int
     echo: bool
-    gpu: Any
     log: Any
 
 
 @dataclass
 class Opened:
-    """What a transport's ``open`` returns: ``address`` (host, port) as bound, ``workers``
-    (``rtdecoder.worker.Worker``s, each with its endpoint), ``close()``, and ``fds`` (sockets
-    whose queues the metrics read; may be empty)."""
+    """What a transport's ``open`` returns: ``address`` (host, port) as bound,
+    ``workers(engine, gpu)`` (makes the ``rtdecoder.worker.Worker``s, each with its endpoint;
+    ``gpu`` the started ``PersistentDecoder`` or None), ``close()``, and ``fds`` (sockets whose
+    queues the metrics read; may be empty)."""
 
     address: tuple
-    workers: list
+    workers: Callable[[Any, Any], list]
     close: Callable[[], None]
     fds: list = field(default_factory=list)
 

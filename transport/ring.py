@@ -263,12 +263,15 @@ def _open_memory(ctx: ServeContext) -> Opened:
 
     cfg = ctx.cfg
     ep = MemoryEndpoint(cfg.ring_slots, ctx.slot_bytes, reply_slots=1024)
-    slot = ctx.gpu.slot_arrays(1) if ctx.gpu is not None else None
-    w = Worker(ctx.engine, ep, ctx.cpus[0], "rtdecoder-memory", tx_slots=ctx.engine.max_windows + 4, gpu_slot=slot,
-               error_limit=(cfg.error_replies_per_s, cfg.error_burst))
     print(f"rtdecoder: memory ring in this process, port {ep.port} ({cfg.ring_slots} x {ctx.slot_bytes} bytes); "
           "a controller attaches with rtdecoder.transport.ring.MemoryController", file=ctx.log)
-    return Opened(("memory", ep.port), [w], ep.close)
+
+    def workers(engine, gpu) -> list:
+        slot = gpu.slot_arrays(1) if gpu is not None else None
+        return [Worker(engine, ep, ctx.cpus[0], "rtdecoder-memory", tx_slots=engine.max_windows + 4, gpu_slot=slot,
+                       error_limit=(cfg.error_replies_per_s, cfg.error_burst))]
+
+    return Opened(("memory", ep.port), workers, ep.close)
 
 
 class MemoryController:

@@ -473,18 +473,27 @@ def _open(ctx: ServeContext) -> Opened:
     if len(ctx.cpus) > 1:
         print(f"rtdecoder: roce serves one controller session on one worker: CPU {ctx.cpus[0]}; "
               f"{ctx.cpus[1:]} stay idle", file=ctx.log)
-    listener = socket.create_server((cfg.host, cfg.port), family=socket.AF_INET6 if ":" in cfg.host
-                                    else socket.AF_INET)
+    try:
+        listener = socket.create_server((cfg.host, cfg.port), family=socket.AF_INET6 if ":" in cfg.host
+                                        else socket.AF_INET)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot listen on tcp {cfg.host}:{cfg.port} for the RoCE rendezvous: {e.strerror} "
+                               "(choose another with --port, or port in the config file's [server])") from None
     address = listener.getsockname()[:2]
-    ring = PinnedRing(cfg.ring_slots, ctx.slot_bytes)
-    slot = ctx.gpu.slot_arrays(1) if ctx.gpu is not None else None
-    w = Worker(ctx.engine, RoceEndpoint(listener, ring, ctx.log), ctx.cpus[0], "rtdecoder-roce",
-               tx_slots=ctx.engine.max_windows + 4, gpu_slot=slot,
-               error_limit=(cfg.error_replies_per_s, cfg.error_burst))
-    where = f"pinned to CPU {ctx.cpus[0]}" if ctx.cpus[0] is not None else "not pinned"
-    print(f"rtdecoder: roce rendezvous on tcp {address[0]}:{address[1]}; worker {where}, ring {ring.slots} x "
-          f"{ring.slot_bytes} bytes {ring.pinned_reason}", file=ctx.log)
-    return Opened(address, [w], listener.close)
+    print(f"rtdecoder: roce rendezvous on tcp {address[0]}:{address[1]}", file=ctx.log)
+
+    def workers(engine, gpu) -> list:
+        ring = PinnedRing(cfg.ring_slots, ctx.slot_bytes)
+        slot = gpu.slot_arrays(1) if gpu is not None else None
+        w = Worker(engine, RoceEndpoint(listener, ring, ctx.log), ctx.cpus[0], "rtdecoder-roce",
+                   tx_slots=engine.max_windows + 4, gpu_slot=slot,
+                   error_limit=(cfg.error_replies_per_s, cfg.error_burst))
+        where = f"pinned to CPU {ctx.cpus[0]}" if ctx.cpus[0] is not None else "not pinned"
+        print(f"rtdecoder: roce worker {where}, ring {ring.slots} x {ring.slot_bytes} bytes {ring.pinned_reason}",
+              file=ctx.log)
+        return [w]
+
+    return Opened(address, workers, listener.close)
 
 
 class BlockingRoceController(RoceController):

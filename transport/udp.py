@@ -86,7 +86,8 @@ class UdpTransport:
                 try:
                     s.bind((host, port))
                 except OSError as e:
-                    raise OSError(e.errno, f"cannot bind UDP {host}:{port}: {e.strerror}") from None
+                    raise OSError(e.errno, f"cannot bind UDP {host}:{port}: {e.strerror} (choose another with "
+                                           "--port, or port in the config file's [server])") from None
                 if i == 0:
                     port = s.getsockname()[1]
                     if workers > 1:
@@ -246,21 +247,33 @@ def _open(ctx: ServeContext) -> Opened:
 
     cfg = ctx.cfg
     t = UdpTransport(cfg.host, cfg.port, workers=len(ctx.cpus), busy_poll_us=cfg.busy_poll_us)
-    lines = [f"udp on {t.address[0]}:{t.address[1]}, {t.busy_poll}"]
-    workers = []
-    for i, (cpu, fd) in enumerate(zip(ctx.cpus, t.fds())):
-        ring = PinnedRing(cfg.ring_slots, ctx.slot_bytes)
-        slot = ctx.gpu.slot_arrays(i + 1) if ctx.gpu is not None else None
-        w = Worker(ctx.engine, UdpEndpoint(fd, ring, cfg.recv_batch, ctx.echo), cpu, f"rtdecoder-udp-{i}",
-                   gpu_slot=slot, error_limit=(cfg.error_replies_per_s, cfg.error_burst))
-        workers.append(w)
-        owned = sorted(s for s in ctx.engine.streams if s % len(ctx.cpus) == i)
-        where = f"pinned to CPU {cpu}" if cpu is not None else "not pinned (give --cpus to pin)"
-        lines.append(f"worker {i} {where}, streams {owned}, ring {ring.slots} x {ring.slot_bytes} bytes "
-                     f"{ring.pinned_reason}")
-    for line in lines:
-        print(f"rtdecoder: {line}", file=ctx.log)
+    print(f"rtdecoder: udp on {t.address[0]}:{t.address[1]}, {t.busy_poll}", file=ctx.log)
+
+    def workers(engine, gpu) -> list:
+        out = []
+        for i, (cpu, fd) in enumerate(zip(ctx.cpus, t.fds())):
+            ring = PinnedRing(cfg.ring_slots, ctx.slot_bytes)
+            slot = gpu.slot_arrays(i + 1) if gpu is not None else None
+            out.append(Worker(engine, UdpEndpoint(fd, ring, cfg.recv_batch, ctx.echo), cpu, f"rtdecoder-udp-{i}",
+                              gpu_slot=slot, error_limit=(cfg.error_replies_per_s, cfg.error_burst)))
+            owned = sorted(s for s in engine.streams if s % len(ctx.cpus) == i)
+            where = f"pinned to CPU {cpu}" if cpu is not None else "not pinned (give --cpus to pin)"
+            print(f"rtdecoder: worker {i} {where}, streams {_ranges(owned)}, ring {ring.slots} x {ring.slot_bytes} "
+                  f"bytes {ring.pinned_reason}", file=ctx.log)
+        return out
+
     return Opened(t.address, workers, t.close, t.fds())
+
+
+def _ranges(ids: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``: a worker's streams in a line, however many."""
+    out: list[str] = []
+    for i in ids:
+        if out and i == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out) or "none"
 
 
 class UdpController:
