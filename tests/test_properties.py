@@ -24,7 +24,8 @@ from rtdecoder.kernels import tables as T
 A, B = 2, 5  # two streams; the datagrams target A (or garbage), B must never change
 CFG_A = StreamConfig(id=A, distance=3, rounds=4, p=0.01, decoder="union_find", window=4, commit=2)
 CFG_B = StreamConfig(id=B, distance=3, rounds=3, p=0.01, decoder="matching")
-REPLY_TYPES = {P.MsgType.ERROR, P.MsgType.PONG, P.MsgType.HELLO_REPLY, P.MsgType.RESET_ACK, P.MsgType.CORRECTION}
+REPLY_TYPES = {P.MsgType.ERROR, P.MsgType.PONG, P.MsgType.HELLO_REPLY, P.MsgType.RESET_ACK, P.MsgType.CORRECTION,
+               P.MsgType.DESCRIBE_REPLY}
 _ENGINE: list[Engine] = []
 
 

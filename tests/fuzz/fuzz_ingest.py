@@ -47,7 +47,8 @@ SLOT = np.zeros(ENGINE.slot_bytes, np.uint8)
 TX_PY, TX_C = np.zeros(256, np.uint8), np.zeros(256, np.uint8)
 OUT_PY, OUT_C = np.zeros(3, np.int64), np.zeros(3, np.int64)
 LOOPBACK, STRANGER = source_words("127.0.0.1"), source_words("10.9.9.9")
-REPLIES = {P.MsgType.ERROR, P.MsgType.PONG, P.MsgType.HELLO_REPLY, P.MsgType.RESET_ACK, P.MsgType.CORRECTION}
+REPLIES = {P.MsgType.ERROR, P.MsgType.PONG, P.MsgType.HELLO_REPLY, P.MsgType.RESET_ACK, P.MsgType.CORRECTION,
+           P.MsgType.DESCRIBE_REPLY}
 
 
 def datagrams(data: bytes):
