@@ -21,7 +21,7 @@ from numba import njit
 from rtdecoder.kernels.memory import load_word, store_word
 from rtdecoder.kernels.tables import (
     C_ALLOW_BASE, C_ALLOW_N, C_CONFIGURED, C_DECODER, C_MAXDG, C_NDET, C_NOBS, C_NROUNDS, C_OFF_BASE, C_RBYTES,
-    C_READY, C_SYN_BASE, C_WINDOW, C_COMMIT, C_FINGERPRINT, CNT_ABANDONED, CNT_DESCRIBE, CNT_BYTES, CNT_HELLO, CNT_PACKETS, CNT_PING, CNT_RESET,
+    C_READY, C_SYN_BASE, C_WINDOW, C_COMMIT, C_FINGERPRINT, C_INPUT, C_MOFF_BASE, C_DET_BASE, C_MEAS_BASE, CNT_ABANDONED, CNT_DESCRIBE, CNT_BYTES, CNT_HELLO, CNT_PACKETS, CNT_PING, CNT_RESET,
     CNT_SYNDROME, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM, REJECT_NOT_ALLOWED, S_CUM, S_DONE, S_HAS_SHOT,
     S_NEXT_ROUND, S_NEXT_WIN, S_POISONED, S_RX_NS, S_SHOT, S_TS)
 from rtdecoder.kernels.wire import (
@@ -66,7 +66,8 @@ def allowed(allow, lo_row, n_rows, src_hi, src_lo):
 
 
 @njit(cache=True, _nrt=False)
-def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi, src_lo, shed):
+def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, counters, tx, out, allow, src_hi,
+           src_lo, shed):
     """Check one received datagram and apply it to its stream (docs/wire-protocol.md §6, §7).
 
     A datagram from a source in no stream's allow-list, or naming a stream whose allow-list does
@@ -79,6 +80,9 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
         rx_ns: receive time, ns (CLOCK_MONOTONIC).
         st, offs, syn, keep, counters, allow: the tables described in the module docstring. A
             round's detection events go into ``syn`` ANDed with ``keep``.
+        moffs, meas, dptr, drec, dflip: for streams whose controller sends measurements
+            (``C_INPUT``): a round's measurements go into ``meas`` and its detectors are computed
+            from them (``rtdecoder.kernels.tables.Tables``).
         src_hi, src_lo: the source address, as in ``allow`` (IPv4 mapped into IPv6).
         shed: non-zero while the worker is overloaded: a SYNDROME that would start a new shot is
             answered BUSY and changes nothing (the shots in flight go on).
@@ -149,7 +153,7 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
         tx[o] = MIN_VERSION
         tx[o + 1] = MAX_VERSION
         tx[o + 2] = st[sid, C_DECODER]
-        tx[o + 3] = 0
+        tx[o + 3] = st[sid, C_INPUT]
         wr(tx, o + 4, 4, st[sid, C_NDET])
         wr(tx, o + 8, 4, st[sid, C_NROUNDS])
         wr(tx, o + 12, 2, st[sid, C_NOBS])
@@ -172,9 +176,10 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
         counters[CNT_DESCRIBE] += 1
         size = write_header(tx, T_DESCRIBE_REPLY, 0, sid, first, shot, k, DESCRIBE_PREFIX_SIZE + 2 * k, ts)
         wr(tx, OFF_DESCRIBE_FINGERPRINT, 8, st[sid, C_FINGERPRINT])
-        base = st[sid, C_OFF_BASE] + first
+        counts = moffs if st[sid, C_INPUT] else offs
+        base = (st[sid, C_MOFF_BASE] if st[sid, C_INPUT] else st[sid, C_OFF_BASE]) + first
         for i in range(k):
-            wr(tx, OFF_DESCRIBE_COUNTS + 2 * i, 2, offs[base + i + 1] - offs[base + i])
+            wr(tx, OFF_DESCRIBE_COUNTS + 2 * i, 2, counts[base + i + 1] - counts[base + i])
         out[OUT_REPLY_LEN] = size
         return
     if mtype == T_RESET:
@@ -232,10 +237,13 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
         reject(tx, buf, n, ST_ROUND_GAP, shot, expected, rx_ns, counters, out)
         return
     base = st[sid, C_OFF_BASE]
-    # Bits past a round's detector count must be zero (§5).
+    inp = st[sid, C_INPUT]
+    cbase = st[sid, C_MOFF_BASE] if inp else base
+    counts = moffs if inp else offs
+    # Bits past a round's detector (measurement) count must be zero (§5).
     for i in range(nr):
         r = first + i
-        cnt = offs[base + r + 1] - offs[base + r]
+        cnt = counts[cbase + r + 1] - counts[cbase + r]
         blk = HEADER_LEN + i * rbytes
         for k in range(cnt >> 3, rbytes):
             b = np.int64(buf[blk + k])
@@ -246,16 +254,35 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, counters, tx, out, allow, src_hi,
                 reject(tx, buf, n, ST_BAD_PAYLOAD, shot, expected, rx_ns, counters, out)
                 return
     sbase = st[sid, C_SYN_BASE]
-    for i in range(nr):  # unpack: a word store per whole byte, bit by bit for a round's last bits
-        r = first + i
-        o = sbase + offs[base + r]
-        cnt = offs[base + r + 1] - offs[base + r]
-        blk = HEADER_LEN + i * rbytes
-        full = cnt >> 3
-        for k in range(full):
-            store_word(syn, o + 8 * k, SPREAD[buf[blk + k]] & load_word(keep, o + 8 * k))
-        for j in range(full << 3, cnt):
-            syn[o + j] = ((buf[blk + full] >> (j & 7)) & 1) & keep[o + j]
+    if inp:
+        mbase = st[sid, C_MEAS_BASE]
+        for i in range(nr):  # the measurements, as detection events are below, but not masked
+            r = first + i
+            o = mbase + moffs[cbase + r]
+            cnt = moffs[cbase + r + 1] - moffs[cbase + r]
+            blk = HEADER_LEN + i * rbytes
+            full = cnt >> 3
+            for k in range(full):
+                store_word(meas, o + 8 * k, SPREAD[buf[blk + k]])
+            for j in range(full << 3, cnt):
+                meas[o + j] = (buf[blk + full] >> (j & 7)) & 1
+        dbase = st[sid, C_DET_BASE]
+        for j in range(offs[base + first], offs[base + first + nr]):  # every detector of these rounds
+            v = dflip[dbase + j]
+            for k in range(dptr[dbase + j], dptr[dbase + j + 1]):
+                v ^= meas[mbase + drec[k]]
+            syn[sbase + j] = v & keep[sbase + j]
+    else:
+        for i in range(nr):  # unpack: a word store per whole byte, bit by bit for a round's last bits
+            r = first + i
+            o = sbase + offs[base + r]
+            cnt = offs[base + r + 1] - offs[base + r]
+            blk = HEADER_LEN + i * rbytes
+            full = cnt >> 3
+            for k in range(full):
+                store_word(syn, o + 8 * k, SPREAD[buf[blk + k]] & load_word(keep, o + 8 * k))
+            for j in range(full << 3, cnt):
+                syn[o + j] = ((buf[blk + full] >> (j & 7)) & 1) & keep[o + j]
     st[sid, S_NEXT_ROUND] = first + nr
     st[sid, S_RX_NS] = rx_ns
     st[sid, S_TS] = ts

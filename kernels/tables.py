@@ -51,16 +51,24 @@ C_ALLOW_BASE = 15
 C_ALLOW_N = 16
 C_FINGERPRINT = 17
 """The DEM fingerprint of DESCRIBE_REPLY (§4.8), as int64 bits."""
-S_HAS_SHOT = 18
-S_SHOT = 19
-S_NEXT_ROUND = 20
-S_POISONED = 21
-S_DONE = 22
-S_NEXT_WIN = 23
-S_CUM = 24
-S_RX_NS = 25
-S_TS = 26
-NUM_COLS = 27
+C_INPUT = 18
+"""What SYNDROME blocks carry: ``protocol.INPUT_DETECTION_EVENTS`` or ``INPUT_MEASUREMENTS``."""
+C_MOFF_BASE = 19
+"""Measurement streams: the stream's first entry in ``moffs`` (its measurement round offsets)."""
+C_DET_BASE = 20
+"""Measurement streams: the stream's first entry in ``dptr``/``dflip`` (its detector definitions)."""
+C_MEAS_BASE = 21
+"""Measurement streams: the stream's first measurement in ``meas``."""
+S_HAS_SHOT = 22
+S_SHOT = 23
+S_NEXT_ROUND = 24
+S_POISONED = 25
+S_DONE = 26
+S_NEXT_WIN = 27
+S_CUM = 28
+S_RX_NS = 29
+S_TS = 30
+NUM_COLS = 31
 
 CALL_ESCAPE = 0
 """The decoder's ``decode_window`` in Python, through the data plane's object-mode escape."""
@@ -185,6 +193,16 @@ class Tables(NamedTuple):
     uf_ev: np.ndarray
     allow: np.ndarray
     """``(subnets, 4)``: the allow-lists' rows (``rtdecoder.kernels.ingest``)."""
+    moffs: np.ndarray
+    """Measurement streams' measurement round offsets, concatenated (``MeasurementLayout``)."""
+    meas: np.ndarray
+    """uint8: every measurement stream's current shot's measurements, one byte each."""
+    dptr: np.ndarray
+    """Each measurement stream's detector definitions: detector ``j`` reads
+    ``meas[drec[dptr[b + j]]:...]`` (``b = C_DET_BASE``; one more entry than detectors)."""
+    drec: np.ndarray
+    dflip: np.ndarray
+    """uint8, parallel to ``dptr``: each detector's parity in the noiseless reference sample."""
 
 
 class WorkerArrays(NamedTuple):

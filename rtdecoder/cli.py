@@ -45,7 +45,7 @@ def _transport_names() -> list[str]:
 
 
 STREAM_FLAGS = ("--stream-id", "--circuit", "--distance", "--rounds", "--p", "--decoder", "--window", "--commit",
-                "--allow")
+                "--allow", "--input")
 
 
 def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
@@ -79,6 +79,9 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
     g.add_argument("--allow", default=None,
                    help="controller addresses/subnets the stream accepts, comma-separated (default loopback: "
                         "127.0.0.0/8,::1/128)")
+    g.add_argument("--input", default="detection_events", choices=["detection_events", "measurements"],
+                   help="what the controller sends: detection events (default), or the circuit's raw measurement "
+                        "results, which the service turns into detection events")
 
 
 def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
@@ -103,6 +106,7 @@ def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
     return StreamConfig(
         id=getattr(a, "stream_id", 0), circuit=a.circuit, distance=a.distance, rounds=a.rounds, p=a.p,
         decoder=a.decoder or "matching", window=getattr(a, "window", None), commit=getattr(a, "commit", None),
+        input=getattr(a, "input", None) or "detection_events",
         **({"allow": tuple(x.strip() for x in allow.split(",") if x.strip())} if allow else {}),
     )
 
@@ -116,7 +120,8 @@ def _stream_argv(cfg: StreamConfig) -> list[str]:
     return ["--stream-id", str(cfg.id), "--circuit", cfg.circuit, "--distance", str(cfg.distance),
             "--rounds", str(cfg.rounds), "--p", repr(cfg.p), "--decoder", cfg.decoder,
             "--window", "all" if cfg.window == WINDOW_ALL else str(cfg.window)] + (
-            ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else []) + ["--allow", ",".join(cfg.allow)]
+            ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else []) + ["--allow", ",".join(cfg.allow),
+                                                                                   "--input", cfg.input]
 
 
 def _cpus(value: str) -> tuple[int, ...]:
@@ -287,9 +292,21 @@ def cmd_decode(a: argparse.Namespace) -> int:
     backend, why = choose_backend(a.backend) if decoders.get(a.decoder).gpu else \
         ("cpu", f"{a.decoder} runs on the cpu")
     print(f"rtdecoder: {why}", file=sys.stderr)
-    dem = load_dem(a.dem, None if a.dem else _stream_from_args(a))
-    summary = decode_file(a.input, a.output, dem, in_format=a.in_format, out_format=a.out_format,
-                          append_observables=a.append_observables, decoder=a.decoder, backend=backend)
+    circuit = None
+    if a.measurements:
+        if a.dem or a.append_observables:
+            raise ConfigError("--measurements takes the circuit from the stream flags (--circuit, --distance, "
+                              "--rounds, --p) and its observables from the measurements: drop --dem and "
+                              "--append-observables")
+        from rtdecoder.dem import make_circuit
+
+        circuit = make_circuit(_stream_from_args(a))
+        dem = circuit.detector_error_model(decompose_errors=True)
+    else:
+        dem = load_dem(a.dem, None if a.dem else _stream_from_args(a))
+    summary = decode_file(a.input_path, a.output, dem, in_format=a.in_format, out_format=a.out_format,
+                          append_observables=a.append_observables, decoder=a.decoder, backend=backend,
+                          circuit=circuit)
     print(f"rtdecoder: {summary.line()}", file=sys.stderr)
     return 0
 
@@ -351,13 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_emulator_flags(e, 2000)
     e.set_defaults(func=cmd_emulate)
     x = sub.add_parser("decode", help="decode a file of recorded detection events (stim 01/b8) offline")
-    x.add_argument("input", help="detection events, one shot per record")
+    x.add_argument("input_path", metavar="input", help="detection events, one shot per record")
     x.add_argument("output", help="where to write one prediction (the observable flips) per shot")
     x.add_argument("--in-format", choices=["01", "b8"], default="b8", help="input format (default b8)")
     x.add_argument("--out-format", choices=["01", "b8"], default="01", help="output format (default 01)")
     x.add_argument("--append-observables", action="store_true",
                    help="each input record ends with the observable flips: report the logical error rate")
     x.add_argument("--dem", help="the detector error model (.dem); default: the circuit of the stream flags")
+    x.add_argument("--measurements", action="store_true",
+                   help="the input holds raw measurement records of the circuit of the stream flags (stim's order), "
+                        "converted with stim's m2d converter; the logical error rate is reported")
     x.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where union-find runs (default auto: gpu where a usable GPU is)")
     _add_stream_flags(x, "decode")

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+INPUTS = ("detection_events", "measurements")
+"""What a stream's controller may send in SYNDROME blocks."""
 WINDOW_ALL = 0
 """``window = "all"`` is stored as 0: the whole shot is one window."""
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -83,6 +85,9 @@ class StreamConfig:
             Default ``2 * distance``.
         commit: commit region ``C`` in rounds, ``1 <= C <= W``. Default ``distance``.
         max_datagram: largest syndrome datagram accepted for this stream, bytes (§7).
+        input: what the controller sends: ``"detection_events"`` (default) or ``"measurements"``,
+            the circuit's raw measurement results round by round, which the service turns into
+            detection events itself (``rtdecoder.dem.MeasurementLayout``; docs/wire-protocol.md §5.1).
         allow: the controller addresses or subnets (CIDR, IPv4 or IPv6) this stream accepts
             datagrams from; default loopback only. Datagrams from elsewhere get no reply and are
             counted (``rtdecoder_packets_rejected_total{reason="not_allowed"}``).
@@ -101,8 +106,11 @@ class StreamConfig:
     commit: int | None = None
     max_datagram: int = 4096
     allow: tuple[str, ...] = LOOPBACK
+    input: str = "detection_events"
 
     def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise ConfigError(f"stream {self.id}: input {self.input!r} must be one of {', '.join(INPUTS)}")
         if isinstance(self.allow, str) or not isinstance(self.allow, tuple) or not self.allow:
             raise ConfigError(f"stream {self.id}: allow {self.allow!r} must be a non-empty list of addresses or "
                               "subnets, e.g. [\"10.0.0.0/24\", \"127.0.0.1\"]")
@@ -151,7 +159,7 @@ class StreamConfig:
         """What the stream's DEM, window plan and compiled decoder depend on: streams with equal
         keys share them (``rtdecoder.engine.Engine``)."""
         gen = (self.distance, self.rounds, self.p) if self.is_generated else (os.path.realpath(self.circuit),)
-        return (self.circuit, *gen, self.decoder, self.window, self.commit)
+        return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input)
 
     @property
     def is_generated(self) -> bool:
@@ -160,7 +168,8 @@ class StreamConfig:
     def describe(self) -> str:
         w = "all" if self.window == WINDOW_ALL else f"{self.window}/{self.commit}"
         src = f"{self.circuit} d={self.distance} rounds={self.rounds} p={self.p}" if self.is_generated else self.circuit
-        return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}"
+        sends = ", measurements in" if self.input == "measurements" else ""
+        return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}{sends}"
 
 
 BACKENDS = ("cpu", "gpu", "auto")

@@ -307,3 +307,70 @@ def observable_detectors(comps: DemComponents, num_detectors: int) -> np.ndarray
     for m in marked:
         can_flip[label[m]] = True
     return can_flip[label][:num_detectors].astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class MeasurementLayout:
+    """How a stream's raw measurement records become its detection events (the controller sends
+    measurements, ``StreamConfig.input = "measurements"``).
+
+    Measurement round ``r`` (block ``r`` on the wire) holds measurements
+    ``meas_offsets[r] .. meas_offsets[r + 1] - 1`` in the circuit's measurement order: those made
+    after the last DETECTOR of an earlier round is declared, up to the last DETECTOR of round ``r``
+    (in stim's generated circuits: the ancilla measurements of round ``r``); the last round takes
+    every measurement left (the data qubits'). When block ``r`` has
+    arrived every detector of round ``r`` can be computed, and is: the XOR of its measurements
+    (``det_ptr``/``det_rec``: detector ``j`` reads ``det_rec[det_ptr[j]:det_ptr[j + 1]]``,
+    absolute measurement indices) and of the same measurements of the circuit's noiseless
+    reference sample (``det_flip``), as stim's ``Circuit.compile_m2d_converter`` does.
+
+    Attributes:
+        num_measurements: measurements per shot.
+        meas_offsets: int64 ``(num_rounds + 1,)``.
+        round_bytes: ``ceil(max measurements in a round / 8)``, a block's size on the wire.
+        det_ptr: int64 ``(num_detectors + 1,)``; det_rec: int64; det_flip: uint8 ``(num_detectors,)``.
+    """
+
+    num_measurements: int
+    meas_offsets: np.ndarray
+    round_bytes: int
+    det_ptr: np.ndarray
+    det_rec: np.ndarray
+    det_flip: np.ndarray
+
+
+def measurement_layout(circuit: stim.Circuit, layout: DetectorLayout) -> MeasurementLayout:
+    """The measurement rounds and detector definitions of ``circuit`` (its DETECTOR instructions'
+    ``rec[-k]`` targets, REPEAT blocks walked without flattening the circuit). A detector reads
+    only measurements made before it is declared, so each is computable once its block arrives."""
+    recs: list[list[int]] = []
+    declared: list[int] = []  # measurements made when each detector is declared
+    count = 0
+
+    def walk(block: stim.Circuit) -> None:
+        nonlocal count
+        for inst in block:
+            if isinstance(inst, stim.CircuitRepeatBlock):
+                body = inst.body_copy()
+                for _ in range(inst.repeat_count):
+                    walk(body)
+            elif inst.name == "DETECTOR":
+                recs.append([count + t.value for t in inst.targets_copy()])
+                declared.append(count)
+            else:
+                count += inst.num_measurements
+
+    walk(circuit)
+    nd, nm = layout.num_detectors, count
+    det_ptr = np.zeros(nd + 1, np.int64)
+    det_ptr[1:] = np.cumsum([len(r) for r in recs])
+    det_rec = np.asarray([m for r in recs for m in r], np.int64)
+    ref = np.asarray(circuit.reference_sample(), np.uint8)
+    det_flip = np.asarray([np.bitwise_xor.reduce(ref[r]) if r else 0 for r in recs], np.uint8)
+    nr = layout.num_rounds
+    ends = np.zeros(nr + 1, np.int64)
+    for r in range(nr):
+        a, b = layout.round_offsets[r], layout.round_offsets[r + 1]
+        ends[r + 1] = max(ends[r], max(declared[a:b]) if b > a else 0)
+    ends[nr] = nm
+    return MeasurementLayout(nm, ends, max(1, (int(np.diff(ends).max()) + 7) // 8), det_ptr, det_rec, det_flip)

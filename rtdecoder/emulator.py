@@ -37,7 +37,7 @@ from numba import njit
 
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
-from rtdecoder.dem import detector_layout, make_circuit
+from rtdecoder.dem import detector_layout, make_circuit, measurement_layout
 from rtdecoder.kernels import wire as K
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.transport import libc as L
@@ -407,7 +407,10 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         except EmulatorError as e:
             raise EmulatorError(f"{e}: is `rtdecoder serve` running on {opts.host}:{opts.port} with stream {cfg.id}, "
                                 "and does its --allow list hold this address?") from None
-        mine = (layout.num_detectors, layout.num_rounds, layout.num_observables, layout.round_bytes)
+        mlayout = measurement_layout(circuit, layout) if info.input == P.INPUT_MEASUREMENTS else None
+        blocks = mlayout.meas_offsets if mlayout is not None else layout.round_offsets
+        rbytes = mlayout.round_bytes if mlayout is not None else layout.round_bytes
+        mine = (layout.num_detectors, layout.num_rounds, layout.num_observables, rbytes)
         theirs = (info.num_detectors, info.num_rounds, info.num_observables, info.round_bytes)
         if mine != theirs:
             raise EmulatorError(
@@ -417,8 +420,9 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
             raise EmulatorError(f"--rounds-per-packet {opts.rounds_per_packet} makes datagrams larger than "
                                 f"the service's {info.max_datagram}-byte limit")
         fingerprint, counts = ctl.describe(info.num_rounds)
-        if counts != np.diff(layout.round_offsets).tolist():
-            raise EmulatorError(f"stream {cfg.id} on the service has other detectors per round than the emulator's "
+        if counts != np.diff(blocks).tolist():
+            what = "measurements" if mlayout is not None else "detectors"
+            raise EmulatorError(f"stream {cfg.id} on the service has other {what} per round than the emulator's "
                                 "circuit: run both with the same --circuit")
         service = _service_view(cfg, info)
         differs = [f"{k} {service[k]} (asked for: {v})" for k, v in opts.expect.items() if service[k] != v]
@@ -429,7 +433,7 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
                   + "; ".join(differs) + ". The report gives the service's decoder and window; the reference "
                   "decoding uses the emulator's circuit.", file=sys.stderr)
         ctl.reset()
-        return _drive(cfg, opts, ctl, circuit, layout, service)
+        return _drive(cfg, opts, ctl, circuit, layout, service, mlayout)
     finally:
         ctl.close()
 
@@ -547,7 +551,7 @@ class PolledShotDriver(ShotDriver):
         return res
 
 
-def _drive(cfg, opts, ctl, circuit, layout, service: dict) -> Report:
+def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Report:
     nobs = layout.num_observables
     nshots = opts.shots
     preds = np.zeros((nshots, nobs), np.uint8)
@@ -563,7 +567,10 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict) -> Report:
     affected = np.zeros(nshots, bool)
     rng = np.random.default_rng(opts.fault_seed)
     npk = -(-layout.num_rounds // opts.rounds_per_packet)
-    sampler = circuit.compile_detector_sampler(seed=opts.seed)
+    if mlayout is None:  # the controller sends detection events
+        sampler = circuit.compile_detector_sampler(seed=opts.seed)
+    else:  # raw measurements: the reference decodes stim's own conversion of them
+        sampler, m2d = circuit.compile_sampler(seed=opts.seed), circuit.compile_m2d_converter()
     matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
     chunk = max(1, min(nshots, 20_000_000 // max(layout.num_detectors, 1)))  # about 20 MB of samples at a time
 
@@ -582,9 +589,14 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict) -> Report:
     try:
         for c0 in range(0, nshots, chunk):
             c1 = min(nshots, c0 + chunk)
-            dets, obs[c0:c1] = sampler.sample(c1 - c0, separate_observables=True)
+            if mlayout is None:
+                dets, obs[c0:c1] = sampler.sample(c1 - c0, separate_observables=True)
+                packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
+            else:
+                meas = sampler.sample(c1 - c0)
+                dets, obs[c0:c1] = m2d.convert(measurements=meas, separate_observables=True)
+                packed = P.pack_rounds(meas, mlayout.meas_offsets, mlayout.round_bytes)
             reference[c0:c1] = matching.decode_batch(dets)
-            packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
             for s in range(c0, c1):
                 order = None
                 if opts.faulty:

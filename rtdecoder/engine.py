@@ -24,7 +24,8 @@ from rtdecoder import decoders
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
 from rtdecoder.decoders import CompiledWindowDecoder, DecoderSpec
-from rtdecoder.dem import DetectorLayout, dem_components, detector_layout, make_circuit, observable_detectors
+from rtdecoder.dem import (DetectorLayout, MeasurementLayout, dem_components, detector_layout, make_circuit,
+                           measurement_layout, observable_detectors)
 from rtdecoder.kernels import tables as K
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels import wire
@@ -47,7 +48,14 @@ class StreamRuntime:
     spec: DecoderSpec
     decoder: CompiledWindowDecoder
     keep: np.ndarray
+    mlayout: MeasurementLayout | None = None
+    """Where the controller sends measurements: how they become detection events."""
     _fingerprint: int | None = None
+
+    @property
+    def round_bytes(self) -> int:
+        """A round block's size on the wire: of detection events, or of measurements."""
+        return self.mlayout.round_bytes if self.mlayout is not None else self.layout.round_bytes
 
     @property
     def fingerprint(self) -> int:
@@ -62,11 +70,12 @@ class StreamRuntime:
             num_detectors=self.layout.num_detectors,
             num_rounds=self.layout.num_rounds,
             num_observables=self.layout.num_observables,
-            round_bytes=self.layout.round_bytes,
+            round_bytes=self.round_bytes,
             max_datagram=self.cfg.max_datagram,
             window_rounds=self.cfg.window,
             commit_rounds=self.cfg.commit,
             decoder=self.spec.wire_id,
+            input=P.INPUT_MEASUREMENTS if self.mlayout is not None else P.INPUT_DETECTION_EVENTS,
         )
 
 
@@ -111,6 +120,16 @@ def build_stream(cfg: StreamConfig, step=None, circuit: stim.Circuit | None = No
     return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit, step)
 
 
+def _measurements(cfg: StreamConfig, circuit: stim.Circuit | None, layout: DetectorLayout):
+    if cfg.input != "measurements":
+        return None
+    if circuit is None:
+        from rtdecoder.config import ConfigError
+
+        raise ConfigError(f"stream {cfg.id}: input = \"measurements\" needs the circuit, not only its DEM")
+    return measurement_layout(circuit, layout)
+
+
 def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: stim.Circuit | None = None,
                    step=None) -> StreamRuntime:
     """A stream decoding ``dem`` (graphlike, with detector time coordinates) with ``cfg``'s
@@ -124,8 +143,9 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     step("window graphs")
     plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep)
     spec = decoders.get(cfg.decoder)
+    mlayout = _measurements(cfg, circuit, layout)
     step(f"{spec.name} decoder")
-    return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep)
+    return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep, mlayout)
 
 
 def _build_checked(cfg: StreamConfig, max_stream_gib: float, log) -> StreamRuntime:
@@ -232,6 +252,10 @@ class Engine:
         offs, win, gbase, node_round, edges = [], [], [], [], []
         off_base = syn_base = win_base = node_base = edge_base = graph_base = 0
         allow: list[np.ndarray] = []
+        moffs, dptr, drec, dflip = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], \
+            [np.zeros(0, np.uint8)]
+        moff_base = det_base = rec_base = meas_base = 0
+        mplans: dict[int, tuple[int, int]] = {}  # id(plan) -> its (moffs, dptr) bases
         allow_at: dict[tuple[str, ...], tuple[int, int]] = {}
         allow_base = 0
         keep: list[np.ndarray] = []
@@ -262,7 +286,7 @@ class Engine:
             row[K.C_CONFIGURED] = 1
             row[K.C_READY] = 1
             row[K.C_NROUNDS] = lay.num_rounds
-            row[K.C_RBYTES] = lay.round_bytes
+            row[K.C_RBYTES] = rt.round_bytes
             row[K.C_NDET] = lay.num_detectors
             row[K.C_NOBS] = lay.num_observables
             row[K.C_OFF_BASE] = ob
@@ -283,8 +307,28 @@ class Engine:
             row[K.C_ALLOW_BASE], row[K.C_ALLOW_N] = allow_at[rt.cfg.allow]
             keep.append(rt.keep)
             syn_base += lay.num_detectors
+            ml = rt.mlayout
+            if ml is not None:
+                if id(plan) not in mplans:
+                    mplans[id(plan)] = (moff_base, det_base)
+                    moffs.append(ml.meas_offsets)
+                    moff_base += len(ml.meas_offsets)
+                    dptr.append(ml.det_ptr + rec_base)
+                    dflip.append(np.append(ml.det_flip, 0))  # parallel to dptr
+                    det_base += len(ml.det_ptr)
+                    drec.append(ml.det_rec)
+                    rec_base += len(ml.det_rec)
+                row[K.C_INPUT] = P.INPUT_MEASUREMENTS
+                row[K.C_MOFF_BASE], row[K.C_DET_BASE] = mplans[id(plan)]
+                row[K.C_MEAS_BASE] = meas_base
+                meas_base += ml.num_measurements
         self.offs = np.concatenate(offs).astype(np.int64)
         self.allow = np.ascontiguousarray(np.concatenate(allow))
+        self.moffs = np.concatenate(moffs).astype(np.int64)
+        self.dptr = np.concatenate(dptr).astype(np.int64)
+        self.drec = np.concatenate(drec).astype(np.int64)
+        self.dflip = np.concatenate(dflip).astype(np.uint8)
+        self.meas = np.zeros(meas_base, np.uint8)
         if self._host_alloc is None:
             self.syn = np.zeros(syn_base, np.uint8)
         else:
@@ -296,7 +340,8 @@ class Engine:
         self.edges = np.ascontiguousarray(np.concatenate(edges).astype(np.int64))
         self._build_union_find(self._plan_rts)
         self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
-                               self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow)
+                               self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow,
+                               self.moffs, self.meas, self.dptr, self.drec, self.dflip)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)
@@ -366,6 +411,10 @@ class Engine:
             self.st[sid, K.S_HAS_SHOT:] = old.st[sid, K.S_HAS_SHOT:]
             a, b = int(self.st[sid, K.C_SYN_BASE]), int(old.st[sid, K.C_SYN_BASE])
             self.syn[a:a + n] = old.syn[b:b + n]
+            ml = self.streams[sid].mlayout
+            if ml is not None:  # the measurements so far, which later detectors still read
+                a, b, m = int(self.st[sid, K.C_MEAS_BASE]), int(old.st[sid, K.C_MEAS_BASE]), ml.num_measurements
+                self.meas[a:a + m] = old.meas[b:b + m]
 
     def attach_gpu(self, decoder) -> None:
         """Decode the in-process path's union-find windows through slot 0 of ``decoder`` (a
@@ -380,13 +429,14 @@ class Engine:
         self.handle(P.encode(P.Header(P.MsgType.PING)), rx_ns=0)
         for sid, rt in self.streams.items():
             lay = rt.layout
-            per = max(1, (min(rt.cfg.max_datagram, self.slot_bytes) - P.HEADER_LEN) // lay.round_bytes)
+            per = max(1, (min(rt.cfg.max_datagram, self.slot_bytes) - P.HEADER_LEN) // rt.round_bytes)
             for first in range(0, lay.num_rounds, per):
                 nr = min(per, lay.num_rounds - first)
                 self.handle(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=sid, shot_id=1, first_round=first,
-                                              num_rounds=nr), bytes(nr * lay.round_bytes)), rx_ns=0)
+                                              num_rounds=nr), bytes(nr * rt.round_bytes)), rx_ns=0)
         self.st[:, K.S_HAS_SHOT:] = 0  # every S_* column: no shot in progress anywhere
         self.syn[:] = 0
+        self.meas[:] = 0
         loc = self.local
         for a in (loc.counters, loc.hist, loc.trace, loc.tmeta):
             a[:] = 0
@@ -423,7 +473,9 @@ class Engine:
 
         Args:
             sid: stream id.
-            events: bool/uint8 array ``(num_shots, num_detectors)``.
+            events: bool/uint8 array ``(num_shots, num_detectors)``; for a stream whose controller
+                sends measurements, ``(num_shots, num_measurements)`` measurement records instead
+                (stim's order, as ``Circuit.compile_sampler`` gives them).
             rounds_per_packet: rounds framed into each SYNDROME packet.
 
         Returns:
@@ -434,7 +486,8 @@ class Engine:
         """
         rt = self.streams[sid]
         lay = rt.layout
-        packed = P.pack_rounds(events, lay.round_offsets, lay.round_bytes)
+        offsets = rt.mlayout.meas_offsets if rt.mlayout is not None else lay.round_offsets
+        packed = P.pack_rounds(events, offsets, rt.round_bytes)
         preds = np.zeros((len(events), lay.num_observables), np.uint8)
         self.handle(P.encode(P.Header(P.MsgType.RESET, stream_id=sid)))
         for s in range(len(events)):

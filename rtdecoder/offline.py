@@ -80,8 +80,13 @@ def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str):
 
 def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
                 out_format: str = "01", append_observables: bool = False, decoder: str = "union_find",
-                backend: str = "cpu", chunk: int = 65536) -> DecodeSummary:
+                backend: str = "cpu", chunk: int = 65536, circuit: stim.Circuit | None = None) -> DecodeSummary:
     """Decode every shot of ``in_path`` and write the predictions to ``out_path``.
+
+    With ``circuit``, ``in_path`` holds that circuit's raw measurement records (stim's
+    measurement order, ``circuit.num_measurements`` bits per shot), turned into detection events
+    and true observable flips by stim's ``Circuit.compile_m2d_converter``; the logical error rate
+    is then always reported.
 
     Raises:
         ConfigError: an unknown format; an output folder that does not exist; an input that is
@@ -97,9 +102,14 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     if not folder.is_dir():
         raise ConfigError(f"cannot write the predictions to {out_path}: the folder {folder} does not exist")
     nd, no = dem.num_detectors, dem.num_observables
-    width = nd + (no if append_observables else 0)
-    what = (f"{nd} detectors" + (f" + {no} observables" if append_observables else "")
-            + f" = {width} bits per shot")
+    if circuit is not None:
+        append_observables = False
+        width = circuit.num_measurements
+        what = f"circuit's {width} measurements per shot"
+    else:
+        width = nd + (no if append_observables else 0)
+        what = (f"{nd} detectors" + (f" + {no} observables" if append_observables else "")
+                + f" = {width} bits per shot")
     if in_format == "b8":
         check_b8_records(in_path, width, what)
     try:
@@ -109,8 +119,10 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
         raise ConfigError(f"{in_path}: cannot read {in_format} shots of the DEM's {what}: {e}") from None
     rt = whole_shot_stream(dem, decoder)
     graph = rt.plan.graphs[0]
-    events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
     truth = data[:, nd:] if append_observables else None
+    if circuit is not None:
+        data, truth = circuit.compile_m2d_converter().convert(measurements=data, separate_observables=True)
+    events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
     t0 = time.perf_counter()
     if rt.spec.decode_batch is not None:
         obs, bad = rt.spec.decode_batch(graph, events, backend, chunk)

@@ -55,7 +55,7 @@ OFF_PAYLOAD_LEN = 28
 OFF_CONTROLLER_TS = 32
 
 HELLO_REPLY = struct.Struct("<BBBBIIHHIII")
-"""§4.2 HELLO_REPLY payload: min_version u8, max_version u8, decoder u8, reserved u8,
+"""§4.2 HELLO_REPLY payload: min_version u8, max_version u8, decoder u8, input u8,
 num_detectors u32, num_rounds u32, num_observables u16, round_bytes u16, max_datagram u32,
 window_rounds u32, commit_rounds u32."""
 
@@ -86,6 +86,11 @@ OFF_PONG_RX = HEADER_LEN
 OFF_PONG_TX = HEADER_LEN + 8
 OFF_DESCRIBE_FINGERPRINT = HEADER_LEN
 OFF_DESCRIBE_COUNTS = HEADER_LEN + DESCRIBE_PREFIX.size
+
+INPUT_DETECTION_EVENTS = 0
+"""HELLO_REPLY ``input``: SYNDROME blocks carry detection events (§5)."""
+INPUT_MEASUREMENTS = 1
+"""HELLO_REPLY ``input``: SYNDROME blocks carry raw measurement results (§5.1)."""
 
 FLAG_FINAL = 0x0001
 """CORRECTION flag (§4.4): this correction ends the shot; its cumulative flips are the shot's
@@ -243,18 +248,20 @@ class StreamInfo:
     decoder: int = 0
     min_version: int = MIN_VERSION
     max_version: int = MAX_VERSION
+    input: int = 0
+    """``INPUT_DETECTION_EVENTS`` or ``INPUT_MEASUREMENTS``: what SYNDROME blocks carry (§4.3)."""
 
     def pack(self) -> bytes:
         return HELLO_REPLY.pack(
-            self.min_version, self.max_version, self.decoder, 0, self.num_detectors,
+            self.min_version, self.max_version, self.decoder, self.input, self.num_detectors,
             self.num_rounds, self.num_observables, self.round_bytes, self.max_datagram,
             self.window_rounds, self.commit_rounds,
         )
 
     @classmethod
     def unpack(cls, payload: bytes | memoryview) -> "StreamInfo":
-        (vmin, vmax, decoder, _r, ndet, nrounds, nobs, rbytes, maxdg, w, c) = HELLO_REPLY.unpack_from(payload, 0)
-        return cls(ndet, nrounds, nobs, rbytes, maxdg, w, c, decoder, vmin, vmax)
+        (vmin, vmax, decoder, inp, ndet, nrounds, nobs, rbytes, maxdg, w, c) = HELLO_REPLY.unpack_from(payload, 0)
+        return cls(ndet, nrounds, nobs, rbytes, maxdg, w, c, decoder, vmin, vmax, inp)
 
 
 @dataclass(frozen=True)
