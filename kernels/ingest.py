@@ -21,7 +21,8 @@ from numba import njit
 from rtdecoder.kernels.memory import load_word, store_word
 from rtdecoder.kernels.tables import (
     C_ALLOW_BASE, C_ALLOW_N, C_CONFIGURED, C_DECODER, C_MAXDG, C_NDET, C_NOBS, C_NROUNDS, C_OFF_BASE, C_RBYTES,
-    C_READY, C_SYN_BASE, C_WINDOW, C_COMMIT, C_FINGERPRINT, C_INPUT, C_MOFF_BASE, C_DET_BASE, C_MEAS_BASE, CNT_ABANDONED, CNT_DESCRIBE, CNT_BYTES, CNT_HELLO, CNT_PACKETS, CNT_PING, CNT_RESET,
+    C_READY, C_SYN_BASE, C_WINDOW, C_COMMIT, C_FINGERPRINT, C_INPUT, C_MOFF_BASE, C_DET_BASE, C_MEAS_BASE,
+    C_KPTR_BASE, CNT_ABANDONED, CNT_DESCRIBE, CNT_BYTES, CNT_HELLO, CNT_PACKETS, CNT_PING, CNT_RESET,
     CNT_SYNDROME, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM, REJECT_NOT_ALLOWED, S_CUM, S_DONE, S_HAS_SHOT,
     S_NEXT_ROUND, S_NEXT_WIN, S_POISONED, S_RX_NS, S_SHOT, S_TS)
 from rtdecoder.kernels.wire import (
@@ -66,8 +67,8 @@ def allowed(allow, lo_row, n_rows, src_hi, src_lo):
 
 
 @njit(cache=True, _nrt=False)
-def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, counters, tx, out, allow, src_hi,
-           src_lo, shed):
+def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, dkept, dkptr, counters, tx, out,
+           allow, src_hi, src_lo, shed):
     """Check one received datagram and apply it to its stream (docs/wire-protocol.md §6, §7).
 
     A datagram from a source in no stream's allow-list, or naming a stream whose allow-list does
@@ -80,7 +81,7 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, c
         rx_ns: receive time, ns (CLOCK_MONOTONIC).
         st, offs, syn, keep, counters, allow: the tables described in the module docstring. A
             round's detection events go into ``syn`` ANDed with ``keep``.
-        moffs, meas, dptr, drec, dflip: for streams whose controller sends measurements
+        moffs, meas, dptr, drec, dflip, dkept, dkptr: for streams whose controller sends measurements
             (``C_INPUT``): a round's measurements go into ``meas`` and its detectors are computed
             from them (``rtdecoder.kernels.tables.Tables``).
         src_hi, src_lo: the source address, as in ``allow`` (IPv4 mapped into IPv6).
@@ -267,11 +268,18 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, c
             for j in range(full << 3, cnt):
                 meas[o + j] = (buf[blk + full] >> (j & 7)) & 1
         dbase = st[sid, C_DET_BASE]
-        for j in range(offs[base + first], offs[base + first + nr]):  # every detector of these rounds
+        kb = st[sid, C_KPTR_BASE]
+        for t in range(dkptr[kb + first], dkptr[kb + first + nr]):  # the kept detectors of these rounds
+            j = dkept[t]  # the others' events are dropped: never computed, their syn bytes stay 0
+            k0 = dptr[dbase + j]
+            k1 = dptr[dbase + j + 1]
             v = dflip[dbase + j]
-            for k in range(dptr[dbase + j], dptr[dbase + j + 1]):
-                v ^= meas[mbase + drec[k]]
-            syn[sbase + j] = v & keep[sbase + j]
+            if k1 - k0 == 2:  # a bulk detector: one ancilla's measurement in this round and the last
+                v ^= meas[mbase + drec[k0]] ^ meas[mbase + drec[k0 + 1]]
+            else:
+                for k in range(k0, k1):
+                    v ^= meas[mbase + drec[k]]
+            syn[sbase + j] = v
     else:
         for i in range(nr):  # unpack: a word store per whole byte, bit by bit for a round's last bits
             r = first + i

@@ -59,16 +59,18 @@ C_DET_BASE = 20
 """Measurement streams: the stream's first entry in ``dptr``/``dflip`` (its detector definitions)."""
 C_MEAS_BASE = 21
 """Measurement streams: the stream's first measurement in ``meas``."""
-S_HAS_SHOT = 22
-S_SHOT = 23
-S_NEXT_ROUND = 24
-S_POISONED = 25
-S_DONE = 26
-S_NEXT_WIN = 27
-S_CUM = 28
-S_RX_NS = 29
-S_TS = 30
-NUM_COLS = 31
+C_KPTR_BASE = 22
+"""Measurement streams: the stream's first entry in ``dkptr`` (its kept detectors per round)."""
+S_HAS_SHOT = 23
+S_SHOT = 24
+S_NEXT_ROUND = 25
+S_POISONED = 26
+S_DONE = 27
+S_NEXT_WIN = 28
+S_CUM = 29
+S_RX_NS = 30
+S_TS = 31
+NUM_COLS = 32
 
 CALL_ESCAPE = 0
 """The decoder's ``decode_window`` in Python, through the data plane's object-mode escape."""
@@ -203,6 +205,10 @@ class Tables(NamedTuple):
     drec: np.ndarray
     dflip: np.ndarray
     """uint8, parallel to ``dptr``: each detector's parity in the noiseless reference sample."""
+    dkept: np.ndarray
+    """The detectors that are computed (``keep``), per stream relative to ``C_DET_BASE``; those of
+    round ``r`` are ``dkept[dkptr[C_KPTR_BASE + r]:dkptr[C_KPTR_BASE + r + 1]]``."""
+    dkptr: np.ndarray
 
 
 class WorkerArrays(NamedTuple):

@@ -259,7 +259,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, s
         flush(fd, tx, state)
     q = tx.q[0]
     ingest(buf, n, rx, st, offs, syn, tables.keep, tables.moffs, tables.meas, tables.dptr, tables.drec, tables.dflip,
-           counters, txbuf[q], out, tables.allow, src_hi, src_lo, shed)
+           tables.dkept, tables.dkptr, counters, txbuf[q], out, tables.allow, src_hi, src_lo, shed)
     sid = out[OUT_STREAM]
     error = out[OUT_REPLY_LEN] != 0 and txbuf[q, OFF_TYPE] == T_ERROR
     if error and sid >= 0 and next_window(st, win, sid) >= 0:

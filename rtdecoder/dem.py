@@ -329,6 +329,8 @@ class MeasurementLayout:
         meas_offsets: int64 ``(num_rounds + 1,)``.
         round_bytes: ``ceil(max measurements in a round / 8)``, a block's size on the wire.
         det_ptr: int64 ``(num_detectors + 1,)``; det_rec: int64; det_flip: uint8 ``(num_detectors,)``.
+        kept: int64, the detectors whose events can change an observable (``keep``), in order;
+            those of round ``r`` are ``kept[kept_ptr[r]:kept_ptr[r + 1]]``: only they are computed.
     """
 
     num_measurements: int
@@ -337,12 +339,16 @@ class MeasurementLayout:
     det_ptr: np.ndarray
     det_rec: np.ndarray
     det_flip: np.ndarray
+    kept: np.ndarray
+    kept_ptr: np.ndarray
 
 
-def measurement_layout(circuit: stim.Circuit, layout: DetectorLayout) -> MeasurementLayout:
+def measurement_layout(circuit: stim.Circuit, layout: DetectorLayout, keep: np.ndarray | None = None
+                       ) -> MeasurementLayout:
     """The measurement rounds and detector definitions of ``circuit`` (its DETECTOR instructions'
     ``rec[-k]`` targets, REPEAT blocks walked without flattening the circuit). A detector reads
-    only measurements made before it is declared, so each is computable once its block arrives."""
+    only measurements made before it is declared, so each is computable once its block arrives.
+    ``keep``: uint8 per detector, those to compute (``observable_detectors``; default all)."""
     recs: list[list[int]] = []
     declared: list[int] = []  # measurements made when each detector is declared
     count = 0
@@ -373,4 +379,8 @@ def measurement_layout(circuit: stim.Circuit, layout: DetectorLayout) -> Measure
         a, b = layout.round_offsets[r], layout.round_offsets[r + 1]
         ends[r + 1] = max(ends[r], max(declared[a:b]) if b > a else 0)
     ends[nr] = nm
-    return MeasurementLayout(nm, ends, max(1, (int(np.diff(ends).max()) + 7) // 8), det_ptr, det_rec, det_flip)
+    keep = np.ones(nd, np.uint8) if keep is None else keep
+    kept = np.flatnonzero(keep).astype(np.int64)
+    kept_ptr = np.searchsorted(kept, layout.round_offsets).astype(np.int64)
+    return MeasurementLayout(nm, ends, max(1, (int(np.diff(ends).max()) + 7) // 8), det_ptr, det_rec, det_flip, kept,
+                             kept_ptr)

@@ -120,14 +120,14 @@ def build_stream(cfg: StreamConfig, step=None, circuit: stim.Circuit | None = No
     return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit, step)
 
 
-def _measurements(cfg: StreamConfig, circuit: stim.Circuit | None, layout: DetectorLayout):
+def _measurements(cfg: StreamConfig, circuit: stim.Circuit | None, layout: DetectorLayout, keep: np.ndarray):
     if cfg.input != "measurements":
         return None
     if circuit is None:
         from rtdecoder.config import ConfigError
 
         raise ConfigError(f"stream {cfg.id}: input = \"measurements\" needs the circuit, not only its DEM")
-    return measurement_layout(circuit, layout)
+    return measurement_layout(circuit, layout, keep)
 
 
 def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: stim.Circuit | None = None,
@@ -143,7 +143,7 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     step("window graphs")
     plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep)
     spec = decoders.get(cfg.decoder)
-    mlayout = _measurements(cfg, circuit, layout)
+    mlayout = _measurements(cfg, circuit, layout, keep)
     step(f"{spec.name} decoder")
     return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep, mlayout)
 
@@ -254,8 +254,9 @@ class Engine:
         allow: list[np.ndarray] = []
         moffs, dptr, drec, dflip = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], \
             [np.zeros(0, np.uint8)]
-        moff_base = det_base = rec_base = meas_base = 0
-        mplans: dict[int, tuple[int, int]] = {}  # id(plan) -> its (moffs, dptr) bases
+        dkept, dkptr = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        moff_base = det_base = rec_base = meas_base = kept_base = kptr_base = 0
+        mplans: dict[int, tuple[int, int, int]] = {}  # id(plan) -> its (moffs, dptr, dkptr) bases
         allow_at: dict[tuple[str, ...], tuple[int, int]] = {}
         allow_base = 0
         keep: list[np.ndarray] = []
@@ -310,7 +311,11 @@ class Engine:
             ml = rt.mlayout
             if ml is not None:
                 if id(plan) not in mplans:
-                    mplans[id(plan)] = (moff_base, det_base)
+                    mplans[id(plan)] = (moff_base, det_base, kptr_base)
+                    dkept.append(ml.kept)
+                    dkptr.append(ml.kept_ptr + kept_base)
+                    kept_base += len(ml.kept)
+                    kptr_base += len(ml.kept_ptr)
                     moffs.append(ml.meas_offsets)
                     moff_base += len(ml.meas_offsets)
                     dptr.append(ml.det_ptr + rec_base)
@@ -319,7 +324,7 @@ class Engine:
                     drec.append(ml.det_rec)
                     rec_base += len(ml.det_rec)
                 row[K.C_INPUT] = P.INPUT_MEASUREMENTS
-                row[K.C_MOFF_BASE], row[K.C_DET_BASE] = mplans[id(plan)]
+                row[K.C_MOFF_BASE], row[K.C_DET_BASE], row[K.C_KPTR_BASE] = mplans[id(plan)]
                 row[K.C_MEAS_BASE] = meas_base
                 meas_base += ml.num_measurements
         self.offs = np.concatenate(offs).astype(np.int64)
@@ -328,6 +333,8 @@ class Engine:
         self.dptr = np.concatenate(dptr).astype(np.int64)
         self.drec = np.concatenate(drec).astype(np.int64)
         self.dflip = np.concatenate(dflip).astype(np.uint8)
+        self.dkept = np.concatenate(dkept).astype(np.int64)
+        self.dkptr = np.concatenate(dkptr).astype(np.int64)
         self.meas = np.zeros(meas_base, np.uint8)
         if self._host_alloc is None:
             self.syn = np.zeros(syn_base, np.uint8)
@@ -341,7 +348,7 @@ class Engine:
         self._build_union_find(self._plan_rts)
         self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
                                self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow,
-                               self.moffs, self.meas, self.dptr, self.drec, self.dflip)
+                               self.moffs, self.meas, self.dptr, self.drec, self.dflip, self.dkept, self.dkptr)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)

@@ -46,3 +46,26 @@ def test_prefetch_of_any_index_changes_nothing_and_never_faults():
     arr = np.arange(100, dtype=np.int64)
     assert _prefetch_anywhere(arr, np.array([0, 99, 100, -1, 1 << 40, -(1 << 40)], np.int64)) == 6
     assert np.array_equal(arr, np.arange(100))
+
+
+def test_numba_caches_are_dropped_when_any_compiled_source_changes(tmp_path):
+    """A cached loop holds the code of the kernels it calls from other files: editing one of
+    those must not leave the old code running (``rtdecoder.kernels._forget_stale_caches``)."""
+    import os
+
+    from rtdecoder.kernels import _forget_stale_caches
+
+    (tmp_path / "pyproject.toml").write_text("")
+    for d in ("kernels", "transport", "rtdecoder", "bench"):
+        (tmp_path / d / "__pycache__").mkdir(parents=True)
+        (tmp_path / d / "a.py").write_text("x = 1\n")
+        (tmp_path / d / "__pycache__" / "a.f-1.py311.nbi").write_text("")
+    pkg = tmp_path / "kernels"
+    _forget_stale_caches(pkg)  # no stamp yet: every cache goes
+    assert not list(tmp_path.rglob("*.nbi"))
+    (tmp_path / "bench" / "__pycache__" / "b.nbc").write_text("")
+    _forget_stale_caches(pkg)  # nothing changed: the new cache stays
+    assert (tmp_path / "bench" / "__pycache__" / "b.nbc").exists()
+    os.utime(tmp_path / "transport" / "a.py", ns=(1, 1))  # an edit in another folder
+    _forget_stale_caches(pkg)
+    assert not (tmp_path / "bench" / "__pycache__" / "b.nbc").exists()
