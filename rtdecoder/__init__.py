@@ -1,14 +1,15 @@
 """rtdecoder: a real-time quantum-error-correction decoder service.
 
-A controller streams syndrome data (detection events, round by round) over UDP; rtdecoder decodes
-them in sliding windows and sends corrections (logical observable flips) back, measuring every
-latency. See README.md and docs/architecture.md.
+A controller streams syndrome data (detection events or raw measurements, round by round) over UDP
+or RoCE; rtdecoder decodes them in sliding windows and sends corrections (logical observable flips)
+back, measuring every latency. See README.md and docs/architecture.md.
 
 Public surface:
 
 - ``StreamConfig``, ``ServerConfig``, ``load_config``, ``ConfigError``: configuration.
 - ``Engine``: the configured streams, their tables and decoders (``rtdecoder.engine``).
-- ``MatchingDecoder``: the two-phase decoder description (``rtdecoder.decoders``).
+- ``rtdecoder.decoders`` and ``rtdecoder.transport``: the registries of decoders and transports
+  (``register``, ``get``, ``names``), which plug-ins extend.
 """
 
 __version__ = "0.1.0"

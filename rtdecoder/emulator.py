@@ -639,7 +639,8 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Repo
     elapsed = max(busy_ns, 1) / 1e9
     return Report(
         circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
-        window=service["window"], commit=service["commit"], rounds_per_packet=opts.rounds_per_packet, cycle_us=opts.cycle_us,
+        window=service["window"], commit=service["commit"], rounds_per_packet=opts.rounds_per_packet,
+        cycle_us=opts.cycle_us,
         shots=nshots, latency_us=percentiles(lat), server_latency_us=percentiles(server[answered]),
         throughput_rounds_per_s=nshots * layout.num_rounds / elapsed,
         logical_error_rate=ler, logical_error_rate_stderr=ler_se,

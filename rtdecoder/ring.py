@@ -1,9 +1,9 @@
 """The receive ring: page-locked host memory cut into power-of-two slots.
 
 The UDP transport receives into its slots and the RoCE transport registers it as the memory
-region a controller RDMA-writes into. It is an anonymous ``mmap`` locked with ``mlock(2)``; where locking is not permitted
-(``RLIMIT_MEMLOCK``) the ring still works, unlocked, and ``pinned_reason`` says why, so that
-``rtdecoder serve`` can print it.
+region a controller RDMA-writes into. It is an anonymous ``mmap`` locked with ``mlock(2)``; where
+locking is not permitted (``RLIMIT_MEMLOCK``) the ring still works, unlocked, and
+``pinned_reason`` says why, so that ``rtdecoder serve`` can print it.
 """
 
 from __future__ import annotations

@@ -90,7 +90,18 @@ class Server:
         self.config_path = config_path
         self._draining = False
         self._reload_pending = False
+        self.opened = None
+        self._httpd = None
+        self.gpu = None
         self._pm_qos = hold_cpu_dma_latency(log)
+        try:
+            self._start(cfg, log, echo)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, cfg: ServerConfig, log: TextIO, echo: bool) -> None:
+        """Addresses, then streams, workers and the compiled loop (``__init__``)."""
         allowed = os.sched_getaffinity(0)
         missing = [c for c in cfg.cpus if c not in allowed]
         if missing:
@@ -115,28 +126,21 @@ class Server:
         self.address = self.opened.address
         self.collector: EngineCollector | None = None
         self.metrics_port = -1
-        self._httpd = None
         registry = CollectorRegistry(auto_describe=False)
         if cfg.metrics_port >= 0:
             try:
                 self._httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
             except OSError as e:
-                self.opened.close()
                 raise OSError(e.errno, f"cannot serve metrics on http://{cfg.metrics_host}:{cfg.metrics_port}: "
                                        f"{e.strerror} (choose another with --metrics-port, or metrics_port in the "
                                        "config file's [server]; -1 turns metrics off)") from None
             self.metrics_port = self._httpd.server_port
-        try:
-            self._build(cfg, backend, cpus, echo, registry)
-        except BaseException:
-            self.close()
-            raise
+        self._build(cfg, backend, cpus, echo, registry)
 
     def _build(self, cfg: ServerConfig, backend: str, cpus: list, echo: bool, registry: CollectorRegistry) -> None:
         """The streams, the GPU decoder, the workers and the compiled loop, once the addresses are bound."""
         log = self.log
         t0 = time.perf_counter()
-        self.gpu: PersistentDecoder | None = None
         self.workers: list[Worker] = []
         self.engine = Engine(cfg.streams, slot_bytes=1 << max(s.max_datagram for s in cfg.streams).bit_length(),
                              host_alloc=mapped_zeros if backend == "gpu" else None, log=log,
@@ -295,7 +299,9 @@ class Server:
         return self.engine.counters + sum(w.state.counters for w in self.workers)
 
     def close(self) -> None:
-        self.opened.close()
+        if self.opened is not None:
+            self.opened.close()
+            self.opened = None
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -303,7 +309,7 @@ class Server:
         if self._pm_qos is not None:
             os.close(self._pm_qos)
             self._pm_qos = None
-        if getattr(self, "gpu", None) is not None:
+        if self.gpu is not None:
             self.gpu.stop()
             self.gpu = None
 
