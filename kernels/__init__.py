@@ -25,9 +25,10 @@ def _forget_stale_caches(pkg: _Path | None = None) -> None:
     holds the code and constants of the functions it calls from other files (a transport's loop
     holds ``process_datagram``, which holds ``ingest``, which holds ``tables``' constants): after
     an edit to one of those, the cached callers would run the old code. So the caches of every
-    folder with compiled code are dropped whenever any of its Python files changed (by size or
-    modification time) since they were written. An installed package never changes; a checkout
-    being edited recompiles once. ``pkg``: this folder (another in tests)."""
+    folder with compiled code are dropped whenever one of its Python files that uses numba (or
+    ``protocol.py``, whose constants compiled code holds; any file of this folder) changed, by
+    size or modification time, since they were written. An installed package never changes; a
+    checkout being edited recompiles once. ``pkg``: this folder (another in tests)."""
     pkg = pkg or _Path(__file__).resolve().parent
     root = pkg.parent
     folders = [pkg, root / "rtdecoder", root / "transport"]
@@ -37,6 +38,8 @@ def _forget_stale_caches(pkg: _Path | None = None) -> None:
     h = _hashlib.sha256()
     for f in folders:
         for p in sorted(f.rglob("*.py")):
+            if f != pkg and p.name != "protocol.py" and "numba" not in p.read_text(errors="replace"):
+                continue  # no compiled code, no constants of it: an edit there changes no cache
             st = p.stat()
             h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     stamp = pkg / "__pycache__" / "numba-sources.sha256"

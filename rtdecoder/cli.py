@@ -275,6 +275,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     with service:
         console.print(f"service on udp {service.host}:{service.port}, metrics on "
                       f"http://127.0.0.1:{service.metrics_port}/metrics")
+        for line in service.stderr().splitlines():  # what the service notes about the stream
+            if "note:" in line or "warning:" in line:
+                console.print(line.strip(), markup=False, highlight=False)
         report = run_emulator(cfg, dataclasses.replace(opts, host=service.host, port=service.port))
         try:
             metrics = service.scrape()

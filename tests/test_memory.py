@@ -58,7 +58,7 @@ def test_numba_caches_are_dropped_when_any_compiled_source_changes(tmp_path):
     (tmp_path / "pyproject.toml").write_text("")
     for d in ("kernels", "transport", "rtdecoder", "bench"):
         (tmp_path / d / "__pycache__").mkdir(parents=True)
-        (tmp_path / d / "a.py").write_text("x = 1\n")
+        (tmp_path / d / "a.py").write_text("import numba\n")
         (tmp_path / d / "__pycache__" / "a.f-1.py311.nbi").write_text("")
     pkg = tmp_path / "kernels"
     _forget_stale_caches(pkg)  # no stamp yet: every cache goes

@@ -220,6 +220,8 @@ def test_stream_flags_beside_config_are_a_warning(tmp_path):
 def test_a_window_that_covers_the_shot_is_said_so():
     lines = Engine([StreamConfig(distance=3, rounds=5, window=20)]).describe()
     assert any("window 20 covers the whole shot (6 round blocks)" in ln for ln in lines), lines
+    r = run("demo", "--distance", "3", "--rounds", "5", "--window", "20", "--shots", "20", "--no-progress")
+    assert r.returncode == 0 and "window 20 covers the whole shot (6 round blocks)" in r.stderr, r.stderr[-2000:]
 
 
 def test_emulator_flags_are_checked_before_the_demo_starts_a_service():
