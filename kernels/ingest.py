@@ -40,6 +40,24 @@ little-endian word: a wire byte of detection events (§5, least significant bit 
 with one load and one store."""
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def unpack_round(buf, blk, cnt, dst, o, keep, masked):
+    """The ``cnt`` bits of the block at ``buf[blk]`` (§5, least significant first) into bytes
+    ``dst[o:o + cnt]``, ANDed with ``keep[o:o + cnt]`` when ``masked``: a word store per whole wire
+    byte (``SPREAD``), bit by bit for the last bits, so nothing is written past the round."""
+    full = cnt >> 3
+    if masked:
+        for k in range(full):
+            store_word(dst, o + 8 * k, SPREAD[buf[blk + k]] & load_word(keep, o + 8 * k))
+        for j in range(full << 3, cnt):
+            dst[o + j] = ((buf[blk + full] >> (j & 7)) & 1) & keep[o + j]
+    else:
+        for k in range(full):
+            store_word(dst, o + 8 * k, SPREAD[buf[blk + k]])
+        for j in range(full << 3, cnt):
+            dst[o + j] = (buf[blk + full] >> (j & 7)) & 1
+
+
 @njit(cache=True, _nrt=False)
 def reject(tx, buf, n, status, shot_id, expected_round, rx_ns, counters, out):
     counters[status] += 1
@@ -257,16 +275,10 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, d
     sbase = st[sid, C_SYN_BASE]
     if inp:
         mbase = st[sid, C_MEAS_BASE]
-        for i in range(nr):  # the measurements, as detection events are below, but not masked
+        for i in range(nr):  # the measurements, unmasked: a detector may read any of them
             r = first + i
-            o = mbase + moffs[cbase + r]
-            cnt = moffs[cbase + r + 1] - moffs[cbase + r]
-            blk = HEADER_LEN + i * rbytes
-            full = cnt >> 3
-            for k in range(full):
-                store_word(meas, o + 8 * k, SPREAD[buf[blk + k]])
-            for j in range(full << 3, cnt):
-                meas[o + j] = (buf[blk + full] >> (j & 7)) & 1
+            unpack_round(buf, HEADER_LEN + i * rbytes, moffs[cbase + r + 1] - moffs[cbase + r], meas,
+                         mbase + moffs[cbase + r], keep, False)
         dbase = st[sid, C_DET_BASE]
         kb = st[sid, C_KPTR_BASE]
         for t in range(dkptr[kb + first], dkptr[kb + first + nr]):  # the kept detectors of these rounds
@@ -281,16 +293,10 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, d
                     v ^= meas[mbase + drec[k]]
             syn[sbase + j] = v
     else:
-        for i in range(nr):  # unpack: a word store per whole byte, bit by bit for a round's last bits
+        for i in range(nr):
             r = first + i
             o = sbase + offs[base + r]
-            cnt = offs[base + r + 1] - offs[base + r]
-            blk = HEADER_LEN + i * rbytes
-            full = cnt >> 3
-            for k in range(full):
-                store_word(syn, o + 8 * k, SPREAD[buf[blk + k]] & load_word(keep, o + 8 * k))
-            for j in range(full << 3, cnt):
-                syn[o + j] = ((buf[blk + full] >> (j & 7)) & 1) & keep[o + j]
+            unpack_round(buf, HEADER_LEN + i * rbytes, offs[base + r + 1] - offs[base + r], syn, o, keep, True)
     st[sid, S_NEXT_ROUND] = first + nr
     st[sid, S_RX_NS] = rx_ns
     st[sid, S_TS] = ts
