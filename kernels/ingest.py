@@ -41,6 +41,23 @@ with one load and one store."""
 
 
 @njit(cache=True, inline="always", _nrt=False)
+def padding_clear(buf, first, nr, rbytes, counts, cbase):
+    """Whether every bit past a round's count (``counts[cbase + r + 1] - counts[cbase + r]``
+    detectors or measurements) is zero in the ``nr`` blocks from round ``first`` (§5)."""
+    for i in range(nr):
+        r = first + i
+        cnt = counts[cbase + r + 1] - counts[cbase + r]
+        blk = HEADER_LEN + i * rbytes
+        for k in range(cnt >> 3, rbytes):
+            b = np.int64(buf[blk + k])
+            if k == (cnt >> 3):
+                b = b >> (cnt & 7)
+            if b != 0:
+                return False
+    return True
+
+
+@njit(cache=True, inline="always", _nrt=False)
 def unpack_round(buf, blk, cnt, dst, o, keep, masked):
     """The ``cnt`` bits of the block at ``buf[blk]`` (§5, least significant first) into bytes
     ``dst[o:o + cnt]``, ANDed with ``keep[o:o + cnt]`` when ``masked``: a word store per whole wire
@@ -257,21 +274,12 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, d
         return
     base = st[sid, C_OFF_BASE]
     inp = st[sid, C_INPUT]
-    cbase = st[sid, C_MOFF_BASE] if inp else base
-    counts = moffs if inp else offs
-    # Bits past a round's detector (measurement) count must be zero (§5).
-    for i in range(nr):
-        r = first + i
-        cnt = counts[cbase + r + 1] - counts[cbase + r]
-        blk = HEADER_LEN + i * rbytes
-        for k in range(cnt >> 3, rbytes):
-            b = np.int64(buf[blk + k])
-            if k == (cnt >> 3):
-                b = b >> (cnt & 7)
-            if b != 0:
-                st[sid, S_POISONED] = 1
-                reject(tx, buf, n, ST_BAD_PAYLOAD, shot, expected, rx_ns, counters, out)
-                return
+    cbase = st[sid, C_MOFF_BASE]
+    if not (padding_clear(buf, first, nr, rbytes, moffs, cbase) if inp else
+            padding_clear(buf, first, nr, rbytes, offs, base)):
+        st[sid, S_POISONED] = 1
+        reject(tx, buf, n, ST_BAD_PAYLOAD, shot, expected, rx_ns, counters, out)
+        return
     sbase = st[sid, C_SYN_BASE]
     if inp:
         mbase = st[sid, C_MEAS_BASE]

@@ -73,9 +73,10 @@ TOKEN = 1_000_000_000
 """One reply in the bucket's units (token-nanoseconds: refilling at ``rate`` per second adds
 ``rate`` units per ns)."""
 
-_STATES: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+_STATES: dict[int, weakref.ref] = {}
 """Live ``rtdecoder.worker.WorkerState``s by ``wid``, for the escapes (only integers cross into
-object mode). Weak: a state, and the engine it serves, is freed once nothing else holds it."""
+object mode). Weak: a state, and the engine it serves, is freed once nothing else holds it (and
+its entry goes with it)."""
 _next_wid = [0]
 
 
@@ -83,18 +84,18 @@ def register_state(state) -> int:
     """A new ``wid`` under which the escapes find ``state``."""
     wid = _next_wid[0]
     _next_wid[0] += 1
-    _STATES[wid] = state
+    _STATES[wid] = weakref.ref(state, lambda _, wid=wid: _STATES.pop(wid, None))
     return wid
 
 
 def _decode_escape(wid: int, sid: int, k: int) -> int:
     """Object-mode side of the escape: decode global window ``k`` of stream ``sid`` with the
     stream's compiled decoder; the number of chosen edges (in the state's ``chosen``), or -1."""
-    state = _STATES[wid]
+    state = _STATES[wid]()
     e = state.engine
     t0 = time.perf_counter_ns()
     try:
-        g, events = e.window_events(sid, k)
+        g, events = e.escape_windows[sid][k]
         chosen, n = e.decoders[sid].decode_window(g, events)
         state.escape_chosen[:n] = chosen[:n]
     except ValueError:
@@ -107,7 +108,7 @@ def post_replies(wid: int, q: int, consumed: int) -> int:
     """Object-mode side of a ring transport's reply escape: post ``q`` queued replies through the
     worker's ``WorkerState.poster``; -1 if the link is gone (the replies count as dropped)."""
     try:
-        return _STATES[wid].poster.post(q, consumed)
+        return _STATES[wid]().poster.post(q, consumed)
     except Exception:  # noqa: BLE001 - the link is gone: the replies are counted as dropped
         return -1
 

@@ -354,19 +354,21 @@ class Engine:
         self.decoders = [None] * (max_sid + 1)
         for rt in rts:
             self.decoders[rt.cfg.id] = rt.decoder
-        # Per global window, made once: where its detection events start in its stream's part of
-        # syn, how many nodes its graph has, and the graph's index in its plan; the escape reads
-        # them to hand the decoder a view of syn (carry included).
-        self.window_span = spans
+        # Per stream whose decoder escapes, made once: each of its (global) windows' graph index
+        # in the stream's plan and detection events (a view of syn, carry included); the escape
+        # only looks them up.
+        self.escape_windows: list[dict | None] = [None] * (max_sid + 1)
+        for rt in rts:
+            if rt.spec.call == "escape":
+                sid = rt.cfg.id
+                wb, sb = int(self.st[sid, K.C_WIN_BASE]), int(self.st[sid, K.C_SYN_BASE])
+                views = {}
+                for k in range(wb, wb + rt.plan.num_windows):
+                    rel, n, g = spans[k]
+                    views[k] = (g, self.syn[sb + rel:sb + rel + n])
+                self.escape_windows[sid] = views
         # The in-process path's worker state: room for every reply one datagram can produce.
         self._set_local(WorkerState(self, tx_slots=self.max_windows + 4))
-
-    def window_events(self, sid: int, k: int) -> tuple[int, np.ndarray]:
-        """Global window ``k`` of stream ``sid``: its graph's index in the stream's plan and its
-        detection events (a view of ``syn``)."""
-        rel, n, g = self.window_span[k]
-        lo = int(self.st[sid, K.C_SYN_BASE]) + rel
-        return g, self.syn[lo:lo + n]
 
     def _set_local(self, state: WorkerState) -> None:
         """The in-process path's worker state: room for every reply one datagram can produce."""
