@@ -66,6 +66,22 @@ def parse_cpu_list(value: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def format_ids(ids) -> str:
+    """Sorted ids as ranges, the inverse of ``parse_cpu_list``: a log line per group of streams
+    or worker, however many.
+
+    >>> format_ids([0, 1, 2, 5, 7, 8])
+    '0-2, 5, 7-8'
+    """
+    out: list[list[int]] = []
+    for i in sorted(ids):
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out) or "none"
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """One stream.

@@ -49,7 +49,8 @@ from rtdecoder.kernels.tables import (
     S_POISONED, S_RX_NS, S_SHOT, TR_CHECKED, TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM,
     TRACE_LEN, W_GRAPH, W_START)
 from rtdecoder.kernels.window import commit_window, next_window
-from rtdecoder.kernels.wire import OFF_STREAM, OFF_TYPE, STAMP_OFFSET, T_ERROR, wr, write_error
+from rtdecoder.kernels.wire import (OFF_ERR_STATUS, OFF_STREAM, OFF_TYPE, ST_SHOT_ABANDONED, STAMP_OFFSET, T_ERROR, rd,
+                                   wr, write_error)
 from rtdecoder.transport import libc as L
 
 # process_datagram is nogil (the in-process path must not hold the GIL while it waits for the GPU
@@ -263,8 +264,9 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, s
            tables.dkept, tables.dkptr, counters, txbuf[q], out, tables.allow, src_hi, src_lo, shed)
     sid = out[OUT_STREAM]
     error = out[OUT_REPLY_LEN] != 0 and txbuf[q, OFF_TYPE] == T_ERROR
-    if error and sid >= 0 and next_window(st, win, sid) >= 0:
-        pass  # SHOT_ABANDONED about the old shot: the new shot's corrections answer instead (§6.2 rule 2)
+    abandoned = error and sid >= 0 and rd(txbuf[q], OFF_ERR_STATUS, 2) == ST_SHOT_ABANDONED
+    if abandoned and next_window(st, win, sid) >= 0:
+        pass  # about the old shot: the new shot's corrections are the answer instead (§6.2 rule 2)
     elif error and not take_error_token(state.rl, src_hi, src_lo, src_port, rx):
         counters[CNT_ERRORS_SUPPRESSED] += 1
     elif out[OUT_REPLY_LEN]:

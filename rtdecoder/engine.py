@@ -22,7 +22,7 @@ import stim
 from rtdecoder import dataplane as D
 from rtdecoder import decoders
 from rtdecoder import protocol as P
-from rtdecoder.config import StreamConfig
+from rtdecoder.config import StreamConfig, format_ids
 from rtdecoder.decoders import CompiledWindowDecoder, DecoderSpec
 from rtdecoder.dem import (DetectorLayout, MeasurementLayout, dem_components, detector_layout, make_circuit,
                            measurement_layout, observable_detectors)
@@ -174,17 +174,6 @@ def _build_checked(cfg: StreamConfig, max_stream_gib: float, log) -> StreamRunti
         return build_stream(cfg, lambda name: status.update(f"{head}: {name}"), circuit)
 
 
-def _ranges(ids: list[int]) -> str:
-    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
-    out: list[list[int]] = []
-    for i in ids:
-        if out and i == out[-1][1] + 1:
-            out[-1][1] = i
-        else:
-            out.append([i, i])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out)
-
-
 class Engine:
     """The configured streams and the preallocated tables the hot path works on.
 
@@ -236,7 +225,7 @@ class Engine:
         for rts in groups.values():
             rt = rts[0]
             ids = sorted(r.cfg.id for r in rts)
-            who = f"stream {ids[0]}" if len(ids) == 1 else f"{len(ids)} streams ({_ranges(ids)}), one DEM and plan:"
+            who = f"stream {ids[0]}" if len(ids) == 1 else f"{len(ids)} streams ({format_ids(ids)}), one DEM and plan:"
             text = rt.cfg.describe().split(": ", 1)[1]
             lines.append(f"{who} {text}: {rt.layout.num_detectors} detectors in {rt.layout.num_rounds} rounds, "
                          f"{rt.plan.num_windows} windows on {len(rt.plan.graphs)} distinct graphs")

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["rtdecoder.protocol", "rtdecoder.windows"])
+@pytest.mark.parametrize("name", ["rtdecoder.protocol", "rtdecoder.windows", "rtdecoder.config",
+                                  "rtdecoder.decoders"])
 def test_docstring_examples(name):
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

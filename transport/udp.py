@@ -242,6 +242,7 @@ class UdpEndpoint:
 
 
 def _open(ctx: ServeContext) -> Opened:
+    from rtdecoder.config import format_ids
     from rtdecoder.ring import PinnedRing
     from rtdecoder.worker import Worker
 
@@ -258,22 +259,11 @@ def _open(ctx: ServeContext) -> Opened:
                               gpu_slot=slot, error_limit=(cfg.error_replies_per_s, cfg.error_burst)))
             owned = sorted(s for s in engine.streams if s % len(ctx.cpus) == i)
             where = f"pinned to CPU {cpu}" if cpu is not None else "not pinned (give --cpus to pin)"
-            print(f"rtdecoder: worker {i} {where}, streams {_ranges(owned)}, ring {ring.slots} x {ring.slot_bytes} "
+            print(f"rtdecoder: worker {i} {where}, streams {format_ids(owned)}, ring {ring.slots} x {ring.slot_bytes} "
                   f"bytes {ring.pinned_reason}", file=ctx.log)
         return out
 
     return Opened(t.address, workers, t.close, t.fds())
-
-
-def _ranges(ids: list[int]) -> str:
-    """``[0, 1, 2, 5]`` as ``0-2, 5``: a worker's streams in a line, however many."""
-    out: list[str] = []
-    for i in ids:
-        if out and i == int(out[-1].split("-")[-1]) + 1:
-            out[-1] = f"{out[-1].split('-')[0]}-{i}"
-        else:
-            out.append(str(i))
-    return ", ".join(out) or "none"
 
 
 class UdpController:
