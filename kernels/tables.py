@@ -61,16 +61,37 @@ C_MEAS_BASE = 21
 """Measurement streams: the stream's first measurement in ``meas``."""
 C_KPTR_BASE = 22
 """Measurement streams: the stream's first entry in ``dkptr`` (its kept detectors per round)."""
-S_HAS_SHOT = 23
-S_SHOT = 24
-S_NEXT_ROUND = 25
-S_POISONED = 26
-S_DONE = 27
-S_NEXT_WIN = 28
-S_CUM = 29
-S_RX_NS = 30
-S_TS = 31
-NUM_COLS = 32
+C_CQ_BASE = 23
+"""The stream's first byte in ``cqbits``: the bits a CUQR controller has enqueued for the
+current shot (``rtdecoder.kernels.cuqr``)."""
+C_CQ_BITS = 24
+"""Bits per shot in the CUQR dialect: the stream's measurements, or its detectors."""
+S_HAS_SHOT = 25
+S_SHOT = 26
+S_NEXT_ROUND = 27
+S_POISONED = 28
+S_DONE = 29
+S_NEXT_WIN = 30
+S_CUM = 31
+S_RX_NS = 32
+S_TS = 33
+S_CQ_POS = 34
+"""CUQR: bits of the current shot enqueued so far."""
+S_CQ_ROUNDS = 35
+"""CUQR: rounds of the current shot handed to the data path so far."""
+S_CQ_STATE = 36
+"""CUQR: ``CQ_COLLECTING``, ``CQ_READY`` (the shot's correction can be read) or ``CQ_FAILED``."""
+S_CQ_DROPPED = 37
+"""CUQR: 1 once an enqueue was dropped (overload), until ``reset_decoder``."""
+S_CQ_SHOT = 38
+"""CUQR: the shot id under which the current shot's rounds go through the data path."""
+S_CQ_RESULT = 39
+"""CUQR: the observable flips of the last decoded shot (a mask, observable ``i`` at bit ``i``)."""
+NUM_COLS = 40
+
+CQ_COLLECTING = 0
+CQ_READY = 1
+CQ_FAILED = 2
 
 CALL_ESCAPE = 0
 """The decoder's ``decode_window`` in Python, through the data plane's object-mode escape."""
@@ -120,7 +141,14 @@ CNT_OVERLOADED = CNT_BASE + 13
 """Times the worker entered overload (and began answering new shots BUSY)."""
 CNT_DESCRIBE = CNT_BASE + 14
 """DESCRIBE messages answered."""
-NUM_COUNTERS = CNT_BASE + 15
+CNT_CQ_REQUESTS = CNT_BASE + 15
+"""CUQR requests received (``rtdecoder.kernels.cuqr``); they are not counted in ``CNT_PACKETS``."""
+CNT_CQ_FUNCTION = CNT_BASE + 16
+"""Three counters: CUQR ``enqueue_syndromes``, ``get_corrections`` and ``reset_decoder`` requests."""
+CNT_CQ_STATUS = CNT_BASE + 19
+"""``NUM_CQ_STATUS`` counters: CUQR replies by status (``OK`` .. ``SYNDROMES_DROPPED``)."""
+NUM_CQ_STATUS = 7
+NUM_COUNTERS = CNT_CQ_STATUS + NUM_CQ_STATUS
 
 # --- histogram rows -----------------------------------------------------------------------------
 MAX_DECODERS = 32
@@ -209,6 +237,8 @@ class Tables(NamedTuple):
     """The detectors that are computed (``keep``), per stream relative to ``C_DET_BASE``; those of
     round ``r`` are ``dkept[dkptr[C_KPTR_BASE + r]:dkptr[C_KPTR_BASE + r + 1]]``."""
     dkptr: np.ndarray
+    cqbits: np.ndarray
+    """uint8: every stream's current CUQR shot's enqueued bits, one byte each (``C_CQ_BASE``)."""
 
 
 class WorkerArrays(NamedTuple):
@@ -236,6 +266,10 @@ class WorkerArrays(NamedTuple):
     """``(RL_SLOTS + 1, 6)``: the error-reply token buckets (``rtdecoder.dataplane``)."""
     ctl: np.ndarray
     """``(NUM_CTL,)``: the control words."""
+    cq_in: np.ndarray
+    """uint8: where a CUQR request's rounds are written as a SYNDROME (``rtdecoder.kernels.cuqr``)."""
+    cq_tx: "TxArrays"
+    """The data path's replies to those SYNDROMEs: read by the CUQR layer, never sent."""
     wid: int
     """The key under which the escapes find the worker's ``WorkerState``."""
 

@@ -34,20 +34,25 @@ import time
 import warnings
 import weakref
 
+import numpy as np
 from numba import njit, objmode
 
 from rtdecoder import protocol as P
+from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import slots as GS
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.histogram import observe
-from rtdecoder.kernels.ingest import ingest
+from rtdecoder.kernels.ingest import allowed, ingest
 from rtdecoder.kernels.tables import (
-    C_CALL, C_CONFIGURED, C_DECODER, C_OFF_BASE, C_SYN_BASE, CALL_COMPILED, CNT_ERRORS_SUPPRESSED,
-    CNT_SEND_DROPPED, CTL_DRAIN, CTL_WORKER, CTL_WORKERS, HIST_CHECK, HIST_DECODE, HIST_ESCAPE, HIST_SEND,
-    HIST_SERVER, HIST_STAGE_DECODE, M_NEXT, M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM, S_DONE, S_HAS_SHOT,
-    S_POISONED, S_RX_NS, S_SHOT, TR_CHECKED, TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM,
-    TRACE_LEN, W_GRAPH, W_START)
+    C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DECODER, C_INPUT, C_MOFF_BASE, C_NOBS,
+    C_NROUNDS, C_OFF_BASE, C_READY, C_SYN_BASE, CALL_COMPILED, CNT_BYTES, CNT_CQ_FUNCTION as CQ_FUNCTION,
+    CNT_CQ_REQUESTS as CQ_REQUESTS, CNT_CQ_STATUS as CQ_STATUS, CNT_ERRORS_SUPPRESSED, CNT_PACKETS, CNT_SEND_DROPPED,
+    CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_DRAIN, CTL_WORKER, CTL_WORKERS, HIST_CHECK, HIST_DECODE, HIST_ESCAPE,
+    HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE, M_NEXT, M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM,
+    REJECT_NOT_ALLOWED, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_HAS_SHOT, S_POISONED,
+    S_RX_NS, S_SHOT, TR_CHECKED, TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM, TRACE_LEN, W_GRAPH,
+    W_START)
 from rtdecoder.kernels.window import commit_window, next_window
 from rtdecoder.kernels.wire import (OFF_ERR_STATUS, OFF_STREAM, OFF_TYPE, ST_SHOT_ABANDONED, STAMP_OFFSET, T_ERROR, rd,
                                    wr, write_error)
@@ -234,6 +239,176 @@ def flush(fd, tx, state):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws, tx):
+    """Handle one received datagram of either dialect: CUQR (``process_cuqr``) when it begins
+    with CUQR's request magic, else the service's own (``process_native``). Arguments and result
+    as ``process_native``'s."""
+    if CQ.is_cuqr(buf, n):
+        return process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws,
+                            tx)
+    return process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws, tx)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws, tx):
+    """Handle one CUQR request (``rtdecoder.kernels.cuqr``; docs/cuqr-compat.md) and queue its
+    reply. ``enqueue_syndromes`` hands every round it completes to ``process_native`` as a
+    SYNDROME of the service's protocol; returns 1 if that completed the shot, else 0.
+
+    A request whose header or arguments do not parse is answered BAD_REQUEST, one naming no
+    configured stream INVALID_DECODER (both within the source's ERROR reply budget, like the
+    native ERRORs); one from a source outside the stream's allow-list gets no reply and is
+    counted (``REJECT_NOT_ALLOWED``). Requests shorter than the header get no reply (nothing in
+    them can be echoed)."""
+    st, counters = tables.st, state.counters
+    counters[CQ_REQUESTS] += 1
+    if not allowed(tables.allow, 0, tables.allow.shape[0], src_hi, src_lo):
+        counters[REJECT_NOT_ALLOWED] += 1
+        return 0
+    if n < CQ.HEADER_BYTES or n > buf.shape[0]:
+        if n >= CQ.HEADER_BYTES:  # longer than a receive slot: what fits is the header
+            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    fn = rd(buf, 4, 4)
+    arg_len = rd(buf, 8, 4)
+    if CQ.HEADER_BYTES + arg_len > n:
+        _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    a = CQ.HEADER_BYTES
+    if fn == CQ.FN_ENQUEUE_SYNDROMES:
+        counters[CQ_FUNCTION] += 1
+        if arg_len < CQ.ENQUEUE_ARGS:
+            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+            return 0
+        nbits = rd(buf, a + 24, 8)
+        if nbits <= 0 or nbits > CQ.MAX_SYNDROME_BITS or rd(buf, a + 32, 8) != nbits \
+                or (nbits + 7) >> 3 > arg_len - CQ.ENQUEUE_ARGS:
+            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+            return 0
+    elif fn == CQ.FN_GET_CORRECTIONS:
+        counters[CQ_FUNCTION + 1] += 1
+        if arg_len < CQ.GET_CORRECTIONS_ARGS:
+            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+            return 0
+    elif fn == CQ.FN_RESET_DECODER:
+        counters[CQ_FUNCTION + 2] += 1
+        if arg_len < CQ.RESET_ARGS:
+            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+            return 0
+    else:
+        _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    sid = CQ.stream_of(st, rd(buf, a, 8))
+    if sid < 0:
+        _cq_reply(buf, CQ.INVALID_DECODER, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    if not allowed(tables.allow, st[sid, C_ALLOW_BASE], st[sid, C_ALLOW_N], src_hi, src_lo):
+        counters[REJECT_NOT_ALLOWED] += 1
+        return 0
+    if st[sid, C_READY] == 0:
+        _cq_reply(buf, CQ.NOT_READY, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    if fn == CQ.FN_RESET_DECODER:
+        if shed:
+            _cq_reply(buf, CQ.BUSY, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+            return 0
+        CQ.reset_decoder(st, sid)
+        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    if fn == CQ.FN_GET_CORRECTIONS:
+        size = rd(buf, a + 8, 8)
+        if shed:
+            status = CQ.BUSY
+        elif size <= 0:
+            status = CQ.BAD_REQUEST
+        elif st[sid, S_CQ_DROPPED] == 1:
+            status = CQ.SYNDROMES_DROPPED
+        elif st[sid, S_CQ_STATE] == CQ_FAILED:
+            status = CQ.INTERNAL_ERROR
+        elif size != st[sid, C_NOBS]:
+            status = CQ.BAD_REQUEST
+        elif st[sid, S_CQ_STATE] != CQ_READY:
+            status = CQ.NOT_READY
+        else:
+            status = CQ.OK
+        if status != CQ.OK:
+            _cq_reply(buf, status, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+            return 0
+        _cq_reply(buf, CQ.OK, (size + 7) >> 3, st[sid, S_CQ_RESULT], name_addr, namelen, src_hi, src_lo, src_port,
+                  rx, fd, state, tx)
+        if buf[a + 16] != 0:
+            st[sid, S_CQ_STATE] = CQ_COLLECTING  # the correction is cleared; the shot stays complete
+        return 0
+    # --- enqueue_syndromes ---------------------------------------------------------------------
+    if st[sid, S_CQ_DROPPED] == 1 or st[sid, S_CQ_STATE] == CQ_FAILED:
+        # The shot is lost already: acknowledged and ignored until reset_decoder (the latch is
+        # what get_corrections reports).
+        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    total = st[sid, C_CQ_BITS]
+    if st[sid, S_CQ_POS] == total:  # the last shot is complete: these bits begin the next
+        CQ.start_shot(st, sid)
+    pos = st[sid, S_CQ_POS]
+    if pos == 0 and shed:
+        st[sid, S_CQ_DROPPED] = 1
+        _cq_reply(buf, CQ.SYNDROMES_DROPPED, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    st[sid, S_CQ_STATE] = CQ_COLLECTING
+    if rd(buf, a + 16, 8) != 0 or pos + nbits > total:
+        # A syndrome mapping other than the identity (0), or more bits than the shot holds.
+        st[sid, S_CQ_STATE] = CQ_FAILED
+        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0
+    CQ.unpack_bits(buf, a + CQ.ENQUEUE_ARGS, nbits, tables.cqbits, st[sid, C_CQ_BASE] + pos)
+    pos += nbits
+    st[sid, S_CQ_POS] = pos
+    counts = tables.moffs if st[sid, C_INPUT] else tables.offs
+    cb = st[sid, C_MOFF_BASE] if st[sid, C_INPUT] else st[sid, C_OFF_BASE]
+    nrounds = st[sid, C_NROUNDS]
+    dg, cq_tx = state.cq_in, state.cq_tx
+    status = CQ.OK
+    done = 0
+    while st[sid, S_CQ_ROUNDS] < nrounds and counts[cb + st[sid, S_CQ_ROUNDS] + 1] - counts[cb] <= pos:
+        r = st[sid, S_CQ_ROUNDS]
+        size = CQ.round_datagram(st, counts, tables.cqbits, sid, r, dg)
+        done = process_native(dg, size, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, FLUSH_NONE, tables,
+                              state, ws, cq_tx)
+        counters[CNT_PACKETS] -= 1  # the request was counted once, as a CUQR request
+        counters[CNT_BYTES] -= size
+        st[sid, S_CQ_ROUNDS] = r + 1
+        if CQ.take_replies(st, sid, cq_tx) == CQ.BUSY:
+            st[sid, S_CQ_DROPPED] = 1
+            status = CQ.SYNDROMES_DROPPED
+            break
+        if st[sid, S_CQ_STATE] == CQ_FAILED:
+            break
+    _cq_reply(buf, status, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+    return done
+
+
+@njit(cache=True, _nrt=False)
+def _cq_reply(buf, status, result_len, result, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx):
+    """Queue a CUQR reply with ``status`` and ``result_len`` bytes of ``result`` (a mask, least
+    significant byte first); BAD_REQUEST and INVALID_DECODER only within the source's ERROR
+    reply budget."""
+    counters = state.counters
+    if (status == CQ.BAD_REQUEST or status == CQ.INVALID_DECODER) and \
+            not take_error_token(state.rl, src_hi, src_lo, src_port, rx):
+        counters[CNT_ERRORS_SUPPRESSED] += 1
+        counters[CQ_STATUS + status] += 1
+        return
+    counters[CQ_STATUS + status] += 1
+    if tx.q[0] == tx.buf.shape[0]:
+        flush(fd, tx, state)
+    q = tx.q[0]
+    row = tx.buf[q]
+    size = CQ.write_reply(row, buf, status, result_len)
+    for i in range(result_len):
+        row[CQ.HEADER_BYTES + i] = np.uint8((result >> (8 * i)) & 0xFF) if i < 8 else 0
+    queue_reply(tx, row_addr(tx.buf, q), size, 0, name_addr, namelen)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws, tx):
     """Handle one received datagram: check it, append its rounds, decode and commit every window
     it completed, and queue the replies (docs/wire-protocol.md §6, §7).
 

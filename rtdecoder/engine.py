@@ -244,7 +244,7 @@ class Engine:
         moffs, dptr, drec, dflip = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], \
             [np.zeros(0, np.uint8)]
         dkept, dkptr = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-        moff_base = det_base = rec_base = meas_base = kept_base = kptr_base = 0
+        moff_base = det_base = rec_base = meas_base = kept_base = kptr_base = cq_base = 0
         mplans: dict[int, tuple[int, int, int]] = {}  # id(plan) -> its (moffs, dptr, dkptr) bases
         allow_at: dict[tuple[str, ...], tuple[int, int]] = {}
         allow_base = 0
@@ -298,6 +298,10 @@ class Engine:
             keep.append(rt.keep)
             syn_base += lay.num_detectors
             ml = rt.mlayout
+            row[K.C_CQ_BASE] = cq_base
+            row[K.C_CQ_BITS] = lay.num_detectors if ml is None else ml.num_measurements
+            row[K.S_CQ_POS] = row[K.C_CQ_BITS]  # no CUQR shot begun: the next enqueue begins one
+            cq_base += row[K.C_CQ_BITS]
             if ml is not None:
                 if id(plan) not in mplans:
                     mplans[id(plan)] = (moff_base, det_base, kptr_base)
@@ -325,6 +329,7 @@ class Engine:
         self.dkept = np.concatenate(dkept).astype(np.int64)
         self.dkptr = np.concatenate(dkptr).astype(np.int64)
         self.meas = np.zeros(meas_base, np.uint8)
+        self.cqbits = np.zeros(cq_base, np.uint8)
         if self._host_alloc is None:
             self.syn = np.zeros(syn_base, np.uint8)
         else:
@@ -337,7 +342,8 @@ class Engine:
         self._build_union_find(self._plan_rts)
         self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
                                self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow,
-                               self.moffs, self.meas, self.dptr, self.drec, self.dflip, self.dkept, self.dkptr)
+                               self.moffs, self.meas, self.dptr, self.drec, self.dflip, self.dkept, self.dkptr,
+                               self.cqbits)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)
@@ -407,6 +413,8 @@ class Engine:
             n = int(self.st[sid, K.C_NDET])
             assert n == old.st[sid, K.C_NDET] and self.st[sid, K.C_NWIN] == old.st[sid, K.C_NWIN]
             self.st[sid, K.S_HAS_SHOT:] = old.st[sid, K.S_HAS_SHOT:]
+            a, b, m = int(self.st[sid, K.C_CQ_BASE]), int(old.st[sid, K.C_CQ_BASE]), int(self.st[sid, K.C_CQ_BITS])
+            self.cqbits[a:a + m] = old.cqbits[b:b + m]  # a CUQR controller's bits so far
             a, b = int(self.st[sid, K.C_SYN_BASE]), int(old.st[sid, K.C_SYN_BASE])
             self.syn[a:a + n] = old.syn[b:b + n]
             ml = self.streams[sid].mlayout
@@ -433,6 +441,7 @@ class Engine:
                 self.handle(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=sid, shot_id=1, first_round=first,
                                               num_rounds=nr), bytes(nr * rt.round_bytes)), rx_ns=0)
         self.st[:, K.S_HAS_SHOT:] = 0  # every S_* column: no shot in progress anywhere
+        self.st[:, K.S_CQ_POS] = self.st[:, K.C_CQ_BITS]  # no CUQR shot either: an enqueue begins one
         self.syn[:] = 0
         self.meas[:] = 0
         loc = self.local

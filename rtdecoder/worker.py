@@ -84,11 +84,23 @@ class WorkerState:
         none = np.zeros(0, np.int64)
         self.gpu_slot = gpu_slot if gpu_slot is not None else (none, none, none)
         self.tx_arrays = TxArrays(self.tx.buf, self.tx.hdr, self.tx.iov, self.txflag, self.txq)
+        self._cuqr_scratch(engine)
         self._pack()
+
+    def _cuqr_scratch(self, engine) -> None:
+        """The CUQR layer's scratch SYNDROME and the batch its data-path replies go to
+        (``rtdecoder.dataplane.process_cuqr``): room for a round of the engine's largest
+        stream, and for every reply one round can produce."""
+        if getattr(self, "cq_in", None) is None or len(self.cq_in) < engine.slot_bytes:
+            self.cq_in = np.zeros(engine.slot_bytes, np.uint8)
+        slots = engine.max_windows + 4
+        if getattr(self, "cq_tx", None) is None or self.cq_tx.buf.shape[0] < slots:
+            self.cq_tx = TxArrays(np.zeros((slots, D.TX_BYTES), np.uint8), np.zeros((slots, L.HDR_WORDS), np.int64),
+                                  np.zeros((slots, 2), np.int64), np.zeros(slots, np.int64), np.zeros(1, np.int64))
 
     def _pack(self) -> None:
         self.arrays = WorkerArrays(self.counters, self.hist, self.out, self.trace, self.tmeta, self.escape_chosen,
-                                   self.escape, *self.gpu_slot, self.rl, self.ctl, self.wid)
+                                   self.escape, *self.gpu_slot, self.rl, self.ctl, self.cq_in, self.cq_tx, self.wid)
 
     def rebind(self, engine) -> None:
         """Serve ``engine`` from now on (a reloaded configuration); counters, histograms, trace and
@@ -101,6 +113,7 @@ class WorkerState:
         if any(a > b for a, b in zip(need, self._ws_size)):
             self._ws_size = tuple(max(a, b) for a, b in zip(need, self._ws_size))
             self.workspace = uf.Workspace(*self._ws_size).arrays()
+        self._cuqr_scratch(engine)
         self._pack()
 
     def replies(self) -> list[bytes]:

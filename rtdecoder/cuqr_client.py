@@ -1,0 +1,170 @@
+"""A controller's side of CUDA-Q QEC's real-time RPC ("CUQR"), written from NVIDIA/cudaqx's public
+sources and kept apart from the service's own CUQR code (``rtdecoder.kernels.cuqr`` and
+``rtdecoder.dataplane.process_cuqr``): it imports nothing of the service's, so that the tests and
+``rtdecoder emulate --dialect cuqr`` check the service against the format, not against itself.
+
+Format (docs/cuqr-compat.md has the file and line of each fact): little-endian, packed.
+
+- Request: ``magic u32 = 0x43555152`` ("CUQR"), ``function_id u32`` (FNV-1a-32 of the callee's
+  name), ``arg_len u32``, ``request_id u32``, ``ptp_timestamp u64``; then the arguments.
+- Response: ``magic u32 = 0x43555153`` ("CUQS"), ``status i32``, ``result_len u32``,
+  ``request_id u32``, ``ptp_timestamp u64``; then the result.
+- ``enqueue_syndromes(decoder_id i64, counter i64, syndrome_mapping_id i64, bits)``: the bits go
+  as ``u64`` count, ``u64`` count again (the bit vector's length prefix) and the packed bytes,
+  least significant bit first, no padding.
+- ``get_corrections(decoder_id i64, return_size i64, reset u8)``: 17 bytes of arguments; the
+  result is ``ceil(return_size / 8)`` bytes of bits, least significant first.
+- ``reset_decoder(decoder_id i64)``.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+REQUEST = struct.Struct("<IIIIQ")
+RESPONSE = struct.Struct("<IiIIQ")
+REQUEST_MAGIC = int.from_bytes(b"CUQR", "big")
+RESPONSE_MAGIC = int.from_bytes(b"CUQS", "big")
+STATUS = {0: "OK", 1: "INVALID_DECODER", 2: "BAD_REQUEST", 3: "INTERNAL_ERROR", 4: "NOT_READY", 5: "BUSY",
+          6: "SYNDROMES_DROPPED"}
+
+
+def function_id(name: str) -> int:
+    """FNV-1a (32-bit: offset basis 2166136261, prime 16777619) of ``name``."""
+    h = 2166136261
+    for byte in name.encode("utf-8"):
+        h ^= byte
+        h = (h * 16777619) % (1 << 32)
+    return h
+
+
+ENQUEUE = function_id("enqueue_syndromes")
+GET_CORRECTIONS = function_id("get_corrections")
+RESET = function_id("reset_decoder")
+
+
+def _request(fn: int, args: bytes, request_id: int, ptp: int = 0) -> bytes:
+    return REQUEST.pack(REQUEST_MAGIC, fn, len(args), request_id & 0xFFFFFFFF, ptp) + args
+
+
+def enqueue_syndromes(decoder_id: int, bits: np.ndarray, request_id: int, counter: int = 0, mapping_id: int = 0,
+                      ptp: int = 0) -> bytes:
+    """One ``enqueue_syndromes`` request carrying ``bits`` (0/1 values, any integer dtype)."""
+    bits = np.asarray(bits, np.uint8).ravel()
+    packed = np.packbits(bits, bitorder="little").tobytes()
+    args = struct.pack("<qqqQQ", decoder_id, counter, mapping_id, len(bits), len(bits)) + packed
+    return _request(ENQUEUE, args, request_id, ptp)
+
+
+def get_corrections(decoder_id: int, return_size: int, request_id: int, reset: bool = False, ptp: int = 0) -> bytes:
+    return _request(GET_CORRECTIONS, struct.pack("<qqB", decoder_id, return_size, 1 if reset else 0), request_id, ptp)
+
+
+def reset_decoder(decoder_id: int, request_id: int, ptp: int = 0) -> bytes:
+    return _request(RESET, struct.pack("<q", decoder_id), request_id, ptp)
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    request_id: int
+    ptp_timestamp: int
+    result: bytes
+
+    @property
+    def status_name(self) -> str:
+        return STATUS.get(self.status, f"status {self.status}")
+
+    def bits(self, n: int) -> np.ndarray:
+        """The first ``n`` result bits (uint8 0/1)."""
+        return np.unpackbits(np.frombuffer(self.result, np.uint8), bitorder="little")[:n]
+
+
+def parse_response(data: bytes) -> Response:
+    """Decode a response; ``ValueError`` if it is not one."""
+    if len(data) < RESPONSE.size:
+        raise ValueError(f"{len(data)} bytes is shorter than a CUQR response header")
+    magic, status, result_len, rid, ptp = RESPONSE.unpack_from(data)
+    if magic != RESPONSE_MAGIC:
+        raise ValueError(f"magic 0x{magic:08x} is not CUQS")
+    if RESPONSE.size + result_len != len(data):
+        raise ValueError(f"result_len {result_len} disagrees with the datagram's {len(data)} bytes")
+    return Response(status, rid, ptp, data[RESPONSE.size:])
+
+
+class Client:
+    """A blocking CUQR client over UDP, one request in flight except where said.
+
+    Args:
+        address: the service's ``(host, port)``.
+        timeout_s: how long to wait for each response.
+    """
+
+    def __init__(self, address: tuple[str, int], timeout_s: float = 5.0):
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.settimeout(timeout_s)
+        self.sock.connect(address)
+        self.next_id = 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _rid(self) -> int:
+        rid = self.next_id
+        self.next_id = (self.next_id + 1) & 0xFFFFFFFF
+        return rid
+
+    def call(self, request: bytes) -> Response:
+        """Send one request and return the response with its ``request_id`` (others are dropped)."""
+        rid = REQUEST.unpack_from(request)[3]
+        self.sock.send(request)
+        while True:
+            r = parse_response(self.sock.recv(65536))
+            if r.request_id == rid:
+                return r
+
+    def enqueue(self, decoder_id: int, bits: np.ndarray) -> Response:
+        return self.call(enqueue_syndromes(decoder_id, bits, self._rid()))
+
+    def corrections(self, decoder_id: int, num_observables: int, reset: bool = False) -> Response:
+        return self.call(get_corrections(decoder_id, num_observables, self._rid(), reset))
+
+    def reset(self, decoder_id: int) -> Response:
+        return self.call(reset_decoder(decoder_id, self._rid()))
+
+    def decode_shot(self, decoder_id: int, chunks: list[np.ndarray], num_observables: int,
+                    max_polls: int = 10_000) -> np.ndarray:
+        """Enqueue a shot's bits chunk by chunk, then poll ``get_corrections`` (reset = 1) until it
+        is OK; the observable flips. The last chunk's request and the first poll are sent
+        back to back, as a controller that does not wait for the acknowledgement does.
+
+        Raises:
+            RuntimeError: a status other than OK (enqueue) or OK/NOT_READY (get_corrections).
+        """
+        for c in chunks[:-1]:
+            r = self.enqueue(decoder_id, c)
+            if r.status != 0:
+                raise RuntimeError(f"enqueue_syndromes: {r.status_name}")
+        last, poll = self._rid(), self._rid()
+        self.sock.send(enqueue_syndromes(decoder_id, chunks[-1], last))
+        self.sock.send(get_corrections(decoder_id, num_observables, poll, True))
+        answered: dict[int, Response] = {}
+        for _ in range(max_polls):
+            while poll not in answered:
+                r = parse_response(self.sock.recv(65536))
+                answered[r.request_id] = r
+            got = answered.pop(poll)
+            if last in answered and answered[last].status != 0:
+                raise RuntimeError(f"enqueue_syndromes: {answered[last].status_name}")
+            if got.status == 0:
+                return got.bits(num_observables)
+            if got.status != 4:
+                raise RuntimeError(f"get_corrections: {got.status_name}")
+            poll = self._rid()
+            self.sock.send(get_corrections(decoder_id, num_observables, poll, True))
+        raise RuntimeError(f"get_corrections: NOT_READY after {max_polls} polls")
