@@ -104,6 +104,10 @@ class StreamConfig:
         input: what the controller sends: ``"detection_events"`` (default) or ``"measurements"``,
             the circuit's raw measurement results round by round, which the service turns into
             detection events itself (``rtdecoder.dem.MeasurementLayout``; docs/wire-protocol.md §5.1).
+        model: a ``rtdecoder.cudaq_config.MatrixModel``: the stream's detector error model and
+            measurement → detector map given as matrices (a CUDA-Q YAML decoder) instead of a
+            circuit; ``circuit``, ``distance``, ``rounds`` and ``p`` are then not used, ``input`` is
+            ``"measurements"`` and ``window`` defaults to ``"all"``.
         allow: the controller addresses or subnets (CIDR, IPv4 or IPv6) this stream accepts
             datagrams from; default loopback only. Datagrams from elsewhere get no reply and are
             counted (``rtdecoder_packets_rejected_total{reason="not_allowed"}``).
@@ -123,6 +127,7 @@ class StreamConfig:
     max_datagram: int = 4096
     allow: tuple[str, ...] = LOOPBACK
     input: str = "detection_events"
+    model: Any = None
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
@@ -145,7 +150,16 @@ class StreamConfig:
             raise ConfigError(f"stream {self.id}: {e}") from None
         if self.rounds is None:
             object.__setattr__(self, "rounds", 5 * self.distance)
-        if self.is_generated:
+        if self.model is not None:
+            from rtdecoder.cudaq_config import MatrixModel
+
+            if not isinstance(self.model, MatrixModel):
+                raise ConfigError(f"stream {self.id}: model must be a MatrixModel (from a CUDA-Q YAML configuration)")
+            if self.input != "measurements":
+                raise ConfigError(f"stream {self.id}: a matrix model's controller sends measurements (input)")
+            if self.window is None:
+                object.__setattr__(self, "window", WINDOW_ALL)
+        elif self.is_generated:
             if self.distance < 2:
                 raise ConfigError(f"stream {self.id}: distance {self.distance} must be at least 2")
             if self.rounds < 1:
@@ -174,6 +188,8 @@ class StreamConfig:
     def build_key(self) -> tuple:
         """What the stream's DEM, window plan and compiled decoder depend on: streams with equal
         keys share them (``rtdecoder.engine.Engine``)."""
+        if self.model is not None:
+            return (id(self.model), self.decoder, self.window, self.commit, self.input)
         gen = (self.distance, self.rounds, self.p) if self.is_generated else (os.path.realpath(self.circuit),)
         return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input)
 
@@ -183,6 +199,8 @@ class StreamConfig:
 
     def describe(self) -> str:
         w = "all" if self.window == WINDOW_ALL else f"{self.window}/{self.commit}"
+        if self.model is not None:
+            return f"stream {self.id}: {self.model.source}, decoder={self.decoder}, window/commit={w}, measurements in"
         src = f"{self.circuit} d={self.distance} rounds={self.rounds} p={self.p}" if self.is_generated else self.circuit
         sends = ", measurements in" if self.input == "measurements" else ""
         return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}{sends}"
@@ -320,11 +338,17 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
 
 
 def load_config(path: str | os.PathLike[str]) -> ServerConfig:
-    """Load and validate a TOML server config (see the module docstring for the schema).
+    """Load and validate a TOML server config (see the module docstring for the schema), or a
+    CUDA-Q QEC decoder configuration when the file ends ``.yaml``/``.yml``
+    (``rtdecoder.cudaq_config.load_yaml``).
 
     Raises:
         ConfigError: the file is missing or not TOML, a key is unknown, or a value is invalid.
     """
+    from rtdecoder.cudaq_config import is_yaml, load_yaml
+
+    if is_yaml(path):
+        return load_yaml(path)
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())

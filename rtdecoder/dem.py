@@ -367,12 +367,27 @@ def measurement_layout(circuit: stim.Circuit, layout: DetectorLayout, keep: np.n
                 count += inst.num_measurements
 
     walk(circuit)
-    nd, nm = layout.num_detectors, count
+    ref = np.asarray(circuit.reference_sample(), np.uint8)
+    det_flip = np.asarray([np.bitwise_xor.reduce(ref[r]) if r else 0 for r in recs], np.uint8)
+    return _layout_from_rows(recs, count, det_flip, layout, keep, declared)
+
+
+def measurement_layout_from_rows(rows, num_measurements: int, layout: DetectorLayout,
+                                 keep: np.ndarray | None = None) -> MeasurementLayout:
+    """The measurement layout of detectors given as rows of measurement indices (a CUDA-Q ``D``
+    matrix: detector ``j`` is the XOR of measurements ``rows[j]``, with no reference flip). Block
+    ``r`` ends at the last measurement a detector of rounds ``0 .. r`` reads; the last block takes
+    the rest."""
+    rows = [list(r) for r in rows]
+    declared = [max(r) + 1 if r else 0 for r in rows]
+    return _layout_from_rows(rows, num_measurements, np.zeros(len(rows), np.uint8), layout, keep, declared)
+
+
+def _layout_from_rows(recs, nm: int, det_flip: np.ndarray, layout: DetectorLayout, keep, declared) -> MeasurementLayout:
+    nd = layout.num_detectors
     det_ptr = np.zeros(nd + 1, np.int64)
     det_ptr[1:] = np.cumsum([len(r) for r in recs])
     det_rec = np.asarray([m for r in recs for m in r], np.int64)
-    ref = np.asarray(circuit.reference_sample(), np.uint8)
-    det_flip = np.asarray([np.bitwise_xor.reduce(ref[r]) if r else 0 for r in recs], np.uint8)
     nr = layout.num_rounds
     ends = np.zeros(nr + 1, np.int64)
     for r in range(nr):

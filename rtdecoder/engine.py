@@ -25,7 +25,7 @@ from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig, format_ids
 from rtdecoder.decoders import CompiledWindowDecoder, DecoderSpec
 from rtdecoder.dem import (DetectorLayout, MeasurementLayout, dem_components, detector_layout, make_circuit,
-                           measurement_layout, observable_detectors)
+                           measurement_layout, measurement_layout_from_rows, observable_detectors)
 from rtdecoder.kernels import tables as K
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels import wire
@@ -91,15 +91,18 @@ graphs, PyMatching's and union-find's copies of them) stayed under these per win
 and per detector of the shot (docs/architecture.md, "Measurements")."""
 
 
-def estimate_stream_bytes(cfg: StreamConfig, circuit: stim.Circuit) -> tuple[int, str]:
+def estimate_stream_bytes(cfg: StreamConfig, circuit: stim.Circuit | None) -> tuple[int, str]:
     """An upper estimate of the memory that building stream ``cfg`` takes, from its circuit's
     detector count and its windows alone (nothing is built), and a description of the sizes.
 
     The window graphs dominate: a stream has at most four distinct ones (first, interior, next to
     last, last), each of about ``W`` rounds' detectors."""
-    nd = circuit.num_detectors
-    blocks = cfg.rounds + 1 if cfg.is_generated else \
-        len({c[-1] for c in circuit.get_detector_coordinates().values() if c}) or 1
+    if cfg.model is not None:
+        nd, blocks = cfg.model.num_detectors, cfg.model.num_rounds
+    else:
+        nd = circuit.num_detectors
+        blocks = cfg.rounds + 1 if cfg.is_generated else \
+            len({c[-1] for c in circuit.get_detector_coordinates().values() if c}) or 1
     per_round = nd / max(blocks, 1)
     w = blocks if cfg.window == 0 else min(cfg.window, blocks)
     windows = 1 if w >= blocks else -(-(blocks - w) // max(cfg.commit, 1)) + 1
@@ -114,6 +117,8 @@ def build_stream(cfg: StreamConfig, step=None, circuit: stim.Circuit | None = No
     ``step(name)``, if given, is called as each stage begins (a progress display); ``circuit``:
     ``make_circuit(cfg)``, if already made."""
     step = step or (lambda name: None)
+    if cfg.model is not None:
+        return stream_for_dem(cfg, cfg.model.dem, None, step)
     step("circuit")
     circuit = circuit if circuit is not None else make_circuit(cfg)
     step("detector error model")
@@ -123,6 +128,8 @@ def build_stream(cfg: StreamConfig, step=None, circuit: stim.Circuit | None = No
 def _measurements(cfg: StreamConfig, circuit: stim.Circuit | None, layout: DetectorLayout, keep: np.ndarray):
     if cfg.input != "measurements":
         return None
+    if cfg.model is not None:
+        return measurement_layout_from_rows(cfg.model.d_rows, cfg.model.num_measurements, layout, keep)
     if circuit is None:
         from rtdecoder.config import ConfigError
 
@@ -153,7 +160,7 @@ def _build_checked(cfg: StreamConfig, max_stream_gib: float, log) -> StreamRunti
     for a large stream (a spinner on a terminal, else a line per stage in ``log``)."""
     from rtdecoder.config import ConfigError
 
-    circuit = make_circuit(cfg)
+    circuit = make_circuit(cfg) if cfg.model is None else None
     est, sizes = estimate_stream_bytes(cfg, circuit)
     gib = est / 2**30
     if gib > max_stream_gib:

@@ -1,0 +1,114 @@
+"""CUDA-Q QEC decoder configurations made from stim circuits, for the CUQR tests and benchmark.
+
+Written from CUDA-Q's documented format (sparse rows ended by -1; docs/cuqr-compat.md) and kept
+apart from ``rtdecoder.cudaq_config``, which reads them: the matrices here come from stim alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import stim
+
+
+def detector_measurements(circuit: stim.Circuit) -> list[list[int]]:
+    """Each detector's measurements (absolute indices, XOR-cancelled), from the flattened circuit."""
+    rows: list[list[int]] = []
+    count = 0
+    for inst in circuit.flattened():
+        if inst.name == "DETECTOR":
+            odd: set[int] = set()
+            for t in inst.targets_copy():
+                odd ^= {count + t.value}
+            rows.append(sorted(odd))
+        else:
+            count += inst.num_measurements
+    return rows
+
+
+def columns(circuit: stim.Circuit) -> dict[tuple[tuple[int, ...], int], float]:
+    """Graphlike error mechanisms: each component of each decomposed DEM error, as (detectors,
+    observable mask) → probability, equal keys combined as independent."""
+    cols: dict[tuple[tuple[int, ...], int], float] = {}
+    for inst in circuit.detector_error_model(decompose_errors=True).flattened():
+        if inst.type != "error":
+            continue
+        p = inst.args_copy()[0]
+        dets: list[int] = []
+        obs = 0
+        parts = []
+        for t in inst.targets_copy() + [stim.target_separator()]:
+            if t.is_separator():
+                parts.append((tuple(sorted(dets)), obs))
+                dets, obs = [], 0
+            elif t.is_relative_detector_id():
+                dets.append(t.val)
+            else:
+                obs ^= 1 << t.val
+        for key in parts:
+            if key[0]:
+                q = cols.get(key, 0.0)
+                cols[key] = p * (1 - q) + q * (1 - p)
+    return cols
+
+
+def sparse(rows: list[list[int]]) -> list[int]:
+    out: list[int] = []
+    for r in rows:
+        out += list(r) + [-1]
+    return out
+
+
+def matrices(circuit: stim.Circuit):
+    """``(H rows, O rows, D rows, priors)`` of the circuit."""
+    cols = columns(circuit)
+    keys = list(cols)
+    h = [[] for _ in range(circuit.num_detectors)]
+    o = [[] for _ in range(circuit.num_observables)]
+    for e, (dets, obs) in enumerate(keys):
+        for j in dets:
+            h[j].append(e)
+        for k in range(circuit.num_observables):
+            if obs >> k & 1:
+                o[k].append(e)
+    return h, o, detector_measurements(circuit), [cols[k] for k in keys]
+
+
+def yaml_text(circuit: stim.Circuit, decoder_id: int = 0, per_round: int | None = None, window: int = 0,
+              step: int = 0) -> str:
+    """A one-decoder configuration: ``pymatching``, or ``sliding_window`` when ``per_round`` is
+    given."""
+    h, o, d, p = matrices(circuit)
+    lines = ["decoders:", f"  - id: {decoder_id}"]
+    lines.append(f"    type: {'pymatching' if per_round is None else 'sliding_window'}")
+    lines += [f"    block_size: {len(p)}", f"    syndrome_size: {len(h)}", f"    H_sparse: {sparse(h)}",
+              f"    O_sparse: {sparse(o)}", f"    D_sparse: {sparse(d)}", "    decoder_custom_args:",
+              f"      error_rate_vec: {[float(x) for x in p]}"]
+    if per_round is None:
+        lines.append("      merge_strategy: smallest_weight")
+    else:
+        lines += [f"      num_syndromes_per_round: {per_round}", f"      window_size: {window}",
+                  f"      step_size: {step}", "      inner_decoder_name: single_error_lut"]
+    return "\n".join(lines) + "\n"
+
+
+def reference_predictions(circuit: stim.Circuit, measurements: np.ndarray) -> np.ndarray:
+    """Offline PyMatching on the same matrices (``Matching.from_check_matrix``, smallest-weight
+    merging), detectors computed as D·m mod 2: uint8 ``(shots, observables)``."""
+    import pymatching
+    from scipy.sparse import csc_matrix
+
+    h, o, d, p = matrices(circuit)
+    n = len(p)
+
+    def mat(rows):
+        r = [i for i, row in enumerate(rows) for _ in row]
+        c = [e for row in rows for e in row]
+        return csc_matrix((np.ones(len(c), np.uint8), (r, c)), shape=(len(rows), n))
+
+    p = np.asarray(p)
+    m = pymatching.Matching.from_check_matrix(mat(h), weights=np.log((1 - p) / p), faults_matrix=mat(o),
+                                              merge_strategy="smallest-weight")
+    dets = np.zeros((len(measurements), len(d)), np.uint8)
+    for j, row in enumerate(d):
+        dets[:, j] = np.bitwise_xor.reduce(measurements[:, row], axis=1)
+    return m.decode_batch(dets).astype(np.uint8)
