@@ -68,6 +68,12 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
                        help="the window W the service's stream should have (default: whichever it has)")
         g.add_argument("--commit", type=int, default=None,
                        help="the commit region C the service's stream should have (default: whichever it has)")
+        g.add_argument("--dialect", default="native", choices=["native", "cuqr"],
+                       help="the wire dialect: rtdecoder's own (default), or CUDA-Q QEC's real-time RPC (CUQR: "
+                            "enqueue_syndromes/get_corrections over UDP; docs/cuqr-compat.md)")
+        g.add_argument("--input", default=None, choices=["detection_events", "measurements"],
+                       help="with --dialect cuqr, what the service's stream takes (default measurements); the "
+                            "native dialect learns it from HELLO_REPLY")
         return
     default = "union_find" if role == "decode" else "matching"
     g.add_argument("--decoder", default=default, choices=_decoder_names(),
@@ -175,7 +181,8 @@ def _emulator_options(a: argparse.Namespace, host: str, port: int, expect: dict 
     return EmulatorOptions(host=host, port=port, shots=a.shots, rounds_per_packet=a.rounds_per_packet,
                            cycle_us=a.cycle_us, timeout_s=a.timeout, seed=a.seed, progress=not a.no_progress,
                            drop=a.drop, duplicate=a.duplicate, reorder=a.reorder, fault_seed=a.fault_seed,
-                           transport=getattr(a, "transport", "udp"), expect=expect or {})
+                           transport=getattr(a, "transport", "udp"), expect=expect or {},
+                           dialect=getattr(a, "dialect", "native"))
 
 
 def _write_outputs(report, a: argparse.Namespace) -> None:
@@ -205,7 +212,10 @@ def cmd_emulate(a: argparse.Namespace) -> int:
 
     expect = {k: getattr(a, k) for k in ("decoder", "window", "commit") if getattr(a, k) is not None}
     opts = _emulator_options(a, a.host, a.port, expect)
-    return _report(run_emulator(_stream_from_args(a), opts), a)
+    cfg = _stream_from_args(a)
+    if a.dialect == "cuqr":
+        cfg = dataclasses.replace(cfg, input=a.input or "measurements")
+    return _report(run_emulator(cfg, opts), a)
 
 
 class ServiceProcess:

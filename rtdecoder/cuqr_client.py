@@ -24,6 +24,10 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+
+from rtdecoder.kernels.clock import monotonic_ns
+from rtdecoder.transport import libc as L
 
 REQUEST = struct.Struct("<IIIIQ")
 RESPONSE = struct.Struct("<IiIIQ")
@@ -168,3 +172,137 @@ class Client:
             poll = self._rid()
             self.sock.send(get_corrections(decoder_id, num_observables, poll, True))
         raise RuntimeError(f"get_corrections: NOT_READY after {max_polls} polls")
+
+
+# --- a compiled controller loop (``rtdecoder emulate --dialect cuqr``) --------------------------
+
+# drive_cuqr_shot's results (int64 ``res``): the same slots as the native driver's where they mean
+# the same (rtdecoder.emulator.R_*), so one report serves both dialects.
+CR_FINAL = 0
+CR_FAILED = 1
+CR_LAST_SENT = 2
+CR_FINAL_RECEIVED = 3
+CR_STATUS = 4
+"""The status that failed the shot (an enqueue's, or get_corrections' other than NOT_READY)."""
+CR_POLLS = 5
+CR_SHOT_START = 7
+NUM_CR = 8
+
+
+def shot_requests(decoder_id: int, chunks: list[np.ndarray], num_observables: int, first_id: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A shot's ``enqueue_syndromes`` requests (one per chunk) and one ``get_corrections``
+    (reset = 1), back to back: ``(buf, offset, length, poll_offset)``; request ids count up
+    from ``first_id``, the poll's is ``first_id + len(chunks)``."""
+    msgs = [enqueue_syndromes(decoder_id, c, first_id + i) for i, c in enumerate(chunks)]
+    msgs.append(get_corrections(decoder_id, num_observables, first_id + len(chunks), True))
+    sizes = np.array([len(m) for m in msgs], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    buf = np.frombuffer(b"".join(msgs), np.uint8).copy()
+    return buf, starts[:-1][:-1].copy(), sizes[:-1].copy(), int(starts[-2])
+
+
+@njit(cache=True, inline="always")
+def _u32(b, o):
+    return np.int64(b[o]) | (np.int64(b[o + 1]) << 8) | (np.int64(b[o + 2]) << 16) | (np.int64(b[o + 3]) << 24)
+
+
+@njit(cache=True, nogil=True)
+def _on_response(rx, n, poll_id, last_id, nobs, now, res, pred):
+    """Apply one response; 1 if it asks for another poll (NOT_READY to the current poll)."""
+    if n < 24 or _u32(rx, 0) != RESPONSE_MAGIC:
+        return 0
+    status = _u32(rx, 4)
+    rid = _u32(rx, 12)
+    if rid == poll_id:
+        if status == 0:
+            for o in range(nobs):
+                pred[o] = (rx[24 + (o >> 3)] >> (o & 7)) & 1
+            res[CR_FINAL] = 1
+            res[CR_FINAL_RECEIVED] = now
+            return 0
+        if status == 4:
+            return 1
+        res[CR_FAILED] = 1
+        res[CR_STATUS] = status
+    elif status != 0 and rid <= last_id:  # an enqueue of this shot was refused
+        res[CR_FAILED] = 1
+        res[CR_STATUS] = status
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def drive_shot(fd, pkt, offset, length, ready, poll_off, poll_len, cycle_ns, timeout_ns, nobs, rx, res, pred):
+    """Send one shot's enqueue requests paced at the cycle time (request ``i`` when its last
+    round has been measured, ``start + ready[i] * cycle_ns``), then at once the
+    get_corrections at ``pkt[poll_off:]``, polled again on NOT_READY, until OK, a failure, or
+    the timeout; in compiled code on a connected non-blocking socket."""
+    res[:] = 0
+    start = monotonic_ns()
+    res[CR_SHOT_START] = start
+    cap = rx.shape[0]
+    npk = offset.shape[0]
+    last_id = _u32(pkt, offset[npk - 1] + 12)
+    poll_id = _u32(pkt, poll_off + 12)
+    for i in range(npk):
+        deadline = start + ready[i] * cycle_ns
+        now = monotonic_ns()
+        while now < deadline:
+            n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+            now = monotonic_ns()
+            if n > 0:
+                _on_response(rx, n, poll_id, last_id, nobs, now, res, pred)
+        res[CR_LAST_SENT] = now
+        L.send(fd, pkt.ctypes.data + offset[i], length[i], 0)
+    L.send(fd, pkt.ctypes.data + poll_off, poll_len, 0)
+    end = res[CR_LAST_SENT] + timeout_ns
+    while res[CR_FINAL] == 0 and res[CR_FAILED] == 0:
+        n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+        now = monotonic_ns()
+        if n > 0:
+            if _on_response(rx, n, poll_id, last_id, nobs, now, res, pred):
+                poll_id = (poll_id + 1) & 0xFFFFFFFF
+                for k in range(4):
+                    pkt[poll_off + 12 + k] = (poll_id >> (8 * k)) & 0xFF
+                res[CR_POLLS] += 1
+                L.send(fd, pkt.ctypes.data + poll_off, poll_len, 0)
+        elif now > end:
+            break
+
+
+class ShotDriver:
+    """Drives whole shots through a connected UDP socket in compiled code (``rtdecoder emulate
+    --dialect cuqr``): each round (or ``rounds_per_request`` rounds) one ``enqueue_syndromes``.
+
+    Args:
+        sock: a connected UDP socket to the service.
+        decoder_id: the CUQR decoder (the service's stream id).
+        bounds: int64 ``(num_rounds + 1,)``: where each round's bits begin in a shot's bits.
+        num_observables: the decoder's observables.
+    """
+
+    def __init__(self, sock: socket.socket, decoder_id: int, bounds: np.ndarray, num_observables: int,
+                 rounds_per_request: int = 1, cycle_us: float = 1.0, timeout_s: float = 1.0):
+        self.sock = sock
+        self.sock.setblocking(False)
+        self.decoder_id = decoder_id
+        self.bounds = np.asarray(bounds, np.int64)
+        self.nobs = num_observables
+        rounds = len(self.bounds) - 1
+        self.firsts = np.arange(0, rounds, rounds_per_request)
+        self.ready = np.minimum(self.firsts + rounds_per_request, rounds).astype(np.int64)
+        self.cycle_ns = int(round(cycle_us * 1000))
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.rx = np.zeros(65536, np.uint8)
+        self.res = np.zeros(NUM_CR, np.int64)
+        self.next_id = 1
+
+    def run(self, bits: np.ndarray, pred_row: np.ndarray) -> np.ndarray:
+        """Send one shot's bits (uint8 0/1, ``bounds[-1]`` of them) and wait for its correction;
+        returns ``res`` (``CR_*``), the flips in ``pred_row``."""
+        chunks = [bits[self.bounds[f]:self.bounds[r]] for f, r in zip(self.firsts, self.ready)]
+        buf, off, length, poll = shot_requests(self.decoder_id, chunks, self.nobs, self.next_id)
+        self.next_id = (self.next_id + len(chunks) + 1 + 1024) & 0x7FFFFFFF  # room for polls
+        drive_shot(self.sock.fileno(), buf, off, length, self.ready, poll, len(buf) - poll, self.cycle_ns,
+                    self.timeout_ns, self.nobs, self.rx, self.res, pred_row)
+        return self.res

@@ -252,7 +252,9 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, s
 def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws, tx):
     """Handle one CUQR request (``rtdecoder.kernels.cuqr``; docs/cuqr-compat.md) and queue its
     reply. ``enqueue_syndromes`` hands every round it completes to ``process_native`` as a
-    SYNDROME of the service's protocol; returns 1 if that completed the shot, else 0.
+    SYNDROME of the service's protocol. Returns 1 for a ``get_corrections`` answered OK (the
+    reply the controller waits for: the caller sends it at once), else 0: an enqueue's
+    acknowledgement goes with the rest of the receive batch's replies.
 
     A request whose header or arguments do not parse is answered BAD_REQUEST, one naming no
     configured stream INVALID_DECODER (both within the source's ERROR reply budget, like the
@@ -337,7 +339,7 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
                   rx, fd, state, tx)
         if buf[a + 16] != 0:
             st[sid, S_CQ_STATE] = CQ_COLLECTING  # the correction is cleared; the shot stays complete
-        return 0
+        return 1  # the answer the controller waits for: sent at once
     # --- enqueue_syndromes ---------------------------------------------------------------------
     if st[sid, S_CQ_DROPPED] == 1 or st[sid, S_CQ_STATE] == CQ_FAILED:
         # The shot is lost already: acknowledged and ignored until reset_decoder (the latch is
@@ -366,11 +368,10 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
     nrounds = st[sid, C_NROUNDS]
     dg, cq_tx = state.cq_in, state.cq_tx
     status = CQ.OK
-    done = 0
     while st[sid, S_CQ_ROUNDS] < nrounds and counts[cb + st[sid, S_CQ_ROUNDS] + 1] - counts[cb] <= pos:
         r = st[sid, S_CQ_ROUNDS]
         size = CQ.round_datagram(st, counts, tables.cqbits, sid, r, dg)
-        done = process_native(dg, size, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, FLUSH_NONE, tables,
+        process_native(dg, size, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, FLUSH_NONE, tables,
                               state, ws, cq_tx)
         counters[CNT_PACKETS] -= 1  # the request was counted once, as a CUQR request
         counters[CNT_BYTES] -= size
@@ -382,7 +383,7 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
         if st[sid, S_CQ_STATE] == CQ_FAILED:
             break
     _cq_reply(buf, status, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-    return done
+    return 0  # an acknowledgement: it leaves with the batch's other replies (get_corrections' among them)
 
 
 @njit(cache=True, _nrt=False)

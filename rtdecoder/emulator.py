@@ -65,6 +65,10 @@ class EmulatorOptions:
         expect: the service's stream's ``decoder``, ``window`` and ``commit`` as the user asked for
             them; those that differ from its HELLO_REPLY are reported (a warning, not an error).
         transport: a registered transport's name or ``auto`` (``rtdecoder.transport.choose``).
+        dialect: ``"native"`` (rtdecoder's protocol) or ``"cuqr"`` (CUDA-Q QEC's real-time RPC over
+            UDP, through ``rtdecoder.cuqr_client``: one ``enqueue_syndromes`` per packet's rounds,
+            then ``get_corrections`` at once; the stream's ``input`` says whether the bits are
+            measurements or detection events).
     """
 
     host: str = "127.0.0.1"
@@ -81,8 +85,11 @@ class EmulatorOptions:
     fault_seed: int = 7
     transport: str = "udp"
     expect: dict = field(default_factory=dict)
+    dialect: str = "native"
 
     def __post_init__(self) -> None:
+        if self.dialect not in ("native", "cuqr"):
+            raise ValueError(f"dialect {self.dialect!r} must be native or cuqr")
         for name in ("drop", "duplicate", "reorder"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -397,6 +404,8 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
 
     circuit = make_circuit(cfg)
     layout = detector_layout(circuit)
+    if opts.dialect == "cuqr":
+        return _run_cuqr(cfg, opts, circuit, layout)
     spec, why = T.choose(opts.transport)
     if opts.progress:
         print(f"rtdecoder emulate: {why}", file=sys.stderr)
@@ -436,6 +445,106 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         return _drive(cfg, opts, ctl, circuit, layout, service, mlayout)
     finally:
         ctl.close()
+
+
+def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Report:
+    """``run_emulator`` in CUDA-Q's dialect: only CUQR requests go to the service (a controller
+    built for CUDA-Q's server does not speak rtdecoder's protocol)."""
+    import socket
+
+    from rtdecoder import cuqr_client as C
+
+    if opts.transport not in ("udp", "auto"):
+        raise EmulatorError(f"--dialect cuqr runs over UDP, not {opts.transport}")
+    if opts.faulty:
+        raise EmulatorError("--drop/--duplicate/--reorder are for the native dialect")
+    mlayout = measurement_layout(circuit, layout) if cfg.input == "measurements" else None
+    bounds = mlayout.meas_offsets if mlayout is not None else layout.round_offsets
+    nobs = layout.num_observables
+    probe = C.Client((opts.host, opts.port), timeout_s=2.0)
+    try:
+        r = probe.reset(cfg.id)
+        if r.status != 0:
+            raise EmulatorError(f"reset_decoder({cfg.id}) answered {r.status_name}: the service has no stream {cfg.id}"
+                                if r.status == 1 else f"reset_decoder({cfg.id}) answered {r.status_name}")
+        r = probe.corrections(cfg.id, nobs)
+        if r.status == 2:
+            raise EmulatorError(f"decoder {cfg.id} on the service does not have {nobs} observables (get_corrections "
+                                "answered BAD_REQUEST): run both with the same circuit")
+    except socket.timeout:
+        raise EmulatorError(f"no CUQR response from {opts.host}:{opts.port}: is `rtdecoder serve` running there "
+                            f"with stream {cfg.id}, and does its --allow list hold this address?") from None
+    finally:
+        probe.close()
+    family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.connect((opts.host, opts.port))
+    driver = C.ShotDriver(sock, cfg.id, bounds, nobs, opts.rounds_per_packet, opts.cycle_us, opts.timeout_s)
+    nshots = opts.shots
+    preds = np.zeros((nshots, nobs), np.uint8)
+    obs = np.zeros((nshots, nobs), bool)
+    reference = np.zeros((nshots, nobs), np.uint8)
+    answered = np.zeros(nshots, bool)
+    failed = np.zeros(nshots, bool)
+    latency = np.full(nshots, np.nan)
+    statuses: dict[str, int] = {}
+    if mlayout is None:
+        sampler = circuit.compile_detector_sampler(seed=opts.seed)
+    else:
+        sampler, m2d = circuit.compile_sampler(seed=opts.seed), circuit.compile_m2d_converter()
+    matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
+    chunk = max(1, min(nshots, 20_000_000 // max(int(bounds[-1]), 1)))
+    busy_ns = 0
+    done = 0
+    interrupted = False
+    try:
+        for c0 in range(0, nshots, chunk):
+            c1 = min(nshots, c0 + chunk)
+            if mlayout is None:
+                bits, obs[c0:c1] = sampler.sample(c1 - c0, separate_observables=True)
+                dets = bits
+            else:
+                bits = sampler.sample(c1 - c0)
+                dets, obs[c0:c1] = m2d.convert(measurements=bits, separate_observables=True)
+            bits = bits.astype(np.uint8)
+            reference[c0:c1] = matching.decode_batch(dets)
+            for s in range(c0, c1):
+                res = driver.run(bits[s - c0], preds[s])
+                answered[s] = res[C.CR_FINAL] == 1
+                failed[s] = res[C.CR_FAILED] == 1
+                if failed[s]:
+                    name = C.STATUS.get(int(res[C.CR_STATUS]), str(int(res[C.CR_STATUS])))
+                    statuses[name] = statuses.get(name, 0) + 1
+                end = res[C.CR_FINAL_RECEIVED] if answered[s] else res[C.CR_LAST_SENT]
+                busy_ns += max(int(end - res[C.CR_SHOT_START]), 0)
+                if answered[s]:
+                    latency[s] = (res[C.CR_FINAL_RECEIVED] - res[C.CR_LAST_SENT]) / 1000.0
+                done = s + 1
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        sock.close()
+    if interrupted:
+        nshots = done
+        preds, obs, reference, answered, failed, latency = (preds[:done], obs[:done], reference[:done],
+                                                            answered[:done], failed[:done], latency[:done])
+    lat = latency[answered]
+    ler, ler_se = _rate(int(np.sum(np.any(preds[answered] != obs[answered], axis=1))), int(answered.sum()))
+    rler, rler_se = _rate(int(np.sum(np.any(reference != obs, axis=1))), nshots)
+    service = {"decoder": opts.expect.get("decoder", "(not said over CUQR)"), "window": opts.expect.get("window", -1),
+               "commit": opts.expect.get("commit", -1)}
+    return Report(
+        circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
+        window=service["window"], commit=service["commit"], rounds_per_packet=opts.rounds_per_packet,
+        cycle_us=opts.cycle_us, shots=nshots, latency_us=percentiles(lat), server_latency_us=percentiles(np.zeros(0)),
+        throughput_rounds_per_s=nshots * layout.num_rounds / (max(busy_ns, 1) / 1e9),
+        logical_error_rate=ler, logical_error_rate_stderr=ler_se,
+        reference_logical_error_rate=rler, reference_logical_error_rate_stderr=rler_se,
+        disagreements_with_reference=int(np.sum(np.any(preds[answered] != reference[answered], axis=1))),
+        lost=int(np.sum(~answered & ~failed)), errors=int(failed.sum()), error_statuses=statuses,
+        latencies_us=lat, predictions=preds, answered=answered, poisoned=failed, affected=np.zeros(nshots, bool),
+        interrupted=interrupted,
+    )
 
 
 def _service_view(cfg: StreamConfig, info: P.StreamInfo) -> dict:
