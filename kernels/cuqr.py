@@ -41,7 +41,7 @@ from numba import njit
 
 from rtdecoder.kernels.tables import (
     C_CONFIGURED, C_CQ_BASE, C_INPUT, C_MOFF_BASE, C_OFF_BASE, C_RBYTES, CQ_COLLECTING, CQ_FAILED, CQ_READY,
-    S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_SHOT, S_CQ_STATE, S_CUM, S_DONE, S_HAS_SHOT, S_POISONED)
+    S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_SHOT, S_CQ_STATE, S_CUM, S_DONE, S_HAS_SHOT, S_POISONED, S_SHOT)
 from rtdecoder.kernels.wire import (FLAG_FINAL, HEADER_LEN, OFF_ERR_STATUS, OFF_FLAGS, OFF_SHOT, OFF_TYPE, ST_BUSY,
                                    ST_SHOT_ABANDONED, T_CORRECTION, T_ERROR, T_SYNDROME, rd, wr, write_header)
 
@@ -111,11 +111,12 @@ def stream_of(st, decoder_id):
 
 @njit(cache=True, _nrt=False)
 def start_shot(st, sid):
-    """Begin a new CUQR shot on stream ``sid``: nothing enqueued, a fresh shot id for the data path."""
+    """Begin a new CUQR shot on stream ``sid``: nothing enqueued, and a shot id for the data path
+    newer than any it has seen (a native controller may have used the stream before)."""
     st[sid, S_CQ_POS] = 0
     st[sid, S_CQ_ROUNDS] = 0
     st[sid, S_CQ_STATE] = CQ_COLLECTING
-    st[sid, S_CQ_SHOT] += 1
+    st[sid, S_CQ_SHOT] = max(st[sid, S_CQ_SHOT], st[sid, S_SHOT]) + 1
 
 
 @njit(cache=True, _nrt=False)

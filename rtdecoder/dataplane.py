@@ -65,6 +65,8 @@ warnings.filterwarnings("ignore", message="Code running in object mode won't all
 ST_INTERNAL = int(P.Status.INTERNAL)
 TX_BYTES = 256
 """Transmit buffer per reply; the longest reply (a CORRECTION for 64 observables) is 72 bytes."""
+STAMP = 1
+"""``queue_reply``'s ``stamp``: write the send time at byte 48 just before sending."""
 FLUSH_NONE = -1
 """``fd`` for the paths that send replies themselves (in process, ring transports): ``flush``
 stamps and closes the trace but leaves the replies queued."""
@@ -190,7 +192,8 @@ def row_addr(a, i):
 @njit(cache=True, _nrt=False)
 def queue_reply(tx, addr, length, stamp, name_addr, namelen):
     """Queue ``length`` bytes at address ``addr`` (a transmit buffer row, or for the echo the
-    ring slot itself) for ``name_addr``; ``stamp``: write the send time at byte 48 first."""
+    ring slot itself) for ``name_addr``; ``stamp``: ``STAMP`` to write the send time at byte 48
+    first, else 0."""
     q = tx.q[0]
     tx.iov[q, 0] = addr
     tx.iov[q, 1] = length
@@ -210,7 +213,7 @@ def flush(fd, tx, state):
         return
     now = monotonic_ns()
     for j in range(q):
-        if tx.flag[j]:
+        if tx.flag[j] == STAMP:
             wr(tx.buf[j], STAMP_OFFSET, 8, now)
     if fd >= 0:
         sent = 0
@@ -383,7 +386,7 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
         if st[sid, S_CQ_STATE] == CQ_FAILED:
             break
     _cq_reply(buf, status, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-    return 0  # an acknowledgement: it leaves with the batch's other replies (get_corrections' among them)
+    return 0  # an acknowledgement: it leaves with the batch's other replies
 
 
 @njit(cache=True, _nrt=False)

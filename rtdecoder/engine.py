@@ -478,7 +478,7 @@ class Engine:
                            loc.workspace, loc.tx_arrays)
         D.flush(D.FLUSH_NONE, loc.tx_arrays, loc.arrays)
         if tx_ns is not None:
-            for j in np.nonzero(loc.txflag[: loc.txq[0]])[0]:
+            for j in np.nonzero(loc.txflag[: loc.txq[0]] == D.STAMP)[0]:
                 wire.wr(loc.tx.buf[j], wire.STAMP_OFFSET, 8, tx_ns)
         return loc.replies()
 
