@@ -212,6 +212,11 @@ def _model_dem(h_rows, o_rows, priors, detector_round, merge: str, where: str) -
     return stim.DetectorErrorModel("\n".join(lines))
 
 
+def _at(e) -> str:
+    """Where in the document a schema error is, as ``.decoders[0].type``."""
+    return "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e.absolute_path)
+
+
 def _check(entry: dict, where: str) -> None:
     import jsonschema
 
@@ -226,7 +231,7 @@ def _check(entry: dict, where: str) -> None:
     try:
         jsonschema.validate(entry.get("decoder_custom_args") or {}, args_schema)
     except jsonschema.ValidationError as e:
-        raise ConfigError(f"{where}: decoder_custom_args: {e.message}") from None
+        raise ConfigError(f"{where}: decoder_custom_args{_at(e)}: {e.message}") from None
 
 
 def decoder_stream(entry: dict, where: str, base: Path) -> StreamConfig:
@@ -334,8 +339,7 @@ def load_yaml(path: str | Path) -> ServerConfig:
     try:
         jsonschema.validate(data, SCHEMA)
     except jsonschema.ValidationError as e:
-        at = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e.absolute_path).lstrip(".")
-        raise ConfigError(f"{p}: {at or 'top level'}: {e.message}") from None
+        raise ConfigError(f"{p}: {_at(e).lstrip('.') or 'top level'}: {e.message}") from None
     streams = []
     for i, entry in enumerate(data["decoders"]):
         streams.append(decoder_stream(entry, f"{p} decoder {entry['id']}", p.parent))

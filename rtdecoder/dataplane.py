@@ -266,6 +266,7 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
     them can be echoed)."""
     st, counters = tables.st, state.counters
     counters[CQ_REQUESTS] += 1
+    counters[CNT_BYTES] += n
     if not allowed(tables.allow, 0, tables.allow.shape[0], src_hi, src_lo):
         counters[REJECT_NOT_ALLOWED] += 1
         return 0

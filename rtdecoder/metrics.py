@@ -41,6 +41,7 @@ from rtdecoder import __version__
 from rtdecoder import decoders
 from rtdecoder import protocol as P
 from rtdecoder.engine import Engine
+from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import tables as K
 from rtdecoder.kernels.histogram import BUCKETS_NS, NUM_BUCKETS
 from rtdecoder.worker import WorkerState
@@ -113,7 +114,8 @@ class EngineCollector(Collector):
                                     "time, seconds.", buckets=b, sum_value=s)
         yield self._recent()
         for name, idx, doc in (
-            ("rtdecoder_packets_received", K.CNT_PACKETS, "Datagrams received."),
+            ("rtdecoder_packets_received", K.CNT_PACKETS, "Datagrams of rtdecoder's protocol received (CUQR "
+             "requests: rtdecoder_cuqr_requests_total)."),
             ("rtdecoder_bytes_received", K.CNT_BYTES, "Bytes received in datagrams."),
             ("rtdecoder_syndrome_packets", K.CNT_SYNDROME, "SYNDROME messages received, accepted or not."),
             ("rtdecoder_corrections_sent", K.CNT_CORRECTIONS, "CORRECTION messages sent."),
@@ -137,6 +139,21 @@ class EngineCollector(Collector):
                 rej.add_metric([status.name.lower()], float(c[status]))
         rej.add_metric(["not_allowed"], float(c[K.REJECT_NOT_ALLOWED]))
         yield rej
+        req = CounterMetricFamily("rtdecoder_cuqr_requests", "CUDA-Q real-time RPC (CUQR) requests received, by "
+                                  "function (other: none of the three, or a header that does not parse).",
+                                  labels=["function"])
+        known = 0
+        for i, name in enumerate(("enqueue_syndromes", "get_corrections", "reset_decoder")):
+            req.add_metric([name], float(c[K.CNT_CQ_FUNCTION + i]))
+            known += c[K.CNT_CQ_FUNCTION + i]
+        req.add_metric(["other"], float(c[K.CNT_CQ_REQUESTS] - known))
+        yield req
+        rep = CounterMetricFamily("rtdecoder_cuqr_replies", "CUQR responses, by status (BAD_REQUEST and "
+                                  "INVALID_DECODER counted here even when the source's error-reply budget kept "
+                                  "them from being sent).", labels=["status"])
+        for i, name in enumerate(CQ.STATUS_NAMES):
+            rep.add_metric([name.lower()], float(c[K.CNT_CQ_STATUS + i]))
+        yield rep
         yield GaugeMetricFamily("rtdecoder_workers_overloaded", "Workers answering new shots BUSY now.",
                                 value=float(sum(int(st.ctl[K.CTL_SHED]) for st in self.states)))
         if self.fds:
