@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/latency.py                  # d = 5, 7, 13; 20,000 timed round trips each, 10 blocks
     .venv/bin/python bench/latency.py --quick          # d = 5 only, 3,000 round trips
+    .venv/bin/python bench/latency.py --dialects       # CUQR against rtdecoder's own dialect, d = 5
 
 For each distance d (rotated surface-code Z memory, p = 0.001, d rounds, whole-shot windows),
 one stim-sampled shot per round trip is framed as a single SYNDROME datagram (all its rounds)
@@ -146,6 +147,115 @@ def paired_blocks(p99: list[float], floor_p99: list[float]) -> dict:
             "per_block": diff.round(3).tolist()}
 
 
+def dialects(args, console, client_cpu, pin) -> int:
+    """``--dialects``: the same shots' round trips in CUDA-Q's dialect (CUQR) and in rtdecoder's
+    own, through one service per block, and CUQR's predictions against offline PyMatching.
+
+    The service is ``rtdecoder serve --config`` a CUDA-Q YAML configuration of the distance-d
+    rotated Z memory (d rounds, p = 0.001, ``type: pymatching``: the whole shot is one window,
+    decoded by matching once its last measurement is in). Each shot's raw measurements go
+    (a) natively, as one SYNDROME datagram of the stream's one measurement round, answered by its
+    final CORRECTION; (b) as CUQR, one ``enqueue_syndromes`` of all the bits followed at once by
+    ``get_corrections`` (reset = 1), answered by OK and the flips (``rtdecoder.cuqr_client``'s
+    compiled loop): round trip = the enqueue's send → the correction received. Blocks alternate
+    native, CUQR, each with a fresh service. Targets: CUQR's p50 within 1 µs of the native p50;
+    0 disagreements with offline PyMatching (``Matching.from_check_matrix`` on the same matrices,
+    ``tests/cudaq_fixture.py``)."""
+    import socket as so
+    import tempfile
+
+    import stim
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import cudaq_fixture as F
+    from rtdecoder import cuqr_client as C
+    from rtdecoder import protocol as P
+    from rtdecoder.cli import ServiceProcess
+    from clients import round_trips
+
+    rows = []
+    for d in args.distances:
+        c = stim.Circuit.generated("surface_code:rotated_memory_z", distance=d, rounds=d,
+                                   after_clifford_depolarization=0.001, before_round_data_depolarization=0.001,
+                                   before_measure_flip_probability=0.001, after_reset_flip_probability=0.001)
+        n = args.shots + args.warmup
+        meas = c.compile_sampler(seed=d).sample(n).astype(np.uint8)
+        with console.status(f"d={d}: offline PyMatching on {n:,} shots"):
+            ref = F.reference_predictions(c, meas)
+        yaml = Path(tempfile.mkdtemp()) / f"d{d}.yaml"
+        yaml.write_text(F.yaml_text(c, decoder_id=0))
+        dgrams = np.stack([np.frombuffer(P.encode(P.Header(P.MsgType.SYNDROME, num_rounds=1),
+                                                  np.packbits(m, bitorder="little").tobytes()), np.uint8)
+                           for m in meas])
+        blocks = np.array_split(np.arange(args.warmup, n), max(1, args.blocks))
+        native, cuqr, disagree, answered, polls = [], [], 0, 0, 0
+        for b, idx in enumerate(blocks):
+            with console.status(f"d={d}: block {b + 1} of {len(blocks)}"):
+                with ServiceProcess(["--config", str(yaml), "--metrics-port", "0"] + pin) as svc, pinned(client_cpu):
+                    sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
+                    sock.connect((svc.host, svc.port))
+                    sock.setblocking(False)
+                    rx = np.zeros(65536, np.uint8)
+                    out = np.zeros((2, len(idx)), np.int64)
+                    warm = np.zeros((2, args.warmup), np.int64)
+                    round_trips(sock.fileno(), dgrams[:args.warmup], dgrams.shape[1], 1, False, 100_000_000, rx,
+                                warm[0], warm[1])
+                    round_trips(sock.fileno(), dgrams[idx], dgrams.shape[1], 1 + args.warmup, False, 100_000_000,
+                                rx, out[0], out[1])
+                    native.append(out[0])
+                    drv = C.ShotDriver(sock, 0, np.array([0, c.num_measurements]), 1, 1, 0.0, 0.1)
+                    pred = np.zeros(1, np.uint8)
+                    for i in range(args.warmup):
+                        drv.run(meas[i], pred)
+                    t = np.full(len(idx), -1, np.int64)
+                    for k, i in enumerate(idx):
+                        res = drv.run(meas[i], pred)
+                        if res[C.CR_FINAL]:
+                            t[k] = res[C.CR_FINAL_RECEIVED] - res[C.CR_LAST_SENT]
+                            answered += 1
+                            disagree += int(pred[0] != ref[i, 0])
+                            polls += int(res[C.CR_POLLS])
+                    cuqr.append(t)
+                    sock.close()
+        nat, cq = pct(np.concatenate(native)), pct(np.concatenate(cuqr))
+        blockwise = [pct(a)["p50"] - pct(b)["p50"] for a, b in zip(cuqr, native)]
+        rows.append({"distance": d, "measurements": int(c.num_measurements), "native_datagram_bytes": int(dgrams.shape[1]),
+                     "native": nat, "cuqr": cq, "cuqr_minus_native_p50": cq["p50"] - nat["p50"],
+                     "cuqr_minus_native_p50_blocks": {"median": float(np.median(blockwise)),
+                                                      "per_block": np.round(blockwise, 3).tolist()},
+                     "cuqr_answered": answered, "cuqr_disagreements_with_offline_pymatching": disagree,
+                     "cuqr_extra_polls": polls})
+    from rich.table import Table
+
+    t = Table(title="same shots, two dialects (µs): raw measurements in, the shot's correction back, one service")
+    for col in ("d", "dialect", "p50", "p99", "p99.9", "lost", "CUQR − native p50 (pooled / median of blocks)",
+                "disagreements with offline PyMatching"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(str(r["distance"]), "native", f"{r['native']['p50']:.2f}", f"{r['native']['p99']:.2f}",
+                  f"{r['native']['p999']:.2f}", str(r["native"]["lost"]), "", "")
+        t.add_row(str(r["distance"]), "CUQR", f"{r['cuqr']['p50']:.2f}", f"{r['cuqr']['p99']:.2f}",
+                  f"{r['cuqr']['p999']:.2f}", str(r["cuqr"]["lost"]),
+                  f"{r['cuqr_minus_native_p50']:+.2f} / {r['cuqr_minus_native_p50_blocks']['median']:+.2f}",
+                  f"{r['cuqr_disagreements_with_offline_pymatching']} of {r['cuqr_answered']:,}")
+    console.print(t)
+    for r in rows:
+        if r["distance"] == 5:
+            gap = r["cuqr_minus_native_p50_blocks"]["median"]
+            console.print(f"target: CUQR p50 within 1 µs of native at d=5: {gap:+.2f} µs (median of blocks) -> "
+                          f"{'MET' if gap <= 1.0 else 'MISSED'}; 0 disagreements over {r['cuqr_answered']:,} CUQR "
+                          f"shots: {r['cuqr_disagreements_with_offline_pymatching']} -> "
+                          f"{'MET' if r['cuqr_disagreements_with_offline_pymatching'] == 0 else 'MISSED'}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "latency --dialects", "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+           "parameters": {"distances": args.distances, "shots": args.shots, "warmup": args.warmup,
+                          "blocks": args.blocks, "p": 0.001, "rounds": "d", "config": "CUDA-Q YAML, type pymatching"},
+           "results": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (args.out / "latency-dialects.json").write_text(json.dumps(doc, indent=1))
+    console.print(f"wrote {args.out / 'latency-dialects.json'}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distances", type=int, nargs="+", default=[5, 7, 13])
@@ -154,9 +264,15 @@ def main() -> int:
     ap.add_argument("--blocks", type=int, default=10, help="alternating blocks per service (each a fresh service)")
     ap.add_argument("--quick", action="store_true", help="d = 5, 3,000 round trips")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--dialects", action="store_true",
+                    help="CUQR against rtdecoder's own dialect on the same shots (d = 5 unless --distances)")
     args = ap.parse_args()
     if args.quick:
         args.distances, args.shots, args.warmup, args.blocks = [5], 3_000, 300, 4
+    if args.dialects and "--distances" not in sys.argv:
+        args.distances = [5]
+    if args.dialects and "--shots" not in sys.argv and not args.quick:
+        args.shots = 10_000
     from rich.console import Console
     from rich.table import Table
 
@@ -164,6 +280,8 @@ def main() -> int:
     client_cpu, server_cpus = cpu_plan()
     pin = ["--cpus", server_cpus] if server_cpus else []
     console.print(f"client on CPU {client_cpu}, server worker on CPU {server_cpus} ({os.cpu_count()} CPUs)")
+    if args.dialects:
+        return dialects(args, console, client_cpu, pin)
     rows = []
     for d in args.distances:
         datagrams, length, layout = shots_as_datagrams(d, d, args.shots + args.warmup, seed=d)
