@@ -29,12 +29,12 @@ from rtdecoder.kernels.ingest import ingest
 
 
 @njit(cache=True)
-def _time_ingest(dgrams, lengths, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, dkept, dkptr, counters, tx,
-                 out, allow, hi, lo, times):
+def _time_ingest(dgrams, lengths, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, dkept, dkptr, dshift, counters,
+                 tx, out, allow, hi, lo, times):
     for i in range(dgrams.shape[0]):
         t0 = monotonic_ns()
-        ingest(dgrams[i], lengths[i], t0, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, dkept, dkptr, counters,
-               tx, out, allow, hi, lo, 0)
+        ingest(dgrams[i], lengths[i], t0, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, dkept, dkptr, dshift,
+               counters, tx, out, allow, hi, lo, 0)
         times[i] = monotonic_ns() - t0
 
 
@@ -75,8 +75,7 @@ def measure(d: int, shots: int, blocks: int) -> dict:
             g, n = datagrams(e, sid, data, shot)
             times = np.zeros(len(g), np.int64)
             _time_ingest(g, n, e.st, e.offs, e.syn, e.keep, e.moffs, e.meas, e.dptr, e.drec, e.dflip, e.dkept, e.dkptr,
-                         e.counters,
-                         np.zeros(256, np.uint8), np.zeros(3, np.int64), e.allow, hi, lo, times)
+                         e.dshift, e.counters, np.zeros(256, np.uint8), np.zeros(3, np.int64), e.allow, hi, lo, times)
             if b > 0:  # the first block warms up
                 res[name].append(times)
         shot += shots

@@ -102,8 +102,8 @@ def allowed(allow, lo_row, n_rows, src_hi, src_lo):
 
 
 @njit(cache=True, _nrt=False)
-def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, dkept, dkptr, counters, tx, out,
-           allow, src_hi, src_lo, shed):
+def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, dkept, dkptr, dshift, counters, tx,
+           out, allow, src_hi, src_lo, shed):
     """Check one received datagram and apply it to its stream (docs/wire-protocol.md §6, §7).
 
     A datagram from a source in no stream's allow-list, or naming a stream whose allow-list does
@@ -116,9 +116,11 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, d
         rx_ns: receive time, ns (CLOCK_MONOTONIC).
         st, offs, syn, keep, counters, allow: the tables described in the module docstring. A
             round's detection events go into ``syn`` ANDed with ``keep``.
-        moffs, meas, dptr, drec, dflip, dkept, dkptr: for streams whose controller sends measurements
-            (``C_INPUT``): a round's measurements go into ``meas`` and its detectors are computed
-            from them (``rtdecoder.kernels.tables.Tables``).
+        moffs, meas, dptr, drec, dflip, dkept, dkptr, dshift: for streams whose controller sends
+            measurements (``C_INPUT``): a round's measurements go into ``meas`` and its detectors are
+            computed from them (``rtdecoder.kernels.tables.Tables``); a round with
+            ``dshift[C_KPTR_BASE + r] = P > 0`` has detector ``k`` = measurement ``k`` of its block
+            XOR the measurement ``P`` before it, computed eight at a time.
         src_hi, src_lo: the source address, as in ``allow`` (IPv4 mapped into IPv6).
         shed: non-zero while the worker is overloaded: a SYNDROME that would start a new shot is
             answered BUSY and changes nothing (the shots in flight go on).
@@ -289,17 +291,30 @@ def ingest(buf, n, rx_ns, st, offs, syn, keep, moffs, meas, dptr, drec, dflip, d
                          mbase + moffs[cbase + r], keep, False)
         dbase = st[sid, C_DET_BASE]
         kb = st[sid, C_KPTR_BASE]
-        for t in range(dkptr[kb + first], dkptr[kb + first + nr]):  # the kept detectors of these rounds
-            j = dkept[t]  # the others' events are dropped: never computed, their syn bytes stay 0
-            k0 = dptr[dbase + j]
-            k1 = dptr[dbase + j + 1]
-            v = dflip[dbase + j]
-            if k1 - k0 == 2:  # a bulk detector: one ancilla's measurement in this round and the last
-                v ^= meas[mbase + drec[k0]] ^ meas[mbase + drec[k0 + 1]]
-            else:
-                for k in range(k0, k1):
-                    v ^= meas[mbase + drec[k]]
-            syn[sbase + j] = v
+        for i in range(nr):
+            r = first + i
+            shift = dshift[kb + r]
+            if shift > 0:  # detector k of the round = measurement k of this block ^ the one shift before
+                o = sbase + offs[base + r]
+                cur = mbase + moffs[cbase + r]
+                cnt = moffs[cbase + r + 1] - moffs[cbase + r]
+                for k in range(0, cnt - 7, 8):
+                    store_word(syn, o + k, (load_word(meas, cur + k) ^ load_word(meas, cur + k - shift))
+                               & load_word(keep, o + k))
+                for k in range(cnt & ~7, cnt):
+                    syn[o + k] = (meas[cur + k] ^ meas[cur + k - shift]) & keep[o + k]
+                continue
+            for t in range(dkptr[kb + r], dkptr[kb + r + 1]):  # the kept detectors of the round
+                j = dkept[t]  # the others' events are dropped: never computed, their syn bytes stay 0
+                k0 = dptr[dbase + j]
+                k1 = dptr[dbase + j + 1]
+                v = dflip[dbase + j]
+                if k1 - k0 == 2:  # a bulk detector: one ancilla's measurement in this round and the last
+                    v ^= meas[mbase + drec[k0]] ^ meas[mbase + drec[k0 + 1]]
+                else:
+                    for k in range(k0, k1):
+                        v ^= meas[mbase + drec[k]]
+                syn[sbase + j] = v
     else:
         for i in range(nr):
             r = first + i

@@ -237,6 +237,8 @@ class Tables(NamedTuple):
     """The detectors that are computed (``keep``), per stream relative to ``C_DET_BASE``; those of
     round ``r`` are ``dkept[dkptr[C_KPTR_BASE + r]:dkptr[C_KPTR_BASE + r + 1]]``."""
     dkptr: np.ndarray
+    dshift: np.ndarray
+    """Parallel to ``dkptr``: per round, ``MeasurementLayout.round_shift`` (0: detectors one by one)."""
     cqbits: np.ndarray
     """uint8: every stream's current CUQR shot's enqueued bits, one byte each (``C_CQ_BASE``)."""
 

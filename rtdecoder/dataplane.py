@@ -441,7 +441,7 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         flush(fd, tx, state)
     q = tx.q[0]
     ingest(buf, n, rx, st, offs, syn, tables.keep, tables.moffs, tables.meas, tables.dptr, tables.drec, tables.dflip,
-           tables.dkept, tables.dkptr, counters, txbuf[q], out, tables.allow, src_hi, src_lo, shed)
+           tables.dkept, tables.dkptr, tables.dshift, counters, txbuf[q], out, tables.allow, src_hi, src_lo, shed)
     sid = out[OUT_STREAM]
     error = out[OUT_REPLY_LEN] != 0 and txbuf[q, OFF_TYPE] == T_ERROR
     abandoned = error and sid >= 0 and rd(txbuf[q], OFF_ERR_STATUS, 2) == ST_SHOT_ABANDONED

@@ -331,6 +331,11 @@ class MeasurementLayout:
         det_ptr: int64 ``(num_detectors + 1,)``; det_rec: int64; det_flip: uint8 ``(num_detectors,)``.
         kept: int64, the detectors whose events can change an observable (``keep``), in order;
             those of round ``r`` are ``kept[kept_ptr[r]:kept_ptr[r + 1]]``: only they are computed.
+        round_shift: int64 ``(num_rounds,)``: ``P > 0`` where round ``r`` has as many detectors as
+            its block has measurements and detector ``k`` of the round is measurement ``k`` of the
+            block XOR the measurement ``P`` before it, with no reference flip (the bulk rounds of
+            a memory experiment: each ancilla against its last round); then the round's detectors
+            are computed eight at a time. 0 elsewhere.
     """
 
     num_measurements: int
@@ -341,6 +346,7 @@ class MeasurementLayout:
     det_flip: np.ndarray
     kept: np.ndarray
     kept_ptr: np.ndarray
+    round_shift: np.ndarray
 
 
 def measurement_layout(circuit: stim.Circuit, layout: DetectorLayout, keep: np.ndarray | None = None
@@ -397,5 +403,20 @@ def _layout_from_rows(recs, nm: int, det_flip: np.ndarray, layout: DetectorLayou
     keep = np.ones(nd, np.uint8) if keep is None else keep
     kept = np.flatnonzero(keep).astype(np.int64)
     kept_ptr = np.searchsorted(kept, layout.round_offsets).astype(np.int64)
+    shift = np.zeros(nr, np.int64)
+    for r in range(nr):
+        a, b = int(layout.round_offsets[r]), int(layout.round_offsets[r + 1])
+        m0 = int(ends[r])
+        if b - a != int(ends[r + 1]) - m0 or b == a or det_ptr[a + 1] - det_ptr[a] != 2:
+            continue
+        lo, hi = sorted(det_rec[det_ptr[a]:det_ptr[a + 1]])
+        p = hi - lo
+        if hi != m0 or p <= 0 or m0 - p < 0:
+            continue
+        k = np.arange(b - a)
+        if np.all(np.diff(det_ptr[a:b + 1]) == 2) and not det_flip[a:b].any():
+            pairs = np.sort(det_rec[det_ptr[a]:det_ptr[b]].reshape(-1, 2), axis=1)
+            if np.array_equal(pairs[:, 1], m0 + k) and np.array_equal(pairs[:, 0], m0 + k - p):
+                shift[r] = p
     return MeasurementLayout(nm, ends, max(1, (int(np.diff(ends).max()) + 7) // 8), det_ptr, det_rec, det_flip, kept,
-                             kept_ptr)
+                             kept_ptr, shift)

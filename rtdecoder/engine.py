@@ -250,7 +250,7 @@ class Engine:
         allow: list[np.ndarray] = []
         moffs, dptr, drec, dflip = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], \
             [np.zeros(0, np.uint8)]
-        dkept, dkptr = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        dkept, dkptr, dshift = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         moff_base = det_base = rec_base = meas_base = kept_base = kptr_base = cq_base = 0
         mplans: dict[int, tuple[int, int, int]] = {}  # id(plan) -> its (moffs, dptr, dkptr) bases
         allow_at: dict[tuple[str, ...], tuple[int, int]] = {}
@@ -314,6 +314,7 @@ class Engine:
                     mplans[id(plan)] = (moff_base, det_base, kptr_base)
                     dkept.append(ml.kept)
                     dkptr.append(ml.kept_ptr + kept_base)
+                    dshift.append(np.append(ml.round_shift, 0))  # parallel to dkptr
                     kept_base += len(ml.kept)
                     kptr_base += len(ml.kept_ptr)
                     moffs.append(ml.meas_offsets)
@@ -335,6 +336,7 @@ class Engine:
         self.dflip = np.concatenate(dflip).astype(np.uint8)
         self.dkept = np.concatenate(dkept).astype(np.int64)
         self.dkptr = np.concatenate(dkptr).astype(np.int64)
+        self.dshift = np.concatenate(dshift).astype(np.int64)
         self.meas = np.zeros(meas_base, np.uint8)
         self.cqbits = np.zeros(cq_base, np.uint8)
         if self._host_alloc is None:
@@ -350,7 +352,7 @@ class Engine:
         self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
                                self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow,
                                self.moffs, self.meas, self.dptr, self.drec, self.dflip, self.dkept, self.dkptr,
-                               self.cqbits)
+                               self.dshift, self.cqbits)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)

@@ -165,7 +165,7 @@ def test_ingest_unpacks_each_round_into_its_detectors_and_writes_nothing_else():
             buf = np.zeros(eng.slot_bytes, np.uint8)
             buf[:len(datagram)] = np.frombuffer(datagram, np.uint8)
             KI.ingest(buf, len(datagram), 0, eng.st, eng.offs, eng.syn, eng.keep, eng.moffs, eng.meas, eng.dptr,
-                      eng.drec, eng.dflip, eng.dkept, eng.dkptr, eng.counters, tx, out, eng.allow,
+                      eng.drec, eng.dflip, eng.dkept, eng.dkptr, eng.dshift, eng.counters, tx, out, eng.allow,
                      *source_words("127.0.0.1"), 0)
             assert out[T.OUT_REPLY_LEN] == 0 and out[T.OUT_STREAM] == 0
         assert np.array_equal(eng.syn[:n0], events[0] & keep)
