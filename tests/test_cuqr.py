@@ -180,6 +180,7 @@ def test_bad_requests_are_answered_and_change_nothing(engine):
     assert raw(0x12345678, b"")[0].status == BAD_REQUEST  # no such function
     assert raw(C.GET_CORRECTIONS, struct.pack("<qq", 3, 1))[0].status == BAD_REQUEST  # reset byte missing
     assert raw(C.RESET, b"\x03")[0].status == BAD_REQUEST
+    assert raw(C.GET_CORRECTIONS, struct.pack("<qqB7x", 3, 1, 0))[0].status == NOT_READY  # the older, padded form
     assert rpc.send(hdr.pack(magic, C.RESET, 8, 1, 0)[:20]) == []  # shorter than a header: nothing to echo
     assert rpc.get(3, 1).status == NOT_READY  # none of them touched the shot
 
@@ -311,6 +312,20 @@ def test_stim_dem_path_gives_the_model(tmp_path):
 def test_yaml_mistakes_are_named(tmp_path, edit, says):
     with pytest.raises(ConfigError, match=says):
         load_config(write(tmp_path, edit(F.yaml_text(circuit()))))
+
+
+def test_the_shape_of_cudaqs_example_configuration(tmp_path):
+    """Three detectors, each one measurement and one mechanism flipping one observable (the
+    identity H, O and D of decoding_server_config.yaml): syndrome bit 1 set gives correction
+    bit 1."""
+    text = ("decoders:\n  - id: 0\n    type: pymatching\n    block_size: 3\n    syndrome_size: 3\n"
+            "    H_sparse: [0, -1, 1, -1, 2, -1]\n    O_sparse: [0, -1, 1, -1, 2, -1]\n"
+            "    D_sparse: [0, -1, 1, -1, 2, -1]\n    decoder_custom_args:\n      error_rate_vec: [0.1, 0.1, 0.1]\n"
+            "      merge_strategy: smallest_weight\n")
+    rpc = Rpc(Engine(load_config(write(tmp_path, text)).streams))
+    for bits in ([0, 1, 0], [1, 0, 1], [0, 0, 0]):
+        assert rpc.enqueue(0, np.array(bits, np.uint8)) == OK
+        assert rpc.get(0, 3, reset=True).bits(3).tolist() == bits
 
 
 def test_a_hyperedge_is_refused_with_the_fix(tmp_path):
