@@ -158,7 +158,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
                   file=sys.stderr)
     else:
         cfg = ServerConfig(**{"port": 7700, "metrics_port": 9400, **over, "streams": (_stream_from_args(a),)})
-    return serve(cfg, echo=a.echo, config_path=a.config)
+    return serve(cfg, echo=a.echo, config_path=a.config, overrides=over)
 
 
 def _emulator_options(a: argparse.Namespace, host: str, port: int, expect: dict | None = None):

@@ -189,7 +189,7 @@ class StreamConfig:
         """What the stream's DEM, window plan and compiled decoder depend on: streams with equal
         keys share them (``rtdecoder.engine.Engine``)."""
         if self.model is not None:
-            return (id(self.model), self.decoder, self.window, self.commit, self.input)
+            return (self.model.digest, self.decoder, self.window, self.commit, self.input)
         gen = (self.distance, self.rounds, self.p) if self.is_generated else (os.path.realpath(self.circuit),)
         return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input)
 

@@ -33,6 +33,7 @@ effect: rtdecoder's ``--transport`` and ``--backend`` choose.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,25 @@ class MatrixModel:
     detector_round: np.ndarray
     d_rows: tuple[tuple[int, ...], ...]
     num_measurements: int
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of what the stream is built from (DEM, rounds, D): equal models, equal digests.
+        A reload (SIGHUP) keeps the streams whose models did not change."""
+        d = self.__dict__.get("_digest")
+        if d is None:
+            h = hashlib.sha256(str(self.dem).encode())
+            h.update(np.ascontiguousarray(self.detector_round, np.int64).tobytes())
+            h.update(repr((self.d_rows, self.num_measurements)).encode())
+            d = h.hexdigest()
+            object.__setattr__(self, "_digest", d)
+        return d
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MatrixModel) and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
 
     @property
     def num_detectors(self) -> int:

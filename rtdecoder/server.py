@@ -75,6 +75,8 @@ class Server:
     Args:
         echo: answer every datagram with itself and do nothing else (the transport floor that
             ``bench/latency.py`` measures; also a link check for controller vendors).
+        config_path: the file SIGHUP reloads (TOML, or CUDA-Q YAML); overrides: ``ServerConfig``
+            fields the command line set, applied over the file's again at each reload.
 
     Raises:
         ConfigError: a stream cannot be built, or a CPU in ``cpus`` is not available to this
@@ -83,11 +85,12 @@ class Server:
     """
 
     def __init__(self, cfg: ServerConfig, log: TextIO = sys.stderr, echo: bool = False,
-                 config_path: str | None = None):
+                 config_path: str | None = None, overrides: dict | None = None):
         L.require_supported()
         self.cfg = cfg
         self.log = log
         self.config_path = config_path
+        self.overrides = dict(overrides or {})
         self._draining = False
         self._reload_pending = False
         self.opened = None
@@ -238,6 +241,8 @@ class Server:
                 return False
             try:
                 new_cfg = load_config(self.config_path)
+                if self.overrides:  # the command line's server settings win over the file's, as at start
+                    new_cfg = ServerConfig(**{**new_cfg.__dict__, **self.overrides})
             except ConfigError as e:
                 print(f"rtdecoder: SIGHUP: config not reloaded, the running one stays: {e}", file=self.log)
                 return False
@@ -314,10 +319,12 @@ class Server:
             self.gpu = None
 
 
-def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False, config_path: str | None = None) -> int:
+def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False, config_path: str | None = None,
+          overrides: dict | None = None) -> int:
     """Build the service, announce readiness on ``stdout``, and serve until SIGINT or SIGTERM;
-    SIGHUP reloads ``config_path``."""
-    server = Server(cfg, echo=echo, config_path=config_path)
+    SIGHUP reloads ``config_path`` (with the command line's ``overrides`` of its server
+    settings applied again)."""
+    server = Server(cfg, echo=echo, config_path=config_path, overrides=overrides)
     signal.signal(signal.SIGTERM, server.drain)
     signal.signal(signal.SIGINT, server.drain)
     signal.signal(signal.SIGHUP, server.request_reload)

@@ -367,3 +367,27 @@ def test_emulate_speaks_cuqr(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert rc == 0 and r["shots"] == 300 and r["lost"] == 0 and r["errors"] == 0
     assert r["disagreements_with_reference"] <= 3  # union-find vs offline matching
+
+
+def test_sighup_keeps_an_unchanged_yaml_decoder_and_rebuilds_a_changed_one(tmp_path):
+    import signal
+    import time
+
+    c = circuit()
+    path = tmp_path / "d.yaml"
+    two = F.yaml_text(c, 1) + F.yaml_text(c, 2).replace("decoders:\n", "")
+    path.write_text(two)
+    with ServiceProcess(["--config", str(path)]) as svc:
+        path.write_text(F.yaml_text(circuit(p=0.02), 1) + F.yaml_text(c, 2).replace("decoders:\n", ""))
+        svc.proc.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 120
+        while "reloaded in" not in svc.stderr() and time.monotonic() < end:
+            time.sleep(0.1)
+        log = svc.stderr()
+        cl = C.Client((svc.host, svc.port))
+        try:
+            assert cl.reset(1).status == OK and cl.reset(2).status == OK
+        finally:
+            cl.close()
+    assert "changed [1]" in log and "[2] keep serving" in log, log[-2000:]
+    assert "change only at a restart" not in log
