@@ -66,7 +66,8 @@ def one(d: bytes, stranger: bool, shed: int) -> None:
     SLOT[:min(len(d), len(SLOT))] = np.frombuffer(d, np.uint8)[:len(SLOT)]
     st_py, offs, syn_py, cnt_py = TABLES
     st_c, _, syn_c, cnt_c = COMPILED
-    m = (ENGINE.moffs, ENGINE.meas, ENGINE.dptr, ENGINE.drec, ENGINE.dflip, ENGINE.dkept, ENGINE.dkptr)  # detection-event streams only
+    m = (ENGINE.moffs, ENGINE.meas, ENGINE.dptr, ENGINE.drec, ENGINE.dflip, ENGINE.dkept, ENGINE.dkptr,
+         ENGINE.dshift)  # detection-event streams only
     ingest_py(SLOT, len(d), 123, st_py, offs, syn_py, ENGINE.keep, *m, cnt_py, TX_PY, OUT_PY, ENGINE.allow, *src, shed)
     KI.ingest(SLOT, len(d), 123, st_c, offs, syn_c, ENGINE.keep, *m, cnt_c, TX_C, OUT_C, ENGINE.allow, *src, shed)
     if not (np.array_equal(OUT_PY, OUT_C) and np.array_equal(st_py, st_c) and np.array_equal(syn_py, syn_c)
