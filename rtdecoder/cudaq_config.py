@@ -11,7 +11,9 @@ is the decoder's ``id`` and whose controller sends raw measurements (``input =
 own protocol alike. Source of the format: NVIDIA/cudaqx,
 ``libs/qec/include/cudaq/qec/realtime/decoding_config.h`` and ``libs/qec/lib/realtime/config.cpp``
 (the keys, which are required, and the checks on the matrices) and
-``libs/qec/tools/decoding-server/decoding_server_config.yaml`` (an example); docs/cuqr-compat.md
+``libs/qec/tools/decoding-server/decoding_server_config.yaml`` (an example), and for
+``dem_chunks`` ``libs/qec/include/cudaq/qec/extended_dem.h`` (``dem_stitch``, ``dem_close``) and
+``libs/qec/lib/dem_chunks_memory.cpp`` (``dem_chunks_to_d_sparse``); docs/cuqr-compat.md
 gives the line ranges and what differs.
 
 Decoder types:
@@ -24,11 +26,12 @@ Decoder types:
   ``step_size`` rounds committed per window.
 
 Every mechanism must flip one or two detectors (a graphlike model, as matching needs); a
-mechanism that flips none is left out (no decoder can see it). Keys CUDA-Q defines that
-rtdecoder does not implement (other decoder types, ``dem_chunks``, ``num_boundary_syndromes``,
-``straddle_*``) are named in a ``ConfigError``, as are unknown keys; ``transport``,
-``dispatch`` and ``cuda_device_id`` (where CUDA-Q runs a decoder) are accepted and have no
-effect: rtdecoder's ``--transport`` and ``--backend`` choose.
+mechanism that flips none is left out (no decoder can see it). A decoder may instead be given
+as ``dem_chunks`` (phases of one round each, stitched at their seams, with ``num_rounds``;
+``_chunk_stream``). Keys CUDA-Q defines that rtdecoder does not implement (other decoder
+types, ``num_boundary_syndromes``, ``straddle_*``) are named in a ``ConfigError``, as are unknown
+keys; ``transport``, ``dispatch`` and ``cuda_device_id`` (where CUDA-Q runs a decoder) are
+accepted and have no effect: rtdecoder's ``--transport`` and ``--backend`` choose.
 """
 
 from __future__ import annotations
@@ -63,6 +66,38 @@ _SLIDING_ARGS = {
     "required": ["num_syndromes_per_round", "window_size", "step_size"],
     "additionalProperties": False,
 }
+_NAMED = {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+          "required": ["from", "to"], "additionalProperties": False}
+_CHUNK = {
+    "type": "object",
+    "properties": {
+        "num_faults": {"type": "integer", "minimum": 0},
+        "H_sparse": _SPARSE,
+        "seam_specs": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"name": {"type": "string"},
+                           "spec": {"type": "object", "properties": {"H_sparse": _SPARSE, "O_sparse": _SPARSE},
+                                    "additionalProperties": False}},
+            "required": ["name", "spec"], "additionalProperties": False}},
+        "O_sparse": _SPARSE,
+        "error_rates": _PROBS,
+    },
+    "required": ["num_faults", "error_rates"],
+    "additionalProperties": False,
+}
+_DEM_CHUNKS = {
+    "type": "object",
+    "properties": {
+        "seam": _NAMED,
+        "connections": {"type": "array", "items": _NAMED, "minItems": 1},
+        "num_rounds": {"type": "integer", "minimum": 2},
+        "phases": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "properties": {"name": {"type": "string"}, "spec": _CHUNK},
+            "required": ["name", "spec"], "additionalProperties": False}},
+    },
+    "required": ["seam", "connections", "phases"],
+    "additionalProperties": False,
+}
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -78,12 +113,13 @@ SCHEMA = {
                     "H_sparse": _SPARSE, "O_sparse": _SPARSE, "D_sparse": _SPARSE,
                     "error_rate_vec": _PROBS,
                     "stim_dem_path": {"type": "string"},
+                    "dem_chunks": _DEM_CHUNKS,
                     "decoder_custom_args": {"type": "object"},
                     "transport": {"enum": ["cpu_roce", "gpu_roce"]},
                     "dispatch": {"enum": ["host", "device_graph"]},
                     "cuda_device_id": _INT,
                 },
-                "required": ["id", "type", "D_sparse"],
+                "required": ["id", "type"],
                 "additionalProperties": False,
             },
         },
@@ -95,9 +131,6 @@ SCHEMA = {
 """The JSON Schema the YAML is checked against (jsonschema), before the matrices' own checks."""
 
 NOT_IMPLEMENTED = {
-    "dem_chunks": "dem_chunks (init/bulk/final phases) is not implemented: expand it in CUDA-Q "
-                  "(cudaq_qec.dem_close_all and dem_chunks_to_d_sparse) and give H_sparse, O_sparse, D_sparse and "
-                  "error_rate_vec, or give stim_dem_path",
     "num_boundary_syndromes": "sliding_window's num_boundary_syndromes is not implemented: every round must have "
                               "num_syndromes_per_round detectors",
     "straddle_start_round": "sliding_window's straddle_start_round is not implemented",
@@ -263,6 +296,11 @@ def decoder_stream(entry: dict, where: str, base: Path) -> StreamConfig:
     """
     _check(entry, where)
     args = entry.get("decoder_custom_args") or {}
+    if "dem_chunks" in entry and not entry.get("H_sparse"):
+        return _chunk_stream(entry, args, where)
+    if "D_sparse" not in entry:
+        raise ConfigError(f"{where}: D_sparse is required (the measurements each detector reads), or describe the "
+                          "model with dem_chunks, which implies it")
     d_rows = [gf2_row(r) for r in sparse_rows(entry["D_sparse"], f"{where}: D_sparse")]
     if any(not r for r in d_rows):
         raise ConfigError(f"{where}: D_sparse has an empty row (a detector that reads no measurement)")
@@ -328,6 +366,154 @@ def decoder_stream(entry: dict, where: str, base: Path) -> StreamConfig:
         dem = _model_dem(h_rows, o_rows, [float(p) for p in priors], detector_round, merge, where)
     model = MatrixModel(f"{where}", dem, detector_round, tuple(tuple(r) for r in d_rows),
                         max(max(r) for r in d_rows) + 1)
+    return StreamConfig(id=entry["id"], decoder="matching", window=window, commit=commit, input="measurements",
+                        max_datagram=MAX_DATAGRAM, model=model)
+
+
+def phase_sequence(chunks: dict, where: str) -> list[str]:
+    """The phases of a ``dem_chunks`` spec in round order: its connections are a linear chain,
+    at most one phase connected to itself (the repeating one), which then appears as often as
+    ``num_rounds`` needs (``[init, bulk × (T - 2), final]`` for the standard three phases);
+    without a self-connection the chain is the sequence."""
+    names = [ph["name"] for ph in chunks["phases"]]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: dem_chunks.phases names a phase twice")
+    nxt: dict[str, str] = {}
+    loops = []
+    for c in chunks["connections"]:
+        a, b = c["from"], c["to"]
+        for x in (a, b):
+            if x not in names:
+                raise ConfigError(f"{where}: dem_chunks.connections names phase {x!r}, which dem_chunks.phases "
+                                  f"does not define ({', '.join(names)})")
+        if a == b:
+            loops.append(a)
+        elif a in nxt:
+            raise ConfigError(f"{where}: dem_chunks.connections: phase {a!r} leads to two phases; the phases must "
+                              "form a chain")
+        else:
+            nxt[a] = b
+    if len(loops) > 1:
+        raise ConfigError(f"{where}: dem_chunks.connections: more than one phase repeats ({', '.join(loops)})")
+    starts = [n for n in names if n not in nxt.values() and (n in nxt or n in loops or len(names) == 1)]
+    if len(starts) != 1:
+        raise ConfigError(f"{where}: dem_chunks.connections do not form one chain from a first phase")
+    chain = [starts[0]]
+    while chain[-1] in nxt:
+        if nxt[chain[-1]] in chain:
+            raise ConfigError(f"{where}: dem_chunks.connections go round in a cycle")
+        chain.append(nxt[chain[-1]])
+    if not loops:
+        return chain
+    if "num_rounds" not in chunks:
+        raise ConfigError(f"{where}: dem_chunks has a repeating phase ({loops[0]!r}) but no num_rounds: rtdecoder "
+                          "builds a stream's windows when it is configured, so give num_rounds (at least 2)")
+    if loops[0] not in chain:
+        raise ConfigError(f"{where}: the repeating phase {loops[0]!r} is not on the chain {' → '.join(chain)}")
+    repeats = chunks["num_rounds"] - (len(chain) - 1)
+    if repeats < 0:
+        raise ConfigError(f"{where}: num_rounds {chunks['num_rounds']} is fewer than the {len(chain) - 1} phases "
+                          "around the repeating one")
+    i = chain.index(loops[0])
+    return chain[:i] + [loops[0]] * repeats + chain[i + 1:]
+
+
+def _chunk_bands(spec: dict, to_seam: str, from_seam: str, where: str) -> tuple[list, list, list, list]:
+    """One phase's ``(to-seam rows, from-seam rows, observable rows, error rates)``: its
+    ``H_sparse`` shorthand is both seams' rows; ``seam_specs`` give each seam its own."""
+    n = spec["num_faults"]
+    rates = [float(p) for p in spec["error_rates"]]
+    if len(rates) != n:
+        raise ConfigError(f"{where}: error_rates has {len(rates)} entries but num_faults is {n}")
+    if ("H_sparse" in spec) == ("seam_specs" in spec):
+        raise ConfigError(f"{where}: give H_sparse (the same rows for both seams) or seam_specs, one of them")
+    if "H_sparse" in spec:
+        rows = sparse_rows(spec["H_sparse"], f"{where}: H_sparse")
+        to_rows, from_rows = rows, rows
+    else:
+        bands = {}
+        for e in spec["seam_specs"]:
+            if e["name"] not in (to_seam, from_seam):
+                if e["spec"].get("H_sparse"):
+                    raise ConfigError(f"{where}: seam {e['name']!r} is neither dem_chunks.seam's from ({from_seam!r}) "
+                                      f"nor its to ({to_seam!r}): its rows would have nowhere to go")
+                continue
+            bands[e["name"]] = sparse_rows(e["spec"].get("H_sparse", []), f"{where}: seam {e['name']} H_sparse")
+        to_rows, from_rows = bands.get(to_seam, []), bands.get(from_seam, [])
+    obs = sparse_rows(spec.get("O_sparse", []), f"{where}: O_sparse")
+    for name, rows in (("H_sparse", to_rows + from_rows), ("O_sparse", obs)):
+        bad = [c for r in rows for c in r if c >= n]
+        if bad:
+            raise ConfigError(f"{where}: {name} names fault {bad[0]}, beyond num_faults {n}")
+    return to_rows, from_rows, obs, rates
+
+
+def _chunk_stream(entry: dict, args: dict, where: str) -> StreamConfig:
+    """A decoder given as ``dem_chunks`` (one chunk per round, each a band of rows at the seam
+    with the round before and one at the seam with the round after): the chunks stitched into
+    one model (detector ``r·d + k`` is row ``k`` of the seam between rounds ``r − 1`` and ``r``,
+    flipped by the faults of both chunks; round 0's are the first chunk's incoming seam, the last
+    chunk's outgoing seam is dropped), and D the memory experiment's: detector ``r·d + k`` reads
+    measurement ``k`` of rounds ``r − 1`` and ``r`` (round 0: of round 0 alone)."""
+    for key in ("block_size", "syndrome_size", "O_sparse", "D_sparse", "error_rate_vec", "stim_dem_path"):
+        if entry.get(key) or (key == "error_rate_vec" and args.get(key)):
+            raise ConfigError(f"{where}: {key} must not be given with dem_chunks, which determines it: remove it, or "
+                              "describe the whole experiment with H_sparse instead of dem_chunks")
+    chunks = entry["dem_chunks"]
+    from_seam, to_seam = chunks["seam"]["from"], chunks["seam"]["to"]
+    specs = {ph["name"]: ph["spec"] for ph in chunks["phases"]}
+    seq = phase_sequence(chunks, where)
+    built = {name: _chunk_bands(specs[name], to_seam, from_seam, f"{where}: dem_chunks phase {name}")
+             for name in set(seq)}
+    nobs = {len(built[n][2]) for n in seq}
+    if len(nobs) != 1:
+        raise ConfigError(f"{where}: the dem_chunks phases have different numbers of observables ({sorted(nobs)})")
+    (k,) = nobs
+    if k == 0:
+        raise ConfigError(f"{where}: the dem_chunks phases have no O_sparse rows: the service answers observable "
+                          "flips, so it needs at least one observable")
+    if k > 64:
+        raise ConfigError(f"{where}: {k} observables; rtdecoder supports at most 64")
+    d = len(built[seq[0]][0]) or len(built[seq[0]][1])
+    if d == 0:
+        raise ConfigError(f"{where}: the first dem_chunks phase has no seam rows: there are no detectors")
+    for t, name in enumerate(seq):
+        to_rows, from_rows = built[name][0], built[name][1]
+        widths = [len(to_rows)] if t == 0 else [len(to_rows), len(built[seq[t - 1]][1])]
+        if any(w != d for w in widths):
+            raise ConfigError(f"{where}: dem_chunks seam widths differ (round {t}, phase {name!r}: {widths}, round 0: "
+                              f"{d}); every seam of a memory experiment has the same rows")
+    rounds = len(seq)
+    h_rows: list[list[int]] = [[] for _ in range(rounds * d)]
+    o_rows: list[list[int]] = [[] for _ in range(k)]
+    priors: list[float] = []
+    for t, name in enumerate(seq):
+        to_rows, from_rows, obs, rates = built[name]
+        base = len(priors)
+        for j, row in enumerate(to_rows):
+            h_rows[t * d + j] += [base + e for e in row]
+        if t + 1 < rounds:
+            for j, row in enumerate(from_rows):
+                h_rows[(t + 1) * d + j] += [base + e for e in row]
+        for j, row in enumerate(obs):
+            o_rows[j] += [base + e for e in row]
+        priors += rates
+    h_rows = [gf2_row(r) for r in h_rows]  # a fault listed twice in a row cancels (GF(2))
+    d_rows = [[j] if j < d else [j - d, j] for j in range(rounds * d)]
+    detector_round = np.arange(rounds * d, dtype=np.int64) // d
+    if entry["type"] == "sliding_window":
+        per = args["num_syndromes_per_round"]
+        if per != d:
+            raise ConfigError(f"{where}: num_syndromes_per_round {per} differs from the dem_chunks seam width {d}")
+        window, commit = args["window_size"], args["step_size"]
+        if commit > window or window < 2:
+            raise ConfigError(f"{where}: window_size {window} and step_size {commit}: need 2 <= window_size and "
+                              "step_size <= window_size")
+    else:
+        window, commit = 0, 0
+    merge = MERGE[args.get("merge_strategy", "smallest_weight")]
+    dem = _model_dem(h_rows, o_rows, priors, detector_round, merge, where)
+    model = MatrixModel(where, dem, detector_round, tuple(tuple(r) for r in d_rows), rounds * d)
     return StreamConfig(id=entry["id"], decoder="matching", window=window, commit=commit, input="measurements",
                         max_datagram=MAX_DATAGRAM, model=model)
 

@@ -2,7 +2,10 @@
 
 ``process_datagram`` is the one implementation of it: every transport's compiled loop
 (``rtdecoder.transport.udp.serve_loop``, ``rtdecoder.transport.ring.ring_serve_loop``) and the
-in-process path (``Engine.handle``: tests, ``Engine.decode_shots``, sinter) call it. It is
+in-process path (``Engine.handle``: tests, ``Engine.decode_shots``, sinter) call it. It hands a
+CUDA-Q real-time RPC request (``CUQR`` magic) to ``process_cuqr``, which runs each round such a
+controller completes through ``process_native`` as a SYNDROME of the service's own protocol
+(docs/cuqr-compat.md); every other datagram goes to ``process_native``. It is
 compiled with ``_nrt=False``: numba's runtime is off, so it cannot allocate and takes no
 reference counts.
 

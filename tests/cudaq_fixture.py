@@ -112,3 +112,105 @@ def reference_predictions(circuit: stim.Circuit, measurements: np.ndarray) -> np
     for j, row in enumerate(d):
         dets[:, j] = np.bitwise_xor.reduce(measurements[:, row], axis=1)
     return m.decode_batch(dets).astype(np.uint8)
+
+
+# --- dem_chunks: a phenomenological repetition code, one chunk per round -----------------------
+
+def repetition_chunk(n: int, p_data: float, p_meas: float) -> dict:
+    """One round of an ``n``-qubit repetition code (``n - 1`` checks) as a CUDA-Q chunk spec in
+    the per-seam form: faults ``0 .. n-1`` flip data qubit ``i`` (checks ``i - 1`` and ``i`` of
+    this round's detectors: the incoming seam), faults ``n .. 2n-2`` flip check ``k``'s
+    measurement (this round's detector and the next round's: both seams); data qubit 0 is the
+    observable."""
+    d = n - 1
+    to_rows = [[] for _ in range(d)]
+    from_rows = [[] for _ in range(d)]
+    for i in range(n):
+        for k in (i - 1, i):
+            if 0 <= k < d:
+                to_rows[k].append(i)
+    for k in range(d):
+        to_rows[k].append(n + k)
+        from_rows[k].append(n + k)
+    return {"num_faults": n + d,
+            "seam_specs": [{"name": "prev_round", "spec": {"H_sparse": sparse(to_rows)}},
+                           {"name": "next_round", "spec": {"H_sparse": sparse(from_rows)}}],
+            "O_sparse": [0, -1], "error_rates": [p_data] * n + [p_meas] * d}
+
+
+def chunked_yaml(n: int, rounds: int, p_data: float, p_meas: float, decoder_id: int = 0) -> str:
+    """A ``dem_chunks`` configuration: phases init, bulk (repeating), final, all the same chunk."""
+    import json
+
+    chunk = repetition_chunk(n, p_data, p_meas)
+    doc = {"decoders": [{"id": decoder_id, "type": "pymatching", "dem_chunks": {
+        "seam": {"from": "next_round", "to": "prev_round"},
+        "connections": [{"from": "init", "to": "bulk"}, {"from": "bulk", "to": "bulk"},
+                        {"from": "bulk", "to": "final"}],
+        "num_rounds": rounds,
+        "phases": [{"name": name, "spec": chunk} for name in ("init", "bulk", "final")]}}]}
+    return json.dumps(doc)  # JSON is YAML
+
+
+def chunked_matrices(n: int, rounds: int, p_data: float, p_meas: float):
+    """The same model flat, stitched here by hand: ``(H rows, O rows, D rows, priors)``; detector
+    ``r·d + k`` compares check ``k``'s measurements of rounds ``r - 1`` and ``r``."""
+    d = n - 1
+    h = [[] for _ in range(rounds * d)]
+    o = [[]]
+    priors: list[float] = []
+    for t in range(rounds):
+        base = len(priors)
+        for i in range(n):  # data flips in round t: this round's detectors
+            for k in (i - 1, i):
+                if 0 <= k < d:
+                    h[t * d + k].append(base + i)
+        for k in range(d):  # check k misread in round t: this round's and the next's
+            h[t * d + k].append(base + n + k)
+            if t + 1 < rounds:
+                h[(t + 1) * d + k].append(base + n + k)
+        o[0].append(base)
+        priors += [p_data] * n + [p_meas] * d
+    dr = [[j] if j < d else [j - d, j] for j in range(rounds * d)]
+    return h, o, dr, priors
+
+
+def flat_yaml(h, o, d, priors, decoder_id: int = 0) -> str:
+    return "\n".join(["decoders:", f"  - id: {decoder_id}", "    type: pymatching", f"    block_size: {len(priors)}",
+                      f"    syndrome_size: {len(h)}", f"    H_sparse: {sparse(h)}", f"    O_sparse: {sparse(o)}",
+                      f"    D_sparse: {sparse(d)}", "    decoder_custom_args:",
+                      f"      error_rate_vec: {[float(x) for x in priors]}"]) + "\n"
+
+
+def sample_chunked(h, o, priors, rounds: int, d: int, shots: int, seed: int):
+    """Faults drawn with their probabilities: ``(measurements, detection events, observable
+    flips)``, uint8; the measurements are those whose D gives the detection events."""
+    rng = np.random.default_rng(seed)
+    e = (rng.random((shots, len(priors))) < np.asarray(priors)).astype(np.uint8)
+    H = np.zeros((len(h), len(priors)), np.uint8)
+    for j, row in enumerate(h):
+        H[j, row] = 1
+    O = np.zeros((len(o), len(priors)), np.uint8)
+    for j, row in enumerate(o):
+        O[j, row] = 1
+    dets = (e @ H.T) % 2
+    obs = (e @ O.T) % 2
+    meas = np.bitwise_xor.accumulate(dets.reshape(shots, rounds, d), axis=1).reshape(shots, -1)
+    return meas.astype(np.uint8), dets.astype(np.uint8), obs.astype(np.uint8)
+
+
+def check_matrix_predictions(h, o, priors, dets) -> np.ndarray:
+    import pymatching
+    from scipy.sparse import csc_matrix
+
+    n = len(priors)
+
+    def mat(rows):
+        r = [i for i, row in enumerate(rows) for _ in row]
+        c = [x for row in rows for x in row]
+        return csc_matrix((np.ones(len(c), np.uint8), (r, c)), shape=(len(rows), n))
+
+    p = np.asarray(priors)
+    m = pymatching.Matching.from_check_matrix(mat(h), weights=np.log((1 - p) / p), faults_matrix=mat(o),
+                                              merge_strategy="smallest-weight")
+    return m.decode_batch(dets).astype(np.uint8)

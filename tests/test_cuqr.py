@@ -301,7 +301,7 @@ def test_stim_dem_path_gives_the_model(tmp_path):
 @pytest.mark.parametrize("edit, says", [
     (lambda y: y.replace("type: pymatching", "type: nv-qldpc-decoder"), "'nv-qldpc-decoder' is not supported"),
     (lambda y: y.replace("    block_size:", "    colour: red\n    block_size:"), "'colour' was unexpected"),
-    (lambda y: y.replace("    block_size:", "    dem_chunks: {}\n    block_size:"), "dem_chunks"),
+    (lambda y: y.replace("    block_size:", "    dem_chunks: {}\n    block_size:"), "dem_chunks: 'seam' is a required"),
     (lambda y: y.replace("syndrome_size: 24", "syndrome_size: 23"), "syndrome_size is 23"),
     (lambda y: y.split("    decoder_custom_args:")[0], "error_rate_vec is required"),
     (lambda y: y.replace("merge_strategy: smallest_weight", "merge_strategy: best"), "merge_strategy"),
@@ -326,6 +326,60 @@ def test_the_shape_of_cudaqs_example_configuration(tmp_path):
     for bits in ([0, 1, 0], [1, 0, 1], [0, 0, 0]):
         assert rpc.enqueue(0, np.array(bits, np.uint8)) == OK
         assert rpc.get(0, 3, reset=True).bits(3).tolist() == bits
+
+
+def test_dem_chunks_stitch_into_the_flat_model(tmp_path):
+    n, rounds, pd, pm = 5, 6, 0.03, 0.02
+    chunked = load_config(write(tmp_path, F.chunked_yaml(n, rounds, pd, pm, decoder_id=3), "chunks.yaml")).streams[0]
+    h, o, d, priors = F.chunked_matrices(n, rounds, pd, pm)
+    flat = load_config(write(tmp_path, F.flat_yaml(h, o, d, priors, decoder_id=3), "flat.yaml")).streams[0]
+    errors = [[str(i) for i in m.dem if i.type == "error"] for m in (chunked.model, flat.model)]
+    assert errors[0] == errors[1] and chunked.model.d_rows == flat.model.d_rows  # the same mechanisms and D
+    assert chunked.model.num_rounds == rounds and flat.model.num_rounds == 1  # the chunks also give the rounds
+    e = Engine([chunked])
+    assert e.streams[3].layout.num_detectors == rounds * (n - 1)
+    meas, dets, obs = F.sample_chunked(h, o, priors, rounds, n - 1, 300, seed=4)
+    want = F.check_matrix_predictions(h, o, priors, dets)
+    rpc = Rpc(e)
+    got = np.array([(rpc.enqueue(3, m), rpc.get(3, 1, reset=True).bits(1))[1] for m in meas])
+    assert np.array_equal(got, want)
+    assert 0 < np.mean(want != obs) < np.mean(obs)  # it corrects
+
+
+def test_the_h_sparse_shorthand_gives_both_seams_the_same_rows(tmp_path):
+    import json
+
+    doc = json.loads(F.chunked_yaml(2, 3, 0.03, 0.02))  # one check: every fault flips only it
+    for ph in doc["decoders"][0]["dem_chunks"]["phases"]:
+        to_rows = ph["spec"].pop("seam_specs")[0]["spec"]["H_sparse"]
+        ph["spec"]["H_sparse"] = to_rows
+    (s,) = load_config(write(tmp_path, json.dumps(doc))).streams
+    # a fault of round t is in the check's row of both seams: detectors t and t + 1 (the last round's: t only)
+    errors = {tuple(t.val for t in i.targets_copy() if t.is_relative_detector_id())
+              for i in s.model.dem if i.type == "error"}
+    assert errors == {(0, 1), (1, 2), (2,)}
+
+
+def test_dem_chunks_mistakes_are_named(tmp_path):
+    import json
+
+    doc = json.loads(F.chunked_yaml(5, 6, 0.03, 0.02))
+    chunks = doc["decoders"][0]["dem_chunks"]
+
+    def fails(says, edit):
+        d = json.loads(json.dumps(doc))
+        edit(d["decoders"][0], d["decoders"][0]["dem_chunks"])
+        with pytest.raises(ConfigError, match=says):
+            load_config(write(tmp_path, json.dumps(d)))
+
+    fails("no num_rounds", lambda e, c: c.pop("num_rounds"))
+    fails("D_sparse must not be given with dem_chunks", lambda e, c: e.update(D_sparse=[0, -1]))
+    fails("phase 'middle'", lambda e, c: c["connections"].append({"from": "final", "to": "middle"}))
+    fails("error_rates has 3 entries", lambda e, c: c["phases"][1]["spec"].update(error_rates=[0.1] * 3))
+    fails("seam widths differ", lambda e, c: c["phases"][2]["spec"]["seam_specs"][0]["spec"].update(
+        H_sparse=[0, -1, 1, -1]))
+    fails("give H_sparse .* or seam_specs, one of them", lambda e, c: c["phases"][0]["spec"].update(H_sparse=[0, -1]))
+    assert chunks["num_rounds"] == 6
 
 
 def test_a_hyperedge_is_refused_with_the_fix(tmp_path):
