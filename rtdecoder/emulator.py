@@ -133,6 +133,8 @@ class Report:
     affected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
     interrupted: bool = False
     """Ctrl-C ended the run early: ``shots`` counts the shots that were sent."""
+    dialect: str = "native"
+    """The wire dialect the emulator spoke (``EmulatorOptions.dialect``)."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -531,7 +533,8 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
     lat = latency[answered]
     ler, ler_se = _rate(int(np.sum(np.any(preds[answered] != obs[answered], axis=1))), int(answered.sum()))
     rler, rler_se = _rate(int(np.sum(np.any(reference != obs, axis=1))), nshots)
-    service = {"decoder": opts.expect.get("decoder", "(not said over CUQR)"), "window": opts.expect.get("window", -1),
+    service = {"decoder": opts.expect.get("decoder", "(decoder not said over CUQR)"),
+               "window": opts.expect.get("window", -1),
                "commit": opts.expect.get("commit", -1)}
     return Report(
         circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
@@ -543,7 +546,7 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
         disagreements_with_reference=int(np.sum(np.any(preds[answered] != reference[answered], axis=1))),
         lost=int(np.sum(~answered & ~failed)), errors=int(failed.sum()), error_statuses=statuses,
         latencies_us=lat, predictions=preds, answered=answered, poisoned=failed, affected=np.zeros(nshots, bool),
-        interrupted=interrupted,
+        interrupted=interrupted, dialect="cuqr",
     )
 
 

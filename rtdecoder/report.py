@@ -14,16 +14,20 @@ METRICS_SHOWN = ("rtdecoder_packets_received_total", "rtdecoder_shots_decoded_to
 def print_report(r: Report, metrics_url: str | None = None, metrics_text: str | None = None,
                  console: Console | None = None) -> None:
     console = console or Console()
-    w = "all" if r.window == 0 else f"{r.window}/{r.commit}"
+    w = "all" if r.window == 0 else "(not said over CUQR)" if r.window < 0 else f"{r.window}/{r.commit}"
+    via = ", CUDA-Q's RPC (CUQR)" if r.dialect == "cuqr" else ""
     t = Table(title=f"rtdecoder: {r.circuit}, d={r.distance}, {r.rounds} rounds (incl. final), p={r.p}, "
-                    f"{r.decoder}, window/commit={w}, {r.rounds_per_packet} round(s)/packet, cycle {r.cycle_us} µs",
-              title_justify="left")
+                    f"{r.decoder}, window/commit={w}, {r.rounds_per_packet} round(s)/packet, cycle {r.cycle_us} µs"
+                    f"{via}", title_justify="left")
     t.add_column("")
     for k in ("p50", "p90", "p99", "p99.9", "max"):
         t.add_column(k, justify="right")
     keys = ("p50", "p90", "p99", "p999", "max")
     t.add_row("round trip, last round → final correction (µs)", *[f"{r.latency_us[k]:.1f}" for k in keys])
-    t.add_row("  of which in the server (µs)", *[f"{r.server_latency_us[k]:.1f}" for k in keys])
+    if r.dialect == "cuqr":  # CUQR's replies carry no server stamps
+        t.add_row("  of which in the server (µs)", *(["–"] * len(keys)))
+    else:
+        t.add_row("  of which in the server (µs)", *[f"{r.server_latency_us[k]:.1f}" for k in keys])
     console.print(t)
     s = Table(show_header=False, box=None)
     s.add_column(style="bold")
