@@ -127,3 +127,28 @@ def open_loop_packets(stream_id: int, first_shot: int, blocks: np.ndarray, round
         readys.append(ready + s * nrounds)
         base += len(buf)
     return np.concatenate(bufs), np.concatenate(offs), np.concatenate(lens), np.concatenate(readys)
+
+
+@njit(cache=True, nogil=True)
+def echo_pairs(fd, first, first_len, second, second_len, timeout_ns, rx, out):
+    """The transport floor of a two-request exchange (CUQR's ``enqueue_syndromes`` then
+    ``get_corrections``) against ``rtdecoder serve --echo``: for each ``i`` send ``first[i]`` and
+    at once ``second[i]``, and wait for both echoes; ``out[i]`` is the first send → the second
+    echo received, ns (-1: not within ``timeout_ns``). Echoes are told apart by length, so the two
+    lengths must differ."""
+    cap = rx.shape[0]
+    for i in range(first.shape[0]):
+        t0 = monotonic_ns()
+        L.send(fd, first[i].ctypes.data, first_len, 0)
+        L.send(fd, second[i].ctypes.data, second_len, 0)
+        out[i] = -1
+        got = 0
+        while got < 2:
+            n = L.recv(fd, rx.ctypes.data, cap, L.MSG_DONTWAIT)
+            now = monotonic_ns()
+            if n == first_len or n == second_len:
+                got += 1
+                if got == 2:
+                    out[i] = now - t0
+            elif now - t0 > timeout_ns:
+                break

@@ -160,7 +160,10 @@ def dialects(args, console, client_cpu, pin) -> int:
     compiled loop): round trip = the enqueue's send → the correction received. Blocks alternate
     native, CUQR, each with a fresh service. Targets: CUQR's p50 within 1 µs of the native p50;
     0 disagreements with offline PyMatching (``Matching.from_check_matrix`` on the same matrices,
-    ``tests/cudaq_fixture.py``)."""
+    ``tests/cudaq_fixture.py``). In the same blocks, the transport floor of each exchange:
+    ``rtdecoder serve --echo`` answering one datagram (the native exchange) and two sent back to
+    back (CUQR's), so the part of the gap that is CUQR's second datagram each way shows apart
+    from the service's own work."""
     import socket as so
     import tempfile
 
@@ -171,7 +174,7 @@ def dialects(args, console, client_cpu, pin) -> int:
     from rtdecoder import cuqr_client as C
     from rtdecoder import protocol as P
     from rtdecoder.cli import ServiceProcess
-    from clients import round_trips
+    from clients import echo_pairs, round_trips
 
     rows = []
     for d in args.distances:
@@ -187,9 +190,29 @@ def dialects(args, console, client_cpu, pin) -> int:
         dgrams = np.stack([np.frombuffer(P.encode(P.Header(P.MsgType.SYNDROME, num_rounds=1),
                                                   np.packbits(m, bitorder="little").tobytes()), np.uint8)
                            for m in meas])
+        requests = [(C.enqueue_syndromes(0, m, 1), C.get_corrections(0, 1, 2, True)) for m in meas[:args.warmup + 1]]
+        enq = np.stack([np.frombuffer(a, np.uint8) for a, _ in requests])
+        get = np.stack([np.frombuffer(g, np.uint8) for _, g in requests])
         blocks = np.array_split(np.arange(args.warmup, n), max(1, args.blocks))
         native, cuqr, disagree, answered, polls = [], [], 0, 0, 0
+        floor1, floor2 = [], []
         for b, idx in enumerate(blocks):
+            with console.status(f"d={d}: block {b + 1} of {len(blocks)}: the transport floors"):
+                with ServiceProcess(["--echo", "--metrics-port", "-1"] + pin) as svc, pinned(client_cpu):
+                    sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
+                    sock.connect((svc.host, svc.port))
+                    sock.setblocking(False)
+                    rx = np.zeros(65536, np.uint8)
+                    one = np.zeros((2, len(idx)), np.int64)
+                    round_trips(sock.fileno(), dgrams[idx], dgrams.shape[1], 1, True, 100_000_000, rx, one[0],
+                                one[1])
+                    two = np.zeros(len(idx), np.int64)
+                    pick = np.resize(np.arange(len(enq)), len(idx))
+                    echo_pairs(sock.fileno(), enq[pick], enq.shape[1], get[pick], get.shape[1], 100_000_000, rx,
+                               two)
+                    floor1.append(one[0])
+                    floor2.append(two)
+                    sock.close()
             with console.status(f"d={d}: block {b + 1} of {len(blocks)}"):
                 with ServiceProcess(["--config", str(yaml), "--metrics-port", "0"] + pin) as svc, pinned(client_cpu):
                     sock = so.socket(so.AF_INET, so.SOCK_DGRAM)
@@ -218,11 +241,15 @@ def dialects(args, console, client_cpu, pin) -> int:
                     cuqr.append(t)
                     sock.close()
         nat, cq = pct(np.concatenate(native)), pct(np.concatenate(cuqr))
+        f1, f2 = pct(np.concatenate(floor1)), pct(np.concatenate(floor2))
         blockwise = [pct(a)["p50"] - pct(b)["p50"] for a, b in zip(cuqr, native)]
+        floor_gap = [pct(a)["p50"] - pct(b)["p50"] for a, b in zip(floor2, floor1)]
         rows.append({"distance": d, "measurements": int(c.num_measurements), "native_datagram_bytes": int(dgrams.shape[1]),
                      "native": nat, "cuqr": cq, "cuqr_minus_native_p50": cq["p50"] - nat["p50"],
                      "cuqr_minus_native_p50_blocks": {"median": float(np.median(blockwise)),
                                                       "per_block": np.round(blockwise, 3).tolist()},
+                     "floor_one_datagram": f1, "floor_two_datagrams": f2,
+                     "floor_two_minus_one_p50_blocks": float(np.median(floor_gap)),
                      "cuqr_answered": answered, "cuqr_disagreements_with_offline_pymatching": disagree,
                      "cuqr_extra_polls": polls})
     from rich.table import Table
@@ -232,6 +259,11 @@ def dialects(args, console, client_cpu, pin) -> int:
                 "disagreements with offline PyMatching"):
         t.add_column(col, justify="right")
     for r in rows:
+        for name, key in (("echo, 1 datagram", "floor_one_datagram"), ("echo, 2 datagrams", "floor_two_datagrams")):
+            f = r[key]
+            t.add_row(str(r["distance"]), name, f"{f['p50']:.2f}", f"{f['p99']:.2f}", f"{f['p999']:.2f}",
+                      str(f["lost"]), f"{r['floor_two_minus_one_p50_blocks']:+.2f} (2 − 1, median of blocks)"
+                      if key == "floor_two_datagrams" else "", "")
         t.add_row(str(r["distance"]), "native", f"{r['native']['p50']:.2f}", f"{r['native']['p99']:.2f}",
                   f"{r['native']['p999']:.2f}", str(r["native"]["lost"]), "", "")
         t.add_row(str(r["distance"]), "CUQR", f"{r['cuqr']['p50']:.2f}", f"{r['cuqr']['p99']:.2f}",
