@@ -37,8 +37,11 @@ CORRECTION's cumulative flips become the shot's result) and never sends.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
+from rtdecoder.kernels.ingest import SPREAD
+from rtdecoder.kernels.memory import load_word, store_word
 from rtdecoder.kernels.tables import (
     C_CONFIGURED, C_CQ_BASE, C_INPUT, C_MOFF_BASE, C_OFF_BASE, C_RBYTES, CQ_COLLECTING, CQ_FAILED, CQ_READY,
     S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_SHOT, S_CQ_STATE, S_CUM, S_DONE, S_HAS_SHOT, S_POISONED, S_SHOT)
@@ -132,14 +135,18 @@ def reset_decoder(st, sid):
 
 @njit(cache=True, _nrt=False)
 def unpack_bits(buf, at, nbits, dst, o):
-    """Bits ``0 .. nbits - 1`` of ``buf[at:]`` (least significant first) into bytes ``dst[o:]``."""
+    """Bits ``0 .. nbits - 1`` of ``buf[at:]`` (least significant first) into bytes ``dst[o:]``:
+    a word store per whole byte (``ingest.SPREAD``), bit by bit for the rest."""
     full = nbits >> 3
     for k in range(full):
-        b = buf[at + k]
-        for i in range(8):
-            dst[o + 8 * k + i] = (b >> i) & 1
+        store_word(dst, o + 8 * k, SPREAD[buf[at + k]])
     for j in range(full << 3, nbits):
         dst[o + j] = (buf[at + (j >> 3)] >> (j & 7)) & 1
+
+
+GATHER = np.uint64(0x0102040810204080)
+"""Eight bytes of 0 or 1 loaded as a little-endian word, times this, have them as the top byte's
+bits (byte ``i`` at bit ``i``): ``packbits(..., bitorder="little")`` of a word."""
 
 
 @njit(cache=True, _nrt=False)
@@ -152,7 +159,10 @@ def round_datagram(st, counts, cqbits, sid, r, dg):
     rbytes = st[sid, C_RBYTES]
     size = write_header(dg, T_SYNDROME, 0, sid, r, st[sid, S_CQ_SHOT], 1, rbytes, 0)
     src = st[sid, C_CQ_BASE] + a
-    for k in range(rbytes):
+    full = cnt >> 3
+    for k in range(full):
+        dg[HEADER_LEN + k] = np.uint8((load_word(cqbits, src + 8 * k) * GATHER) >> np.uint64(56))
+    for k in range(full, rbytes):
         v = 0
         for i in range(8):
             j = 8 * k + i
