@@ -384,3 +384,31 @@ print(st.pyverbs, '|', st.reason)
     r = subprocess.run([system, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("importable |")
+
+
+def test_cuqr_requests_are_answered_on_every_transport(channel):
+    """CUDA-Q's RPC reaches the same stream on every transport (docs/cuqr-compat.md): a shot's
+    detection events enqueued in two requests, then get_corrections; the flips equal the
+    native path's."""
+    from rtdecoder import cuqr_client as C
+
+    reference = Engine([CFG])
+    dets = reference.streams[0].circuit.compile_detector_sampler(seed=5).sample(10).astype(np.uint8)
+    want = reference.decode_shots(0, dets)
+    channel.send(C.reset_decoder(0, 1))
+    assert C.parse_response(channel.recv()).status == 0
+    rid = 10
+    for s, ev in enumerate(dets):
+        half = len(ev) // 2
+        for part in (ev[:half], ev[half:]):
+            rid += 1
+            channel.send(C.enqueue_syndromes(0, part, rid))
+            r = C.parse_response(channel.recv())
+            assert (r.status, r.request_id) == (0, rid)
+        rid += 1
+        channel.send(C.get_corrections(0, 1, rid, reset=True, ptp=12345))
+        r = C.parse_response(channel.recv())
+        assert (r.status, r.request_id, r.ptp_timestamp) == (0, rid, 12345)
+        assert np.array_equal(r.bits(1), want[s]), s
+    channel.send(C.get_corrections(7, 1, 99))
+    assert C.parse_response(channel.recv()).status == 1  # INVALID_DECODER
