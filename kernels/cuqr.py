@@ -26,13 +26,14 @@ the line ranges of each fact are in docs/cuqr-compat.md.
 
 How a CUQR decoder maps onto the service: ``decoder_id`` is a stream id; the stream's shot is
 its measurements (``input = "measurements"``) or its detection events, in the order of its
-rounds. ``cuqr_request`` keeps the enqueued bits of the current shot (``cqbits``); as each round
-becomes complete it writes that round as a SYNDROME of the service's own protocol into the
-worker's scratch datagram (``cq_in``) and hands it to the data path
-(``rtdecoder.dataplane.process_native``), which checks it, converts it, decodes every window it
-completes and commits them, exactly as for a native controller; the data path's replies to
-those SYNDROMEs go to a scratch transmit batch (``cq_tx``) that this module reads (the final
-CORRECTION's cumulative flips become the shot's result) and never sends.
+rounds. ``rtdecoder.dataplane.process_cuqr`` keeps the enqueued bits of the current shot
+(``cqbits``); as each round becomes complete it writes that round as a SYNDROME of the
+service's own protocol into the worker's scratch datagram (``cq_in``, ``round_datagram``) and
+hands it to the data path (``rtdecoder.dataplane.process_native``), which checks it, converts
+it, decodes every window it completes and commits them, exactly as for a native controller; the
+data path's replies to those SYNDROMEs go to a scratch transmit batch (``cq_tx``) that
+``take_replies`` reads (the final CORRECTION's cumulative flips become the shot's result) and
+that is never sent.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from rtdecoder.kernels.ingest import SPREAD
 from rtdecoder.kernels.memory import load_word, store_word
 from rtdecoder.kernels.tables import (
     C_CONFIGURED, C_CQ_BASE, C_INPUT, C_MOFF_BASE, C_OFF_BASE, C_RBYTES, CQ_COLLECTING, CQ_FAILED, CQ_READY,
-    S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_SHOT, S_CQ_STATE, S_CUM, S_DONE, S_HAS_SHOT, S_POISONED, S_SHOT)
+    S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_SHOT, S_CQ_STATE, S_CUM, S_DONE, S_HAS_SHOT, S_POISONED,
+    S_SHOT)
 from rtdecoder.kernels.wire import (FLAG_FINAL, HEADER_LEN, OFF_ERR_STATUS, OFF_FLAGS, OFF_SHOT, OFF_TYPE, ST_BUSY,
                                    ST_SHOT_ABANDONED, T_CORRECTION, T_ERROR, T_SYNDROME, rd, wr, write_header)
 
@@ -69,9 +71,6 @@ NOT_READY = 4
 BUSY = 5
 SYNDROMES_DROPPED = 6
 STATUS_NAMES = ("OK", "INVALID_DECODER", "BAD_REQUEST", "INTERNAL_ERROR", "NOT_READY", "BUSY", "SYNDROMES_DROPPED")
-
-NO_STREAM = -1
-"""``cuqr_request``'s ``out_stream`` when the request touched no stream's shot."""
 
 
 def fnv1a_32(name: str) -> int:

@@ -270,6 +270,15 @@ def _at(e) -> str:
     return "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e.absolute_path)
 
 
+def _with_rounds(dem: stim.DetectorErrorModel, detector_round: np.ndarray) -> stim.DetectorErrorModel:
+    """``dem``'s errors and observables (flattened) with detector ``j``'s coordinates
+    ``(0, 0, detector_round[j])``: the rounds the stream is built with."""
+    lines = [f"detector(0, 0, {int(t)}) D{j}" for j, t in enumerate(detector_round)]
+    lines += [f"logical_observable L{k}" for k in range(dem.num_observables)]
+    lines += [str(inst) for inst in dem.flattened() if inst.type == "error"]
+    return stim.DetectorErrorModel("\n".join(lines))
+
+
 def _check(entry: dict, where: str) -> None:
     import jsonschema
 
@@ -333,11 +342,14 @@ def decoder_stream(entry: dict, where: str, base: Path) -> StreamConfig:
             raise ConfigError(f"{where}: stim_dem_path {str(path)!r}: {e}") from None
         if dem.num_detectors != nd:
             raise ConfigError(f"{where}: {path} has {dem.num_detectors} detectors but D_sparse has {nd} rows")
-        from rtdecoder.dem import detector_layout
+        # The stream's rounds: sliding_window's num_syndromes_per_round; for pymatching (one window)
+        # the DEM's own time coordinates where every detector has one, else a single round.
+        coords = dem.get_detector_coordinates()
+        if entry["type"] == "pymatching" and all(coords.get(j) for j in range(nd)):
+            from rtdecoder.dem import detector_layout
 
-        detector_round = detector_layout(dem).det_round if entry["type"] == "pymatching" else detector_round
-        if entry["type"] == "pymatching":
-            window = 0
+            detector_round = detector_layout(dem).det_round
+        dem = _with_rounds(dem, detector_round)
     else:
         for key in ("H_sparse", "O_sparse", "block_size"):
             if key not in entry:

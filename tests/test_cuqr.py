@@ -296,6 +296,16 @@ def test_stim_dem_path_gives_the_model(tmp_path):
     want = pymatching.Matching.from_detector_error_model(c.detector_error_model(decompose_errors=True)).decode_batch(dets)
     got = np.array([(rpc.enqueue(2, m), rpc.get(2, 1, reset=True).bits(1))[1] for m in meas])
     assert np.array_equal(got, want)
+    assert e.streams[2].layout.num_rounds == 4  # the DEM's time coordinates: 3 rounds and the final block
+    # without coordinates, and windowed: the rounds are num_syndromes_per_round's
+    plain = stim.DetectorErrorModel("\n".join(str(i) for i in c.detector_error_model(decompose_errors=True).flattened()
+                                              if i.type != "detector"))
+    (tmp_path / "plain.dem").write_text(str(plain))
+    (s,) = load_config(write(tmp_path, f"decoders:\n  - id: 2\n    type: sliding_window\n    stim_dem_path: plain.dem\n"
+                                       f"    D_sparse: {F.sparse(d)}\n    decoder_custom_args:\n"
+                                       "      num_syndromes_per_round: 8\n      window_size: 2\n      step_size: 1\n",
+                             "w.yaml")).streams
+    assert Engine([s]).streams[2].layout.num_rounds == 3 and (s.window, s.commit) == (2, 1)
 
 
 @pytest.mark.parametrize("edit, says", [
