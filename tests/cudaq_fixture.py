@@ -92,26 +92,13 @@ def yaml_text(circuit: stim.Circuit, decoder_id: int = 0, per_round: int | None 
 
 
 def reference_predictions(circuit: stim.Circuit, measurements: np.ndarray) -> np.ndarray:
-    """Offline PyMatching on the same matrices (``Matching.from_check_matrix``, smallest-weight
-    merging), detectors computed as D·m mod 2: uint8 ``(shots, observables)``."""
-    import pymatching
-    from scipy.sparse import csc_matrix
-
+    """Offline PyMatching on the same matrices (``check_matrix_predictions``), detectors computed
+    as D·m mod 2: uint8 ``(shots, observables)``."""
     h, o, d, p = matrices(circuit)
-    n = len(p)
-
-    def mat(rows):
-        r = [i for i, row in enumerate(rows) for _ in row]
-        c = [e for row in rows for e in row]
-        return csc_matrix((np.ones(len(c), np.uint8), (r, c)), shape=(len(rows), n))
-
-    p = np.asarray(p)
-    m = pymatching.Matching.from_check_matrix(mat(h), weights=np.log((1 - p) / p), faults_matrix=mat(o),
-                                              merge_strategy="smallest-weight")
     dets = np.zeros((len(measurements), len(d)), np.uint8)
     for j, row in enumerate(d):
         dets[:, j] = np.bitwise_xor.reduce(measurements[:, row], axis=1)
-    return m.decode_batch(dets).astype(np.uint8)
+    return check_matrix_predictions(h, o, p, dets)
 
 
 # --- dem_chunks: a phenomenological repetition code, one chunk per round -----------------------
@@ -200,6 +187,8 @@ def sample_chunked(h, o, priors, rounds: int, d: int, shots: int, seed: int):
 
 
 def check_matrix_predictions(h, o, priors, dets) -> np.ndarray:
+    """PyMatching's ``Matching.from_check_matrix`` on H, O and the priors (weights
+    ``log((1 - p) / p)``, smallest-weight merging) decoding ``dets``."""
     import pymatching
     from scipy.sparse import csc_matrix
 
