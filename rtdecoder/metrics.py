@@ -162,9 +162,19 @@ class EngineCollector(Collector):
                                     "buffers (bounded by SO_RCVBUF).", value=float(queued))
             yield CounterMetricFamily("rtdecoder_socket_drops", "Datagrams the kernel dropped because a receive "
                                       "buffer was full (/proc/net/udp).", value=float(dropped))
+        yield self._backlog()
         yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(self.engine.streams))
         yield GaugeMetricFamily("rtdecoder_workers", "Data-plane workers.", value=len(self.states) - 1)
         yield InfoMetricFamily("rtdecoder_build", "Versions of rtdecoder and what it decodes with.", value=self._info)
+
+    def _backlog(self) -> GaugeMetricFamily:
+        g = GaugeMetricFamily("rtdecoder_stream_backlog_rounds", "Per stream, rounds of the shot in progress "
+                              "received but not yet committed (0 between shots): how far decoding trails the "
+                              "controller.", labels=["stream"])
+        st, win = self.engine.st, self.engine.win
+        for sid in sorted(self.engine.streams):
+            g.add_metric([str(sid)], float(stream_backlog(st, win, sid)))
+        return g
 
     def _recent(self) -> GaugeMetricFamily:
         g = GaugeMetricFamily("rtdecoder_stage_recent_seconds", "Quantiles of each stage over the workers' trace "
@@ -178,6 +188,18 @@ class EngineCollector(Collector):
             for q, x in zip(("0.5", "0.99", "0.999"), np.percentile(v, [50, 99, 99.9])):
                 g.add_metric([name, q], float(x) / 1e9)
         return g
+
+
+def stream_backlog(st: np.ndarray, win: np.ndarray, sid: int) -> int:
+    """Rounds of stream ``sid``'s shot in progress received but not committed: the rounds
+    received past the commit region of its last committed window (0 when no shot is in
+    progress, or it is done or poisoned). Read while the worker writes: a snapshot."""
+    row = st[sid].copy()
+    if row[K.S_HAS_SHOT] != 1 or row[K.S_DONE] == 1 or row[K.S_POISONED] == 1:
+        return 0
+    done = int(row[K.S_NEXT_WIN])
+    committed = int(win[row[K.C_WIN_BASE] + done - 1, K.W_COMMIT]) if done > 0 else 0
+    return max(int(row[K.S_NEXT_ROUND]) - committed, 0)
 
 
 def socket_queues(fds: Sequence[int]) -> tuple[int, int]:

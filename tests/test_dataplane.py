@@ -312,3 +312,24 @@ def test_the_compiled_data_path_takes_no_reference_counts(uf_engine):
     assert "define" in ir and "ingest" in ir  # the handler's own code, calling the checks
     calls = [line for line in ir.splitlines() if "call" in line and "NRT_" in line]
     assert not calls, calls[:3]
+
+
+def test_backlog_counts_the_rounds_received_and_not_committed():
+    """``rtdecoder_stream_backlog_rounds``: window 4, commit 2 over 10 round blocks, one round per
+    datagram: the backlog grows to the window, drops by the commit region at each window, and is 0
+    once the shot is done."""
+    from rtdecoder.metrics import stream_backlog
+
+    cfg = StreamConfig(id=2, distance=3, rounds=9, p=0.01, decoder="union_find", window=4, commit=2)
+    e = Engine([cfg])
+    lay = e.streams[2].layout
+    dets = e.streams[2].circuit.compile_detector_sampler(seed=1).sample(1)
+    packed = P.pack_rounds(dets, lay.round_offsets, lay.round_bytes)[0]
+    seen = []
+    for r in range(lay.num_rounds):
+        e.handle(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=2, shot_id=1, first_round=r, num_rounds=1),
+                          packed[r].tobytes()))
+        seen.append(stream_backlog(e.st, e.win, 2))
+    assert seen == [1, 2, 3, 2, 3, 2, 3, 2, 3, 0]
+    text = generate_latest(make_registry(e, [])).decode()
+    assert 'rtdecoder_stream_backlog_rounds{stream="2"} 0.0' in text
