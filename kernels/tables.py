@@ -66,28 +66,35 @@ C_CQ_BASE = 23
 current shot (``rtdecoder.kernels.cuqr``)."""
 C_CQ_BITS = 24
 """Bits per shot in the CUQR dialect: the stream's measurements, or its detectors."""
-S_HAS_SHOT = 25
+C_DEADLINE = 25
+"""Streams whose decoder escapes: the stream's ``deadline_us`` in ns (0: none). A window whose
+decode would end later than this after its last round was received is decoded by the compiled
+union-find instead (``rtdecoder.dataplane.process_native``)."""
+S_HAS_SHOT = 27
 S_SHOT = 26
-S_NEXT_ROUND = 27
-S_POISONED = 28
-S_DONE = 29
-S_NEXT_WIN = 30
-S_CUM = 31
-S_RX_NS = 32
-S_TS = 33
-S_CQ_POS = 34
+S_NEXT_ROUND = 28
+S_POISONED = 29
+S_DONE = 30
+S_NEXT_WIN = 31
+S_CUM = 32
+S_RX_NS = 33
+S_TS = 34
+S_CQ_POS = 35
 """CUQR: bits of the current shot enqueued so far."""
-S_CQ_ROUNDS = 35
+S_CQ_ROUNDS = 36
 """CUQR: rounds of the current shot handed to the data path so far."""
-S_CQ_STATE = 36
+S_CQ_STATE = 37
 """CUQR: ``CQ_COLLECTING``, ``CQ_READY`` (the shot's correction can be read) or ``CQ_FAILED``."""
-S_CQ_DROPPED = 37
+S_CQ_DROPPED = 38
 """CUQR: 1 once an enqueue was dropped (overload), until ``reset_decoder``."""
-S_CQ_SHOT = 38
+S_CQ_SHOT = 39
 """CUQR: the shot id under which the current shot's rounds go through the data path."""
-S_CQ_RESULT = 39
+S_CQ_RESULT = 40
 """CUQR: the observable flips of the last decoded shot (a mask, observable ``i`` at bit ``i``)."""
-NUM_COLS = 40
+S_ESCAPE_NS = 41
+"""Streams with a deadline: a running estimate of the escape decoder's time per window, ns
+(``rtdecoder.dataplane.process_native``: an exponential average, weight 1/8)."""
+NUM_COLS = 42
 
 CQ_COLLECTING = 0
 CQ_READY = 1
@@ -148,11 +155,15 @@ CNT_CQ_FUNCTION = CNT_BASE + 16
 CNT_CQ_STATUS = CNT_BASE + 19
 """``NUM_CQ_STATUS`` counters: CUQR replies by status (``OK`` .. ``SYNDROMES_DROPPED``)."""
 NUM_CQ_STATUS = 7
-NUM_COUNTERS = CNT_CQ_STATUS + NUM_CQ_STATUS
+MAX_DECODERS = 32
+"""Decoder wire ids are ``0 .. MAX_DECODERS - 1`` (one ``HIST_DECODE`` row and one
+``CNT_FALLBACK`` counter each)."""
+CNT_FALLBACK = CNT_CQ_STATUS + NUM_CQ_STATUS
+"""``MAX_DECODERS`` counters, by the stream's decoder's wire id: windows that decoder would have
+decoded past the stream's deadline, decoded by union-find instead."""
+NUM_COUNTERS = CNT_FALLBACK + MAX_DECODERS
 
 # --- histogram rows -----------------------------------------------------------------------------
-MAX_DECODERS = 32
-"""Decoder wire ids are ``0 .. MAX_DECODERS - 1`` (one ``HIST_DECODE`` row each)."""
 HIST_SERVER = 0
 """received → sent, per window."""
 HIST_DECODE = 1

@@ -45,7 +45,7 @@ def _transport_names() -> list[str]:
 
 
 STREAM_FLAGS = ("--stream-id", "--circuit", "--distance", "--rounds", "--p", "--decoder", "--window", "--commit",
-                "--allow", "--input")
+                "--allow", "--input", "--deadline-us")
 
 
 def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
@@ -88,6 +88,10 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
     g.add_argument("--input", default="detection_events", choices=["detection_events", "measurements"],
                    help="what the controller sends: detection events (default), or the circuit's raw measurement "
                         "results, which the service turns into detection events")
+    g.add_argument("--deadline-us", type=float, default=0.0,
+                   help="with --decoder matching (or another escape decoder): a window that would be decoded "
+                        "later than this many µs after its last round arrived is decoded by union-find instead, "
+                        "and counted (default 0: no deadline)")
 
 
 def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
@@ -112,7 +116,7 @@ def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
     return StreamConfig(
         id=getattr(a, "stream_id", 0), circuit=a.circuit, distance=a.distance, rounds=a.rounds, p=a.p,
         decoder=a.decoder or "matching", window=getattr(a, "window", None), commit=getattr(a, "commit", None),
-        input=getattr(a, "input", None) or "detection_events",
+        input=getattr(a, "input", None) or "detection_events", deadline_us=getattr(a, "deadline_us", 0.0) or 0.0,
         **({"allow": tuple(x.strip() for x in allow.split(",") if x.strip())} if allow else {}),
     )
 
@@ -127,7 +131,8 @@ def _stream_argv(cfg: StreamConfig) -> list[str]:
             "--rounds", str(cfg.rounds), "--p", repr(cfg.p), "--decoder", cfg.decoder,
             "--window", "all" if cfg.window == WINDOW_ALL else str(cfg.window)] + (
             ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else []) + ["--allow", ",".join(cfg.allow),
-                                                                                   "--input", cfg.input]
+                                                                                   "--input", cfg.input] + (
+            ["--deadline-us", repr(cfg.deadline_us)] if cfg.deadline_us > 0 else [])
 
 
 def _cpus(value: str) -> tuple[int, ...]:

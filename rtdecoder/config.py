@@ -104,6 +104,12 @@ class StreamConfig:
         input: what the controller sends: ``"detection_events"`` (default) or ``"measurements"``,
             the circuit's raw measurement results round by round, which the service turns into
             detection events itself (``rtdecoder.dem.MeasurementLayout``; docs/wire-protocol.md §5.1).
+        deadline_us: for a decoder called through the escape (``matching``): a window whose decode
+            would end more than this many µs after its last round was received (the time since
+            then plus the stream's running average of the decoder's time per window) is decoded
+            by the compiled union-find instead, and counted
+            (``rtdecoder_deadline_fallbacks_total{from,to}``): a stall costs a little accuracy
+            instead of latency. 0 (default): no deadline.
         model: a ``rtdecoder.cudaq_config.MatrixModel``: the stream's detector error model and
             measurement → detector map given as matrices (a CUDA-Q YAML decoder) instead of a
             circuit; ``circuit``, ``distance``, ``rounds`` and ``p`` are then not used, ``input`` is
@@ -127,6 +133,7 @@ class StreamConfig:
     max_datagram: int = 4096
     allow: tuple[str, ...] = LOOPBACK
     input: str = "detection_events"
+    deadline_us: float = 0.0
     model: Any = None
 
     def __post_init__(self) -> None:
@@ -150,6 +157,12 @@ class StreamConfig:
             raise ConfigError(f"stream {self.id}: {e}") from None
         if self.rounds is None:
             object.__setattr__(self, "rounds", 5 * self.distance)
+        if not 0.0 <= self.deadline_us <= 1e6:
+            raise ConfigError(f"stream {self.id}: deadline_us {self.deadline_us} must be in 0..1000000 µs (0: none)")
+        if self.deadline_us > 0 and decoders.get(self.decoder).call != "escape":
+            raise ConfigError(f"stream {self.id}: deadline_us is for decoders called through the escape (like "
+                              f"matching); {self.decoder} runs compiled in the loop already, with nothing faster "
+                              "to fall back to")
         if self.model is not None:
             from rtdecoder.cudaq_config import MatrixModel
 
@@ -188,10 +201,11 @@ class StreamConfig:
     def build_key(self) -> tuple:
         """What the stream's DEM, window plan and compiled decoder depend on: streams with equal
         keys share them (``rtdecoder.engine.Engine``)."""
+        fallback = self.deadline_us > 0  # its union-find graphs are built too
         if self.model is not None:
-            return (self.model.digest, self.decoder, self.window, self.commit, self.input)
+            return (self.model.digest, self.decoder, self.window, self.commit, self.input, fallback)
         gen = (self.distance, self.rounds, self.p) if self.is_generated else (os.path.realpath(self.circuit),)
-        return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input)
+        return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input, fallback)
 
     @property
     def is_generated(self) -> bool:
@@ -199,11 +213,13 @@ class StreamConfig:
 
     def describe(self) -> str:
         w = "all" if self.window == WINDOW_ALL else f"{self.window}/{self.commit}"
+        dl = f", deadline {self.deadline_us:g} µs" if self.deadline_us > 0 else ""
         if self.model is not None:
-            return f"stream {self.id}: {self.model.source}, decoder={self.decoder}, window/commit={w}, measurements in"
+            return (f"stream {self.id}: {self.model.source}, decoder={self.decoder}, window/commit={w}, "
+                    f"measurements in{dl}")
         src = f"{self.circuit} d={self.distance} rounds={self.rounds} p={self.p}" if self.is_generated else self.circuit
         sends = ", measurements in" if self.input == "measurements" else ""
-        return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}{sends}"
+        return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}{sends}{dl}"
 
 
 BACKENDS = ("cpu", "gpu", "auto")

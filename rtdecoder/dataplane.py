@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit, objmode
 
 from rtdecoder import protocol as P
+from rtdecoder.decoders.union_find import SPEC as UF_SPEC
 from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import slots as GS
 from rtdecoder.kernels import union_find as uf
@@ -48,12 +49,12 @@ from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.histogram import observe
 from rtdecoder.kernels.ingest import allowed, ingest
 from rtdecoder.kernels.tables import (
-    C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DECODER, C_INPUT, C_MOFF_BASE, C_NOBS,
-    C_NROUNDS, C_OFF_BASE, C_READY, C_SYN_BASE, CALL_COMPILED, CNT_BYTES, CNT_CQ_FUNCTION as CQ_FUNCTION,
+    C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE, C_DECODER, C_INPUT, C_MOFF_BASE,
+    C_NOBS, C_NROUNDS, C_OFF_BASE, C_READY, C_SYN_BASE, CALL_COMPILED, CALL_ESCAPE, CNT_BYTES, CNT_FALLBACK, CNT_CQ_FUNCTION as CQ_FUNCTION,
     CNT_CQ_REQUESTS as CQ_REQUESTS, CNT_CQ_STATUS as CQ_STATUS, CNT_ERRORS_SUPPRESSED, CNT_PACKETS, CNT_SEND_DROPPED,
     CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_DRAIN, CTL_WORKER, CTL_WORKERS, HIST_CHECK, HIST_DECODE, HIST_ESCAPE,
     HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE, M_NEXT, M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM,
-    REJECT_NOT_ALLOWED, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_HAS_SHOT, S_POISONED,
+    REJECT_NOT_ALLOWED, S_ESCAPE_NS, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_HAS_SHOT, S_POISONED,
     S_RX_NS, S_SHOT, TR_CHECKED, TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM, TRACE_LEN, W_GRAPH,
     W_START)
 from rtdecoder.kernels.window import commit_window, next_window
@@ -66,6 +67,8 @@ from rtdecoder.transport import libc as L
 warnings.filterwarnings("ignore", message="Code running in object mode won't allow parallel execution")
 
 ST_INTERNAL = int(P.Status.INTERNAL)
+UF_WIRE_ID = int(UF_SPEC.wire_id)
+"""union_find's wire id: a deadline fallback's time goes to its ``HIST_DECODE`` row."""
 TX_BYTES = 256
 """Transmit buffer per reply; the longest reply (a CORRECTION for 64 observables) is 72 bytes."""
 STAMP = 1
@@ -471,11 +474,16 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
             flush(fd, tx, state)
         q = tx.q[0]
         t0 = monotonic_ns()
-        if call == CALL_COMPILED and gq.shape[0] > 0:
+        way = call
+        if call == CALL_ESCAPE and st[sid, C_DEADLINE] > 0 and \
+                t0 - st[sid, S_RX_NS] + st[sid, S_ESCAPE_NS] > st[sid, C_DEADLINE]:
+            way = CALL_COMPILED  # past the deadline with the escape: union-find on the CPU instead
+            counters[CNT_FALLBACK + dec] += 1
+        if way == CALL_COMPILED and call == CALL_COMPILED and gq.shape[0] > 0:
             nchosen = _decode_gpu(gq, state.gpu_result, win[k, W_GRAPH], sbase + offs[obase + win[k, W_START]])
             chosen = state.gpu_chosen
             t1 = monotonic_ns()
-        elif call == CALL_COMPILED:
+        elif way == CALL_COMPILED:
             g = win[k, W_GRAPH]
             ub = tables.uf_base
             pb, nn, sb, ns, eb, m = ub[g, 0], ub[g, 1], ub[g, 2], ub[g, 3], ub[g, 4], ub[g, 5]
@@ -491,6 +499,8 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
             chosen = state.escape_chosen
             t1 = monotonic_ns()
             observe(hist, HIST_ESCAPE, max(t1 - t0 - state.escape[0], 0))
+            if st[sid, C_DEADLINE] > 0:  # the running estimate the deadline is judged by
+                st[sid, S_ESCAPE_NS] += (t1 - t0 - st[sid, S_ESCAPE_NS]) >> 3
         if nchosen < 0:  # no correction explains the events: poison the shot, say INTERNAL
             st[sid, S_POISONED] = 1
             counters[ST_INTERNAL] += 1
@@ -501,7 +511,7 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         size = commit_window(st, offs, syn, win, tables.gbase, tables.node_round, tables.edges, sid, k, chosen,
                              nchosen, txbuf[q], counters)
         decoded = monotonic_ns()
-        observe(hist, HIST_DECODE + dec, t1 - t0)
+        observe(hist, HIST_DECODE + (dec if way == call else UF_WIRE_ID), t1 - t0)
         observe(hist, HIST_STAGE_DECODE, decoded - checked)
         queue_reply(tx, row_addr(txbuf, q), size, 1, name_addr, namelen)
         row = trace[tmeta[M_NEXT] % TRACE_LEN]

@@ -295,6 +295,7 @@ class Engine:
             row[K.C_COMMIT] = rt.cfg.commit
             row[K.C_DECODER] = rt.spec.wire_id
             row[K.C_CALL] = rt.spec.call_id
+            row[K.C_DEADLINE] = int(round(rt.cfg.deadline_us * 1000))
             row[K.C_FINGERPRINT] = np.uint64(rt.fingerprint).astype(np.int64)
             if rt.cfg.allow not in allow_at:  # streams with the same list share its rows, so the
                 rows = allow_rows(rt.cfg.allow)  # any-stream check in ingest reads each subnet once
@@ -382,13 +383,16 @@ class Engine:
         self.tx = state.tx.buf[0]
 
     def _build_union_find(self, rts: list[StreamRuntime]) -> None:
-        """Every compiled decoder's window graphs (union-find CSR arrays), concatenated in global
-        graph order, with ``uf_base[g] = (ptr start, nodes, slot start, slots, edge start, edges)``
-        (zeros for the graphs of streams whose decoder escapes)."""
+        """Every compiled decoder's window graphs (union-find CSR arrays), and those of escape
+        decoders' streams with a deadline (their fallback), concatenated in global graph order,
+        with ``uf_base[g] = (ptr start, nodes, slot start, slots, edge start, edges)`` (zeros for
+        the graphs of the other streams whose decoder escapes)."""
         parts: list[tuple] = []
         for rt in rts:
             if rt.spec.call == "compiled":
                 parts += rt.decoder.graphs
+            elif rt.cfg.deadline_us > 0:  # the escape's fallback past the deadline
+                parts += [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in rt.plan.graphs]
             else:
                 parts += [None] * len(rt.plan.graphs)
         base = np.zeros((len(parts), 6), np.int64)

@@ -162,6 +162,13 @@ class EngineCollector(Collector):
                                     "buffers (bounded by SO_RCVBUF).", value=float(queued))
             yield CounterMetricFamily("rtdecoder_socket_drops", "Datagrams the kernel dropped because a receive "
                                       "buffer was full (/proc/net/udp).", value=float(dropped))
+        fb = CounterMetricFamily("rtdecoder_deadline_fallbacks", "Windows of streams with a deadline_us that "
+                                 "their escape decoder (from) would have finished past the deadline, decoded by "
+                                 "union-find (to) instead.", labels=["from", "to"])
+        for spec in decoders.specs():
+            if spec.call == "escape":
+                fb.add_metric([spec.name, "union_find"], float(c[K.CNT_FALLBACK + spec.wire_id]))
+        yield fb
         yield self._backlog()
         yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(self.engine.streams))
         yield GaugeMetricFamily("rtdecoder_workers", "Data-plane workers.", value=len(self.states) - 1)
