@@ -70,8 +70,8 @@ C_DEADLINE = 25
 """Streams whose decoder escapes: the stream's ``deadline_us`` in ns (0: none). A window whose
 decode would end later than this after its last round was received is decoded by the compiled
 union-find instead (``rtdecoder.dataplane.process_native``)."""
-S_HAS_SHOT = 27
-S_SHOT = 26
+S_HAS_SHOT = 26
+S_SHOT = 27
 S_NEXT_ROUND = 28
 S_POISONED = 29
 S_DONE = 30

@@ -333,3 +333,12 @@ def test_backlog_counts_the_rounds_received_and_not_committed():
     assert seen == [1, 2, 3, 2, 3, 2, 3, 2, 3, 0]
     text = generate_latest(make_registry(e, [])).decode()
     assert 'rtdecoder_stream_backlog_rounds{stream="2"} 0.0' in text
+
+
+def test_stream_table_columns_are_configuration_then_state():
+    """Every ``C_*`` column comes before ``S_HAS_SHOT`` and every ``S_*`` from it on, each index
+    once: the code that clears or copies a stream's state takes ``st[:, S_HAS_SHOT:]``."""
+    cols = {k: v for k, v in vars(T).items() if k[:2] in ("C_", "S_") and isinstance(v, int)}
+    assert sorted(cols.values()) == list(range(T.NUM_COLS))
+    assert all(v < T.S_HAS_SHOT for k, v in cols.items() if k.startswith("C_"))
+    assert all(v >= T.S_HAS_SHOT for k, v in cols.items() if k.startswith("S_"))
