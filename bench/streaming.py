@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/streaming.py                # d = 5, 7, 13 x rounds 100, 1000, 10000
     .venv/bin/python bench/streaming.py --quick        # d = 5, rounds 100 and 1000, 100 shots
+    .venv/bin/python bench/streaming.py --distances 13 --rounds 1000 --deadline-us 150 --no-throughput
 
 The experiment of the CUDA-Q QEC user guide, "Bounding Real-Time Decode Latency With NV-Fusion":
 rotated surface-code Z memory, circuit noise p = 0.001, d in {5, 7, 13}, rounds in {100, 1000,
@@ -20,6 +21,11 @@ Decoders, side by side in one run (the same stim samples for all):
 - *monolithic PyMatching*: the whole shot decoded after its last round, ``Matching.decode`` on
   the full DEM, timed in this process around the call alone (no transport), so its figure is a
   lower bound on what any service built on it would show.
+
+With ``--deadline-us T``, a third stream: sliding-window ``matching`` with ``deadline_us = T``
+(a window matching would finish more than T µs after its last round arrived is decoded by
+union-find instead), in the same turns; its p99 against its own p50 (the target: at most 2x at
+d = 13 over 1,000-round shots) and the number of windows that fell back are printed.
 
 Beneath them, the *transport floor* of the same run: ``rtdecoder serve --echo`` (the same
 compiled receive/send loop on the same CPU, every datagram sent straight back, nothing checked or
@@ -77,6 +83,7 @@ NV_FUSION_P99_US = {5: 67.0, 13: 1280.0}
 MONOLITHIC_PYMATCHING_P99_US = {5: 2130.0, 13: 28000.0}
 TARGET_VS_MONOLITHIC = 25.0
 ALL_CPUS = sorted(os.sched_getaffinity(0))
+DEADLINE = "matching+deadline"
 FLOOR = "floor (echo)"
 BLOCK = 50  # shots per turn when the decoders and the floor take turns (run_interleaved)
 
@@ -88,11 +95,14 @@ def pin(cpu: int | None) -> None:
     os.sched_setaffinity(0, {cpu} if cpu is not None else set(ALL_CPUS))
 
 
-def config_file(d: int, rounds: int, w: int, c: int, cpus: list[int]) -> str:
+def config_file(d: int, rounds: int, w: int, c: int, cpus: list[int], deadline_us: float = 0.0) -> str:
+    """The service's streams: 0 union_find, 1 matching, and with ``deadline_us`` 2 matching with
+    that deadline (its windows past it decoded by union-find)."""
     body = f"[server]\nport = 0\nmetrics_port = 0\ncpus = {cpus}\n"
-    for sid, dec in ((0, "union_find"), (1, "matching")):
+    streams = [(0, "union_find", 0.0), (1, "matching", 0.0)] + ([(2, "matching", deadline_us)] if deadline_us else [])
+    for sid, dec, dl in streams:
         body += (f"\n[[streams]]\nid = {sid}\ndistance = {d}\nrounds = {rounds}\np = 0.001\ndecoder = \"{dec}\"\n"
-                 f"window = {w * d}\ncommit = {c * d}\n")
+                 f"window = {w * d}\ncommit = {c * d}\n" + (f"deadline_us = {dl}\n" if dl else ""))
     f = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     f.write(body)
     f.close()
@@ -218,6 +228,8 @@ def run_interleaved(path: str, layout, packed: np.ndarray, obs: np.ndarray, args
         rpp, cyc = args.rounds_per_packet, args.cycle_us
         streams["union_find"] = (svc, Stream(svc.host, svc.port, 0, layout, rpp, cyc))
         streams["matching"] = (svc, Stream(svc.host, svc.port, 1, layout, rpp, cyc))
+        if args.deadline_us:
+            streams[DEADLINE] = (svc, Stream(svc.host, svc.port, 2, layout, rpp, cyc))
         streams[FLOOR] = (echo, Stream(echo.host, echo.port, 0, layout, rpp, cyc, echo=True))
         lat = {k: np.full(args.shots, np.nan) for k in streams}
         late = {k: np.zeros(args.shots, bool) for k in streams}
@@ -238,6 +250,15 @@ def run_interleaved(path: str, layout, packed: np.ndarray, obs: np.ndarray, args
         for name, (_, stream) in streams.items():
             errs = {P.Status(i).name: int(k) for i, k in enumerate(stream.driver.errs) if k}
             out[name] = (lat[name], late[name], None if name == FLOOR else wrong[name], errs)
+        if args.deadline_us:
+            if active is not svc:
+                active.proc.send_signal(signal.SIGSTOP)
+                svc.proc.send_signal(signal.SIGCONT)
+                active = svc
+            text = svc.scrape()
+            fell = sum(float(ln.split()[-1]) for ln in text.splitlines()
+                       if ln.startswith('rtdecoder_deadline_fallbacks_total{from="matching"'))
+            out["fallbacks"] = int(fell)
     finally:
         pin(None)
         for _, stream in streams.values():
@@ -308,6 +329,9 @@ def main() -> int:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-latency", action="store_true", help="skip the tail-latency runs (throughput and jitter only)")
     ap.add_argument("--jitter-s", type=float, default=20.0, help="seconds of the machine-jitter baseline (0: skip)")
+    ap.add_argument("--deadline-us", type=float, default=0.0,
+                    help="also serve matching with this deadline_us (a third stream; windows past it decoded by "
+                         "union-find) and report its tail and fallbacks (default 0: not run)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
@@ -322,6 +346,7 @@ def main() -> int:
     from rtdecoder import protocol as P
     from rtdecoder.config import StreamConfig
     from rtdecoder.dem import detector_layout, make_circuit
+    from rtdecoder.windows import window_schedule
 
     console = Console(width=170)
     client_cpu = ALL_CPUS[0] if len(ALL_CPUS) > 1 else None
@@ -367,11 +392,12 @@ def main() -> int:
             lates = {"monolithic PyMatching": np.zeros(args.shots, bool)}
             errors = {"monolithic PyMatching": int(np.sum(np.any(mono_pred != obs[args.warmup:], axis=1)))}
             replies: dict[str, dict[str, int]] = {"monolithic PyMatching": {}}
-            path = config_file(d, rounds, w, c, server_cpus)
+            path = config_file(d, rounds, w, c, server_cpus, args.deadline_us)
             console.print(f"d={d} rounds={rounds}: shots sampled and decoded by monolithic PyMatching in "
                           f"{time.perf_counter() - t_build:.0f} s")
             with console.status(f"d={d} rounds={rounds}: union_find, matching and the floor, in turns of {BLOCK} shots"):
                 got = run_interleaved(path, layout, packed, obs, args, client_cpu)
+            fallbacks = got.pop("fallbacks", None)
             for name, (lat, late, wrong, errs) in got.items():
                 results[name], lates[name], errors[name], replies[name] = lat, late, wrong, errs
             os.unlink(path)
@@ -390,6 +416,16 @@ def main() -> int:
                                   f"by status: {replies[name] or 'none'}")
             console.print(" ".join(f"{r['decoder']}: p50 {r['p50_us']:.1f} p99 {r['p99_us']:.1f} µs;"
                                    for r in rows if r["distance"] == d and r["rounds"] == rounds))
+            if fallbacks is not None:
+                r = next(r for r in rows if r["distance"] == d and r["rounds"] == rounds and r["decoder"] == DEADLINE)
+                windows = (args.shots + args.warmup) * len(window_schedule(layout.num_rounds, w * d, c * d)[0])
+                r["fallbacks"], r["windows"] = fallbacks, windows
+                ratio = r["p99_us"] / r["p50_us"]
+                console.print(f"target: d={d} rounds={rounds} matching with deadline_us {args.deadline_us:g}: p99 "
+                              f"{r['p99_us']:.1f} µs is {ratio:.2f}x its p50 {r['p50_us']:.1f} µs (at most 2x) -> "
+                              f"{'MET' if ratio <= 2 else 'MISSED'}; {fallbacks:,} of {windows:,} windows fell back "
+                              f"to union-find; logical errors {r['logical_errors']} (matching without it: "
+                              f"{next(x['logical_errors'] for x in rows if x['distance'] == d and x['rounds'] == rounds and x['decoder'] == 'matching')})")
     if not args.no_throughput:
         rates = throughput(args, w, c, client_cpu, server_cpus, console)
     report(rows, rates, jitter, args, w, c, console)
@@ -527,7 +563,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120, sharey=True)
-    styles = {"union_find": "-o", "matching": "--s", "monolithic PyMatching": ":^", FLOOR: "-."}
+    styles = {"union_find": "-o", "matching": "--s", DEADLINE: "--x", "monolithic PyMatching": ":^", FLOOR: "-."}
     for ax, q in zip(axes, ("p50_us", "p99_us")):
         for (dec, style) in styles.items():
             for d in sorted({r["distance"] for r in rows}):

@@ -108,8 +108,10 @@ class StreamConfig:
             would end more than this many µs after its last round was received (the time since
             then plus the stream's running average of the decoder's time per window) is decoded
             by the compiled union-find instead, and counted
-            (``rtdecoder_deadline_fallbacks_total{from,to}``): a stall costs a little accuracy
-            instead of latency. 0 (default): no deadline.
+            (``rtdecoder_deadline_fallbacks_total{from,to}``), as is every window while the worker
+            is behind (its last receive batch was full: the datagrams waited in the socket for a
+            time their receive stamps do not show); a stall costs a little accuracy instead of
+            latency. 0 (default): no deadline.
         model: a ``rtdecoder.cudaq_config.MatrixModel``: the stream's detector error model and
             measurement → detector map given as matrices (a CUDA-Q YAML decoder) instead of a
             circuit; ``circuit``, ``distance``, ``rounds`` and ``p`` are then not used, ``input`` is

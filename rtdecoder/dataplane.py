@@ -52,7 +52,7 @@ from rtdecoder.kernels.tables import (
     C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE, C_DECODER, C_INPUT, C_MOFF_BASE,
     C_NOBS, C_NROUNDS, C_OFF_BASE, C_READY, C_SYN_BASE, CALL_COMPILED, CALL_ESCAPE, CNT_BYTES, CNT_FALLBACK, CNT_CQ_FUNCTION as CQ_FUNCTION,
     CNT_CQ_REQUESTS as CQ_REQUESTS, CNT_CQ_STATUS as CQ_STATUS, CNT_ERRORS_SUPPRESSED, CNT_PACKETS, CNT_SEND_DROPPED,
-    CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_DRAIN, CTL_WORKER, CTL_WORKERS, HIST_CHECK, HIST_DECODE, HIST_ESCAPE,
+    CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_BEHIND, CTL_DRAIN, CTL_WORKER, CTL_WORKERS, HIST_CHECK, HIST_DECODE, HIST_ESCAPE,
     HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE, M_NEXT, M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM,
     REJECT_NOT_ALLOWED, S_ESCAPE_NS, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_HAS_SHOT, S_POISONED,
     S_RX_NS, S_SHOT, TR_CHECKED, TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM, TRACE_LEN, W_GRAPH,
@@ -475,9 +475,9 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         q = tx.q[0]
         t0 = monotonic_ns()
         way = call
-        if call == CALL_ESCAPE and st[sid, C_DEADLINE] > 0 and \
-                t0 - st[sid, S_RX_NS] + st[sid, S_ESCAPE_NS] > st[sid, C_DEADLINE]:
-            way = CALL_COMPILED  # past the deadline with the escape: union-find on the CPU instead
+        if call == CALL_ESCAPE and st[sid, C_DEADLINE] > 0 and (
+                state.ctl[CTL_BEHIND] == 1 or t0 - st[sid, S_RX_NS] + st[sid, S_ESCAPE_NS] > st[sid, C_DEADLINE]):
+            way = CALL_COMPILED  # past the deadline with the escape, or behind: union-find on the CPU instead
             counters[CNT_FALLBACK + dec] += 1
         if way == CALL_COMPILED and call == CALL_COMPILED and gq.shape[0] > 0:
             nchosen = _decode_gpu(gq, state.gpu_result, win[k, W_GRAPH], sbase + offs[obase + win[k, W_START]])

@@ -63,3 +63,21 @@ def test_serve_takes_the_flag(tmp_path):
     assert rc == 0
     line = next(ln for ln in text.splitlines() if ln.startswith("rtdecoder_deadline_fallbacks_total{"))
     assert float(line.split()[-1]) > 0, line
+
+
+def test_behind_the_socket_every_window_falls_back():
+    """When the datagrams came in a full receive batch (``CTL_BEHIND``, written by the UDP loop),
+    their receive times understate their wait: a stream with a deadline, however loose, decodes
+    with union-find."""
+    e = Engine([StreamConfig(id=0, decoder="matching", deadline_us=1e6, **KW),
+                StreamConfig(id=1, decoder="union_find", **KW), StreamConfig(id=3, decoder="matching", **KW)])
+    dets = e.streams[0].circuit.compile_detector_sampler(seed=6).sample(100).astype(np.uint8)
+    e.local.ctl[T.CTL_BEHIND] = 1
+    try:
+        behind = e.decode_shots(0, dets)
+        plain = e.decode_shots(3, dets)  # no deadline: matching regardless
+    finally:
+        e.local.ctl[T.CTL_BEHIND] = 0
+    assert np.array_equal(behind, e.decode_shots(1, dets))
+    assert e.local.counters[T.CNT_FALLBACK] == e.streams[0].plan.num_windows * len(dets)
+    assert np.array_equal(plain, e.decode_shots(0, dets))  # caught up: matching again

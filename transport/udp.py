@@ -29,7 +29,7 @@ from numba import njit
 from rtdecoder.dataplane import drained, flush, process_datagram, queue_reply, row_addr
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.tables import CNT_BATCHES, CNT_OVERLOADED, CNT_RECV_ERRORS, CTL_BUSY_BATCHES, CTL_DRAIN, \
-    CTL_SHED, CTL_STOP
+    CTL_BEHIND, CTL_SHED, CTL_STOP
 from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
 from rtdecoder.transport import libc as L
 
@@ -185,6 +185,7 @@ def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
             continue
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
+        ctl[CTL_BEHIND] = 1 if r == batch else 0
         if r == batch:  # the socket held a whole batch: a backlog, if it lasts
             full += 1
             if full == ctl[CTL_BUSY_BATCHES]:
