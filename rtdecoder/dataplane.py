@@ -173,6 +173,16 @@ def take_error_token(rl, src_hi, src_lo, port, now):
     return True
 
 
+@njit(cache=True, nogil=True, _nrt=False)
+def escape(wid, sid, k):
+    """The escape: one object-mode block (it takes the GIL) calling ``_decode_escape``; only
+    integers cross. A function of its own, so that ``process_native``, which calls it, has no
+    object-mode block and can be inlined into its two callers."""
+    with objmode(nchosen="int64"):
+        nchosen = _decode_escape(wid, sid, k)
+    return nchosen
+
+
 @njit(cache=True, _nrt=False)
 def _decode_gpu(gq, gr, g, lo):
     """Post window (graph ``g``, events at ``syn[lo:]``) to this worker's GPU slot and wait for
@@ -418,7 +428,7 @@ def _cq_reply(buf, status, result_len, result, name_addr, namelen, src_hi, src_l
     queue_reply(tx, row_addr(tx.buf, q), size, 0, name_addr, namelen)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False, inline="always")
 def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws, tx):
     """Handle one received datagram: check it, append its rounds, decode and commit every window
     it completed, and queue the replies (docs/wire-protocol.md §6, §7).
@@ -493,9 +503,7 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
             chosen = ws[-1]
             t1 = monotonic_ns()
         else:
-            wid = state.wid
-            with objmode(nchosen="int64"):
-                nchosen = _decode_escape(wid, sid, k)
+            nchosen = escape(state.wid, sid, k)
             chosen = state.escape_chosen
             t1 = monotonic_ns()
             observe(hist, HIST_ESCAPE, max(t1 - t0 - state.escape[0], 0))
