@@ -16,8 +16,8 @@ stream table's ``C_CALL`` column), never by its name:
   engine's concatenated CSR graphs, in the loop; or, where the worker has a slot of the resident
   GPU decoder (``rtdecoder.gpu.PersistentDecoder``), posted to that slot in mapped memory
   (``rtdecoder.kernels.slots``) and waited for.
-- ``CALL_ESCAPE``: one numba ``objmode`` block that takes the GIL and calls the compiled
-  decoder's ``decode_window`` on the window's detection events (a view of ``syn`` made at
+- ``CALL_ESCAPE``: ``escape``, a small function holding one numba ``objmode`` block that takes
+  the GIL and calls the compiled decoder's ``decode_window`` on the window's detection events (a view of ``syn`` made at
   configuration), copying the chosen edges into a preallocated array; only integers cross.
   What the escape costs beyond the decoder's own call is the histogram row ``HIST_ESCAPE``.
 
@@ -63,7 +63,7 @@ from rtdecoder.kernels.wire import (OFF_ERR_STATUS, OFF_STREAM, OFF_TYPE, ST_SHO
 from rtdecoder.transport import libc as L
 
 # process_datagram is nogil (the in-process path must not hold the GIL while it waits for the GPU
-# simulator's threads) and has one objmode block (the escape), which takes the GIL itself.
+# simulator's threads) and calls one objmode block (``escape``), which takes the GIL itself.
 warnings.filterwarnings("ignore", message="Code running in object mode won't allow parallel execution")
 
 ST_INTERNAL = int(P.Status.INTERNAL)
