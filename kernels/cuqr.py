@@ -54,9 +54,6 @@ MAGIC_REQUEST = 0x43555152
 """``b"RQUC"`` on the wire: the u32 ``CUQR`` little-endian."""
 MAGIC_RESPONSE = 0x43555153
 HEADER_BYTES = 24
-FN_ENQUEUE_SYNDROMES = 0x7ED8BE82
-FN_GET_CORRECTIONS = 0x882D5BA1
-FN_RESET_DECODER = 0x977A59CF
 MAX_SYNDROME_BITS = 1 << 20
 ENQUEUE_ARGS = 40
 """Bytes of ``enqueue_syndromes``' arguments before the bits (five u64)."""
@@ -83,6 +80,11 @@ def fnv1a_32(name: str) -> int:
     for b in name.encode():
         h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
     return h
+
+
+FN_ENQUEUE_SYNDROMES = fnv1a_32("enqueue_syndromes")
+FN_GET_CORRECTIONS = fnv1a_32("get_corrections")
+FN_RESET_DECODER = fnv1a_32("reset_decoder")
 
 
 @njit(cache=True, inline="always", _nrt=False)

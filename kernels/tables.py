@@ -204,9 +204,10 @@ until a read comes back short or empty."""
 CTL_SHED = 5
 """Written by the loop: 1 while the worker is overloaded and answers new shots BUSY."""
 CTL_BEHIND = 6
-"""Written by the loop: 1 while the datagrams being handled came in a full receive batch (more
+"""Written by the UDP loop: 1 while the datagrams being handled came in a full receive batch (more
 wait in the socket: their receive times understate how long they waited); streams with a
-deadline then decode with union-find (``rtdecoder.dataplane.process_native``)."""
+deadline then decode with union-find (``rtdecoder.dataplane.process_native``). The ring loops
+leave it 0: their slots are read as they fill."""
 NUM_CTL = 8
 
 

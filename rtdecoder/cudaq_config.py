@@ -219,6 +219,13 @@ class MatrixModel:
         return int(self.detector_round[-1]) + 1 if len(self.detector_round) else 1
 
 
+def _declarations(detector_round: np.ndarray, num_observables: int) -> list[str]:
+    """A DEM's declarations: detector ``j`` at coordinates ``(0, 0, detector_round[j])`` (its
+    round, which ``rtdecoder.dem.detector_layout`` reads), and every observable."""
+    lines = [f"detector(0, 0, {int(t)}) D{j}" for j, t in enumerate(detector_round)]
+    return lines + [f"logical_observable L{k}" for k in range(num_observables)]
+
+
 def _model_dem(h_rows, o_rows, priors, detector_round, merge: str, where: str) -> stim.DetectorErrorModel:
     """The DEM of H, O and the priors: one ``error`` per distinct detector set (merged per
     ``merge``), detectors with their rounds as coordinates, every observable declared."""
@@ -257,8 +264,7 @@ def _model_dem(h_rows, o_rows, priors, detector_round, merge: str, where: str) -
             merged[d] = (p, o)
         elif merge == "last":
             merged[d] = (p, o)
-    lines = [f"detector(0, 0, {int(t)}) D{j}" for j, t in enumerate(detector_round)]
-    lines += [f"logical_observable L{k}" for k in range(len(o_rows))]
+    lines = _declarations(detector_round, len(o_rows))
     for d, (p, o) in merged.items():
         targets = " ".join(f"D{j}" for j in d) + "".join(f" L{k}" for k in range(len(o_rows)) if o >> k & 1)
         lines.append(f"error({p!r}) {targets}")
@@ -273,8 +279,7 @@ def _at(e) -> str:
 def _with_rounds(dem: stim.DetectorErrorModel, detector_round: np.ndarray) -> stim.DetectorErrorModel:
     """``dem``'s errors and observables (flattened) with detector ``j``'s coordinates
     ``(0, 0, detector_round[j])``: the rounds the stream is built with."""
-    lines = [f"detector(0, 0, {int(t)}) D{j}" for j, t in enumerate(detector_round)]
-    lines += [f"logical_observable L{k}" for k in range(dem.num_observables)]
+    lines = _declarations(detector_round, dem.num_observables)
     lines += [str(inst) for inst in dem.flattened() if inst.type == "error"]
     return stim.DetectorErrorModel("\n".join(lines))
 
@@ -376,7 +381,7 @@ def decoder_stream(entry: dict, where: str, base: Path) -> StreamConfig:
             raise ConfigError(f"{where}: {len(o_rows)} observables; rtdecoder supports at most 64")
         merge = MERGE[args.get("merge_strategy", "smallest_weight")]
         dem = _model_dem(h_rows, o_rows, [float(p) for p in priors], detector_round, merge, where)
-    model = MatrixModel(f"{where}", dem, detector_round, tuple(tuple(r) for r in d_rows),
+    model = MatrixModel(where, dem, detector_round, tuple(tuple(r) for r in d_rows),
                         max(max(r) for r in d_rows) + 1)
     return StreamConfig(id=entry["id"], decoder="matching", window=window, commit=commit, input="measurements",
                         max_datagram=MAX_DATAGRAM, model=model)
@@ -548,12 +553,6 @@ def load_yaml(path: str | Path) -> ServerConfig:
         raise ConfigError(f"config file {p} does not exist") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    if isinstance(data, dict):
-        for i, entry in enumerate(data.get("decoders") or []):
-            if isinstance(entry, dict):
-                for key, why in NOT_IMPLEMENTED.items():
-                    if key in entry:
-                        raise ConfigError(f"{p}: decoders[{i}]: {why}")
     try:
         jsonschema.validate(data, SCHEMA)
     except jsonschema.ValidationError as e:

@@ -521,7 +521,7 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         decoded = monotonic_ns()
         observe(hist, HIST_DECODE + (dec if way == call else UF_WIRE_ID), t1 - t0)
         observe(hist, HIST_STAGE_DECODE, decoded - checked)
-        queue_reply(tx, row_addr(txbuf, q), size, 1, name_addr, namelen)
+        queue_reply(tx, row_addr(txbuf, q), size, STAMP, name_addr, namelen)
         row = trace[tmeta[M_NEXT] % TRACE_LEN]
         row[TR_SENT] = 0  # first: a scrape reading this row meanwhile skips it as not yet sent
         row[TR_STREAM] = sid

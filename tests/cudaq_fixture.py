@@ -75,20 +75,14 @@ def matrices(circuit: stim.Circuit):
 
 def yaml_text(circuit: stim.Circuit, decoder_id: int = 0, per_round: int | None = None, window: int = 0,
               step: int = 0) -> str:
-    """A one-decoder configuration: ``pymatching``, or ``sliding_window`` when ``per_round`` is
-    given."""
+    """A one-decoder configuration of the circuit's matrices: ``pymatching``, or
+    ``sliding_window`` when ``per_round`` is given."""
     h, o, d, p = matrices(circuit)
-    lines = ["decoders:", f"  - id: {decoder_id}"]
-    lines.append(f"    type: {'pymatching' if per_round is None else 'sliding_window'}")
-    lines += [f"    block_size: {len(p)}", f"    syndrome_size: {len(h)}", f"    H_sparse: {sparse(h)}",
-              f"    O_sparse: {sparse(o)}", f"    D_sparse: {sparse(d)}", "    decoder_custom_args:",
-              f"      error_rate_vec: {[float(x) for x in p]}"]
     if per_round is None:
-        lines.append("      merge_strategy: smallest_weight")
-    else:
-        lines += [f"      num_syndromes_per_round: {per_round}", f"      window_size: {window}",
-                  f"      step_size: {step}", "      inner_decoder_name: single_error_lut"]
-    return "\n".join(lines) + "\n"
+        return flat_yaml(h, o, d, p, decoder_id, extra=["merge_strategy: smallest_weight"])
+    return flat_yaml(h, o, d, p, decoder_id, kind="sliding_window",
+                     extra=[f"num_syndromes_per_round: {per_round}", f"window_size: {window}",
+                            f"step_size: {step}", "inner_decoder_name: single_error_lut"])
 
 
 def reference_predictions(circuit: stim.Circuit, measurements: np.ndarray) -> np.ndarray:
@@ -162,11 +156,14 @@ def chunked_matrices(n: int, rounds: int, p_data: float, p_meas: float):
     return h, o, dr, priors
 
 
-def flat_yaml(h, o, d, priors, decoder_id: int = 0) -> str:
-    return "\n".join(["decoders:", f"  - id: {decoder_id}", "    type: pymatching", f"    block_size: {len(priors)}",
-                      f"    syndrome_size: {len(h)}", f"    H_sparse: {sparse(h)}", f"    O_sparse: {sparse(o)}",
-                      f"    D_sparse: {sparse(d)}", "    decoder_custom_args:",
-                      f"      error_rate_vec: {[float(x) for x in priors]}"]) + "\n"
+def flat_yaml(h, o, d, priors, decoder_id: int = 0, kind: str = "pymatching", extra: list[str] = ()) -> str:
+    """A one-decoder configuration of H, O, D (rows of indices) and the priors; ``extra``: more
+    ``decoder_custom_args`` lines."""
+    lines = ["decoders:", f"  - id: {decoder_id}", f"    type: {kind}", f"    block_size: {len(priors)}",
+             f"    syndrome_size: {len(h)}", f"    H_sparse: {sparse(h)}", f"    O_sparse: {sparse(o)}",
+             f"    D_sparse: {sparse(d)}", "    decoder_custom_args:",
+             f"      error_rate_vec: {[float(x) for x in priors]}"] + [f"      {x}" for x in extra]
+    return "\n".join(lines) + "\n"
 
 
 def sample_chunked(h, o, priors, rounds: int, d: int, shots: int, seed: int):

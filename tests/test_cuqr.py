@@ -374,7 +374,6 @@ def test_dem_chunks_mistakes_are_named(tmp_path):
     import json
 
     doc = json.loads(F.chunked_yaml(5, 6, 0.03, 0.02))
-    chunks = doc["decoders"][0]["dem_chunks"]
 
     def fails(says, edit):
         d = json.loads(json.dumps(doc))
@@ -389,7 +388,6 @@ def test_dem_chunks_mistakes_are_named(tmp_path):
     fails("seam widths differ", lambda e, c: c["phases"][2]["spec"]["seam_specs"][0]["spec"].update(
         H_sparse=[0, -1, 1, -1]))
     fails("give H_sparse .* or seam_specs, one of them", lambda e, c: c["phases"][0]["spec"].update(H_sparse=[0, -1]))
-    assert chunks["num_rounds"] == 6
 
 
 def test_a_hyperedge_is_refused_with_the_fix(tmp_path):
