@@ -70,31 +70,37 @@ C_DEADLINE = 25
 """Streams whose decoder escapes: the stream's ``deadline_us`` in ns (0: none). A window whose
 decode would end later than this after its last round was received is decoded by the compiled
 union-find instead (``rtdecoder.dataplane.process_native``)."""
-S_HAS_SHOT = 26
-S_SHOT = 27
-S_NEXT_ROUND = 28
-S_POISONED = 29
-S_DONE = 30
-S_NEXT_WIN = 31
-S_CUM = 32
-S_RX_NS = 33
-S_TS = 34
-S_CQ_POS = 35
+C_FAST = 26
+"""Streams with a deadline whose decoder has a fast mode (``DecoderSpec.fast``): that
+decoder's wire id + 1, else 0. Past the deadline such a window is decoded in the fast mode when
+its estimate still meets the deadline, and by union-find otherwise."""
+S_HAS_SHOT = 27
+S_SHOT = 28
+S_NEXT_ROUND = 29
+S_POISONED = 30
+S_DONE = 31
+S_NEXT_WIN = 32
+S_CUM = 33
+S_RX_NS = 34
+S_TS = 35
+S_CQ_POS = 36
 """CUQR: bits of the current shot enqueued so far."""
-S_CQ_ROUNDS = 36
+S_CQ_ROUNDS = 37
 """CUQR: rounds of the current shot handed to the data path so far."""
-S_CQ_STATE = 37
+S_CQ_STATE = 38
 """CUQR: ``CQ_COLLECTING``, ``CQ_READY`` (the shot's correction can be read) or ``CQ_FAILED``."""
-S_CQ_DROPPED = 38
+S_CQ_DROPPED = 39
 """CUQR: 1 once an enqueue was dropped (overload), until ``reset_decoder``."""
-S_CQ_SHOT = 39
+S_CQ_SHOT = 40
 """CUQR: the shot id under which the current shot's rounds go through the data path."""
-S_CQ_RESULT = 40
+S_CQ_RESULT = 41
 """CUQR: the observable flips of the last decoded shot (a mask, observable ``i`` at bit ``i``)."""
-S_ESCAPE_NS = 41
+S_ESCAPE_NS = 42
 """Streams with a deadline: a running estimate of the escape decoder's time per window, ns
 (``rtdecoder.dataplane.process_native``: an exponential average, weight 1/8)."""
-NUM_COLS = 42
+S_FAST_NS = 43
+"""Streams with a fast mode: a running estimate of its time per window, ns (as ``S_ESCAPE_NS``)."""
+NUM_COLS = 44
 
 CQ_COLLECTING = 0
 CQ_READY = 1
@@ -161,7 +167,9 @@ MAX_DECODERS = 32
 CNT_FALLBACK = CNT_CQ_STATUS + NUM_CQ_STATUS
 """``MAX_DECODERS`` counters, by the stream's decoder's wire id: windows that decoder would have
 decoded past the stream's deadline, decoded by union-find instead."""
-NUM_COUNTERS = CNT_FALLBACK + MAX_DECODERS
+CNT_FALLBACK_FAST = CNT_FALLBACK + MAX_DECODERS
+"""``MAX_DECODERS`` counters, likewise: windows decoded by the decoder's fast mode instead."""
+NUM_COUNTERS = CNT_FALLBACK_FAST + MAX_DECODERS
 
 # --- histogram rows -----------------------------------------------------------------------------
 HIST_SERVER = 0

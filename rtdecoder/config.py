@@ -96,7 +96,7 @@ class StreamConfig:
         p: circuit-level noise strength (generated circuits only): after-Clifford depolarization,
             data depolarization before each round, measurement and reset flips, all ``p``.
         decoder: a registered decoder's name (``rtdecoder.decoders``: ``"matching"``,
-            ``"union_find"`` and any plug-in's).
+            ``"union_find"``, ``"matching_correlated"`` and any plug-in's).
         window: window length ``W`` in rounds; 0 (``"all"`` in files and flags) decodes whole shots.
             Default ``2 * distance``.
         commit: commit region ``C`` in rounds, ``1 <= C <= W``. Default ``distance``.
@@ -104,10 +104,12 @@ class StreamConfig:
         input: what the controller sends: ``"detection_events"`` (default) or ``"measurements"``,
             the circuit's raw measurement results round by round, which the service turns into
             detection events itself (``rtdecoder.dem.MeasurementLayout``; docs/wire-protocol.md §5.1).
-        deadline_us: for a decoder called through the escape (``matching``): a window whose decode
-            would end more than this many µs after its last round was received (the time since
-            then plus the stream's running average of the decoder's time per window) is decoded
-            by the compiled union-find instead, and counted
+        deadline_us: for a decoder called through the escape (``matching``,
+            ``matching_correlated``): a window whose decode would end more than this many µs
+            after its last round was received (the time since then plus the stream's running
+            average of the decoder's time per window) is decoded by the decoder's fast mode
+            (``DecoderSpec.fast``: plain matching for ``matching_correlated``) where that one's
+            average still meets the deadline, else by the compiled union-find, and counted
             (``rtdecoder_deadline_fallbacks_total{from,to}``), as is every window while the worker
             is behind (its last receive batch was full: the datagrams waited in the socket for a
             time their receive stamps do not show); a stall costs a little accuracy instead of

@@ -49,12 +49,12 @@ from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.histogram import observe
 from rtdecoder.kernels.ingest import allowed, ingest
 from rtdecoder.kernels.tables import (
-    C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE, C_DECODER, C_INPUT, C_MOFF_BASE,
-    C_NOBS, C_NROUNDS, C_OFF_BASE, C_READY, C_SYN_BASE, CALL_COMPILED, CALL_ESCAPE, CNT_BYTES, CNT_FALLBACK, CNT_CQ_FUNCTION as CQ_FUNCTION,
+    C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE, C_DECODER, C_FAST, C_INPUT, C_MOFF_BASE,
+    C_NOBS, C_NROUNDS, C_OFF_BASE, C_READY, C_SYN_BASE, CALL_COMPILED, CALL_ESCAPE, CNT_BYTES, CNT_FALLBACK, CNT_FALLBACK_FAST, CNT_CQ_FUNCTION as CQ_FUNCTION,
     CNT_CQ_REQUESTS as CQ_REQUESTS, CNT_CQ_STATUS as CQ_STATUS, CNT_ERRORS_SUPPRESSED, CNT_PACKETS, CNT_SEND_DROPPED,
     CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_BEHIND, CTL_DRAIN, CTL_WORKER, CTL_WORKERS, HIST_CHECK, HIST_DECODE, HIST_ESCAPE,
     HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE, M_NEXT, M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM,
-    REJECT_NOT_ALLOWED, S_ESCAPE_NS, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_HAS_SHOT, S_POISONED,
+    REJECT_NOT_ALLOWED, S_ESCAPE_NS, S_FAST_NS, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_HAS_SHOT, S_POISONED,
     S_RX_NS, S_SHOT, TR_CHECKED, TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM, TRACE_LEN, W_GRAPH,
     W_START)
 from rtdecoder.kernels.window import commit_window, next_window
@@ -102,15 +102,17 @@ def register_state(state) -> int:
     return wid
 
 
-def _decode_escape(wid: int, sid: int, k: int) -> int:
+def _decode_escape(wid: int, sid: int, k: int, fast: int) -> int:
     """Object-mode side of the escape: decode global window ``k`` of stream ``sid`` with the
-    stream's compiled decoder; the number of chosen edges (in the state's ``chosen``), or -1."""
+    stream's compiled decoder (its ``decode_window_fast`` when ``fast``); the number of chosen
+    edges (in the state's ``chosen``), or -1."""
     state = _STATES[wid]()
     e = state.engine
     t0 = time.perf_counter_ns()
     try:
         g, events = e.escape_windows[sid][k]
-        chosen, n = e.decoders[sid].decode_window(g, events)
+        d = e.decoders[sid]
+        chosen, n = d.decode_window_fast(g, events) if fast else d.decode_window(g, events)
         state.escape_chosen[:n] = chosen[:n]
     except ValueError:
         n = -1
@@ -174,12 +176,12 @@ def take_error_token(rl, src_hi, src_lo, port, now):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def escape(wid, sid, k):
+def escape(wid, sid, k, fast):
     """The escape: one object-mode block (it takes the GIL) calling ``_decode_escape``; only
     integers cross. A function of its own, so that ``process_native``, which calls it, has no
     object-mode block and can be inlined into its two callers."""
     with objmode(nchosen="int64"):
-        nchosen = _decode_escape(wid, sid, k)
+        nchosen = _decode_escape(wid, sid, k, fast)
     return nchosen
 
 
@@ -485,10 +487,20 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         q = tx.q[0]
         t0 = monotonic_ns()
         way = call
-        if call == CALL_ESCAPE and st[sid, C_DEADLINE] > 0 and (
-                state.ctl[CTL_BEHIND] == 1 or t0 - st[sid, S_RX_NS] + st[sid, S_ESCAPE_NS] > st[sid, C_DEADLINE]):
-            way = CALL_COMPILED  # past the deadline with the escape, or behind: union-find on the CPU instead
-            counters[CNT_FALLBACK + dec] += 1
+        fast = 0  # the fallback chain: the decoder, its fast mode, union-find
+        used = dec  # the wire id of the decoder that decodes the window (its HIST_DECODE row)
+        if call == CALL_ESCAPE and st[sid, C_DEADLINE] > 0:
+            late = t0 - st[sid, S_RX_NS]
+            behind = state.ctl[CTL_BEHIND] == 1
+            if behind or late + st[sid, S_ESCAPE_NS] > st[sid, C_DEADLINE]:
+                if st[sid, C_FAST] > 0 and not behind and late + st[sid, S_FAST_NS] <= st[sid, C_DEADLINE]:
+                    fast = 1  # the fast mode still meets the deadline
+                    used = st[sid, C_FAST] - 1
+                    counters[CNT_FALLBACK_FAST + dec] += 1
+                else:
+                    way = CALL_COMPILED  # past the deadline, or behind: union-find on the CPU instead
+                    used = UF_WIRE_ID
+                    counters[CNT_FALLBACK + dec] += 1
         if way == CALL_COMPILED and call == CALL_COMPILED and gq.shape[0] > 0:
             nchosen = _decode_gpu(gq, state.gpu_result, win[k, W_GRAPH], sbase + offs[obase + win[k, W_START]])
             chosen = state.gpu_chosen
@@ -503,12 +515,13 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
             chosen = ws[-1]
             t1 = monotonic_ns()
         else:
-            nchosen = escape(state.wid, sid, k)
+            nchosen = escape(state.wid, sid, k, fast)
             chosen = state.escape_chosen
             t1 = monotonic_ns()
             observe(hist, HIST_ESCAPE, max(t1 - t0 - state.escape[0], 0))
-            if st[sid, C_DEADLINE] > 0:  # the running estimate the deadline is judged by
-                st[sid, S_ESCAPE_NS] += (t1 - t0 - st[sid, S_ESCAPE_NS]) >> 3
+            if st[sid, C_DEADLINE] > 0:  # the running estimates the deadline is judged by
+                col = S_FAST_NS if fast else S_ESCAPE_NS
+                st[sid, col] += (t1 - t0 - st[sid, col]) >> 3
         if nchosen < 0:  # no correction explains the events: poison the shot, say INTERNAL
             st[sid, S_POISONED] = 1
             counters[ST_INTERNAL] += 1
@@ -519,7 +532,7 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         size = commit_window(st, offs, syn, win, tables.gbase, tables.node_round, tables.edges, sid, k, chosen,
                              nchosen, txbuf[q], counters)
         decoded = monotonic_ns()
-        observe(hist, HIST_DECODE + (dec if way == call else UF_WIRE_ID), t1 - t0)
+        observe(hist, HIST_DECODE + used, t1 - t0)
         observe(hist, HIST_STAGE_DECODE, decoded - checked)
         queue_reply(tx, row_addr(txbuf, q), size, STAMP, name_addr, namelen)
         row = trace[tmeta[M_NEXT] % TRACE_LEN]

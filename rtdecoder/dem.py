@@ -142,16 +142,26 @@ class Components:
         d0: int64 ``(k,)``, the lower detector index.
         d1: int64 ``(k,)``, the higher detector index, or -1 for an edge to the boundary.
         obs: uint64 ``(k,)``, bit ``i`` set when the component flips observable ``i``.
+        err: int64 ``(k,)``, which error instruction the component belongs to: components of one
+            ``error(p) ... ^ ...`` share a value, unique within one ``DemComponents.in_range``
+            (correlated matching puts them back together, ``rtdecoder.windows``).
     """
 
     prob: np.ndarray
     d0: np.ndarray
     d1: np.ndarray
     obs: np.ndarray
+    err: np.ndarray
+
+    def take(self, rows: np.ndarray) -> "Components":
+        """The components selected by ``rows`` (a boolean mask or indices), in their order."""
+        return Components(self.prob[rows], self.d0[rows], self.d1[rows], self.obs[rows], self.err[rows])
 
 
 def _parse_errors(inst: stim.DemInstruction, base: int, out: list[list]) -> None:
     p = inst.args_copy()[0]
+    err = out[5][0]
+    out[5][0] += 1
     dets: list[int] = []
     mask = 0
     for tgt in inst.targets_copy() + [stim.target_separator()]:
@@ -167,6 +177,7 @@ def _parse_errors(inst: stim.DemInstruction, base: int, out: list[list]) -> None
                 out[1].append(dets[0] + base)
                 out[2].append(dets[1] + base if len(dets) == 2 else -1)
                 out[3].append(mask)
+                out[4].append(err)
             dets = []
             mask = 0
         elif tgt.is_relative_detector_id():
@@ -175,16 +186,23 @@ def _parse_errors(inst: stim.DemInstruction, base: int, out: list[list]) -> None
             mask ^= 1 << tgt.val
 
 
+def _rows() -> list[list]:
+    """Parsing state: prob, d0, d1, obs, err of each component, and ``[errors parsed]``."""
+    return [[], [], [], [], [], [0]]
+
+
 def _components(rows: list[list]) -> Components:
     return Components(np.asarray(rows[0], np.float64), np.asarray(rows[1], np.int64),
-                      np.asarray(rows[2], np.int64), np.asarray(rows[3], np.uint64))
+                      np.asarray(rows[2], np.int64), np.asarray(rows[3], np.uint64), np.asarray(rows[4], np.int64))
 
 
 @dataclass(frozen=True)
 class _Segment:
-    """``count`` repetitions of ``comps``, repetition ``i`` shifted by ``base + i * shift`` detectors."""
+    """``count`` repetitions of ``comps``, repetition ``i`` shifted by ``base + i * shift`` detectors;
+    ``errors`` error instructions in one repetition (``comps.err`` counts them from 0)."""
 
     comps: Components
+    errors: int
     base: int
     shift: int
     count: int
@@ -211,17 +229,17 @@ class DemComponents:
         self._walk(dem, 0)
 
     def _walk(self, block: stim.DetectorErrorModel, base: int) -> int:
-        rows: list[list] = [[], [], [], []]
+        rows = _rows()
         for inst in block:
             if isinstance(inst, stim.DemRepeatBlock):
                 self._add(rows, 0, 0, 1)
-                rows = [[], [], [], []]
+                rows = _rows()
                 body = inst.body_copy()
                 if any(isinstance(x, stim.DemRepeatBlock) for x in body):
                     for _ in range(inst.repeat_count):
                         base = self._walk(body, base)
                     continue
-                inner: list[list] = [[], [], [], []]
+                inner = _rows()
                 shift = 0
                 for x in body:
                     if x.type == "error":
@@ -240,11 +258,12 @@ class DemComponents:
     def _add(self, rows: list[list], base: int, shift: int, count: int) -> None:
         if rows[0]:
             c = _components(rows)
-            self.segments.append(_Segment(c, base, shift, count, int(c.d0.min()), int(c.d0.max())))
+            self.segments.append(_Segment(c, rows[5][0], base, shift, count, int(c.d0.min()), int(c.d0.max())))
 
     def in_range(self, a: int, b: int) -> Components:
         """The components whose lower detector ``d0`` lies in ``[a, b)``, in DEM order."""
         parts: list[Components] = []
+        first_err = 0
         for sg in self.segments:
             c = sg.comps
             if sg.count == 1:
@@ -259,11 +278,14 @@ class DemComponents:
             d0 = np.tile(c.d0, reps) + off
             d1 = np.tile(c.d1, reps)
             d1 = np.where(d1 >= 0, d1 + off, -1)
+            err = np.tile(c.err, reps) + np.repeat(first_err + sg.errors * np.arange(reps, dtype=np.int64), len(c.d0))
+            first_err += sg.errors * reps
             keep = (d0 >= a) & (d0 < b)
-            parts.append(Components(np.tile(c.prob, reps)[keep], d0[keep], d1[keep], np.tile(c.obs, reps)[keep]))
+            parts.append(Components(np.tile(c.prob, reps)[keep], d0[keep], d1[keep], np.tile(c.obs, reps)[keep],
+                                    err[keep]))
         if not parts:
-            return _components([[], [], [], []])
-        return Components(*(np.concatenate([getattr(x, f) for x in parts]) for f in ("prob", "d0", "d1", "obs")))
+            return _components(_rows())
+        return Components(*(np.concatenate([getattr(x, f) for x in parts]) for f in ("prob", "d0", "d1", "obs", "err")))
 
 
 def dem_components(dem: stim.DetectorErrorModel) -> DemComponents:

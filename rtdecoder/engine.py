@@ -146,10 +146,12 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     layout = detector_layout(dem)
     step("components")
     comps = dem_components(dem)
-    keep = observable_detectors(comps, layout.num_detectors)
-    step("window graphs")
-    plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep)
     spec = decoders.get(cfg.decoder)
+    # A decoder that reads correlations needs the other basis's detection events too.
+    keep = np.ones(layout.num_detectors, np.uint8) if spec.correlations else \
+        observable_detectors(comps, layout.num_detectors)
+    step("window graphs")
+    plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep, correlations=spec.correlations)
     mlayout = _measurements(cfg, circuit, layout, keep)
     step(f"{spec.name} decoder")
     return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep, mlayout)
@@ -296,6 +298,7 @@ class Engine:
             row[K.C_DECODER] = rt.spec.wire_id
             row[K.C_CALL] = rt.spec.call_id
             row[K.C_DEADLINE] = int(round(rt.cfg.deadline_us * 1000))
+            row[K.C_FAST] = decoders.get(rt.spec.fast).wire_id + 1 if rt.spec.fast and rt.cfg.deadline_us > 0 else 0
             row[K.C_FINGERPRINT] = np.uint64(rt.fingerprint).astype(np.int64)
             if rt.cfg.allow not in allow_at:  # streams with the same list share its rows, so the
                 rows = allow_rows(rt.cfg.allow)  # any-stream check in ingest reads each subnet once

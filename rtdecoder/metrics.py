@@ -164,9 +164,11 @@ class EngineCollector(Collector):
                                       "buffer was full (/proc/net/udp).", value=float(dropped))
         fb = CounterMetricFamily("rtdecoder_deadline_fallbacks", "Windows of streams with a deadline_us that "
                                  "their escape decoder (from) would have finished past the deadline, decoded by "
-                                 "union-find (to) instead.", labels=["from", "to"])
+                                 "its fast mode or by union-find (to) instead.", labels=["from", "to"])
         for spec in decoders.specs():
             if spec.call == "escape":
+                if spec.fast:
+                    fb.add_metric([spec.name, spec.fast], float(c[K.CNT_FALLBACK_FAST + spec.wire_id]))
                 fb.add_metric([spec.name, "union_find"], float(c[K.CNT_FALLBACK + spec.wire_id]))
         yield fb
         yield self._backlog()

@@ -41,7 +41,7 @@ import numpy as np
 import pymatching
 import stim
 
-from rtdecoder.dem import Components, DemComponents, DetectorLayout
+from rtdecoder.dem import DemComponents, DetectorLayout
 
 
 @dataclass
@@ -59,6 +59,10 @@ class WindowGraph:
         edge_weight: float64 ``(num_edges,)``, ``ln((1-p)/p)`` as PyMatching computed it.
         edge_prob: float64 ``(num_edges,)``, merged error probability of each edge.
         edge_keys: int64 ``(num_edges,)``, sorted lookup keys of ``(u, v)`` (see ``edge_key``).
+        errors_dem: with correlations (``plan_windows(..., correlations=True)``), the window's
+            DEM with the components of each of the stream DEM's errors kept together in one
+            ``error(p) A ^ B ...`` instruction, for correlated matching; its edges are the
+            graph's. None otherwise.
     """
 
     num_nodes: int
@@ -71,6 +75,7 @@ class WindowGraph:
     edge_weight: np.ndarray
     edge_prob: np.ndarray
     edge_keys: np.ndarray
+    errors_dem: stim.DetectorErrorModel | None = None
 
     @property
     def num_edges(self) -> int:
@@ -163,12 +168,18 @@ def window_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarr
 
 
 def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, commit: int,
-                 keep: np.ndarray) -> WindowPlan:
+                 keep: np.ndarray, correlations: bool = False) -> WindowPlan:
     """Build the window schedule and every distinct window graph (done once per stream).
 
     Args:
         keep: uint8 ``(num_detectors,)`` (``rtdecoder.dem.observable_detectors``): components at
             a detector with ``keep == 0`` are left out of every window graph (module docstring).
+        correlations: also build each graph's ``errors_dem`` (correlated matching). An error of
+            the stream's DEM whose components straddle the window keeps, in the window, the
+            components the window graph holds (those in committed rounds are gone, those reaching
+            past the window's top are edges to its boundary), joined by ``^``: the correlation
+            among them is used, the one with the parts outside is not. Windows then share a graph
+            only when their errors, not only their merged edges, are the same.
     """
     start, end, commit_end = window_schedule(layout.num_rounds, window, commit)
     off = layout.round_offsets
@@ -180,7 +191,7 @@ def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, comm
         a, b = int(off[start[k]]), int(off[end[k]])
         c = comps.in_range(a, b)  # DEM order, so that W = all reproduces the offline graph
         kept = keep[c.d0] != 0
-        c = Components(c.prob[kept], c.d0[kept], c.d1[kept], c.obs[kept])
+        c = c.take(kept)
         p = c.prob
         u = c.d0 - a
         v = np.where((c.d1 < 0) | (c.d1 >= b), -1, c.d1 - a)
@@ -188,9 +199,13 @@ def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, comm
         n = int(b - a)
         node_round = det_round[a:b] - start[k]
         key = _signature(n, node_round, p, u, v, ob)
+        if correlations:
+            key += _error_signature(p, u, v, ob, c.err)
         if key not in seen:
             seen[key] = len(graphs)
             graphs.append(_graph_from_dem(n, node_round, _window_dem(n, p, u, v, ob)))
+            if correlations:
+                graphs[-1].errors_dem = _errors_dem(n, p, u, v, ob, c.err)
         graph_of[k] = seen[key]
     return WindowPlan(layout, window, commit, start, end, commit_end, graph_of, graphs)
 
@@ -219,17 +234,58 @@ def _signature(n: int, node_round: np.ndarray, p: np.ndarray, u: np.ndarray, v: 
     return sig.digest()
 
 
+def _error_signature(p: np.ndarray, u: np.ndarray, v: np.ndarray, obs: np.ndarray, err: np.ndarray) -> bytes:
+    """Identity of a window's errors, independent of their order and of the order of their
+    components: each component ``(u, v, obs)`` hashed to 64 bits, the hashes of an error's
+    components summed (mod 2^64), and the sorted ``(sum, round(1e9 ln p))`` pairs digested."""
+    if len(p) == 0:
+        return b""
+    with np.errstate(over="ignore"):
+        h = (u.astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= (v.astype(np.uint64) + np.uint64(2)) * np.uint64(0xC2B2AE3D27D4EB4F)
+        h ^= obs * np.uint64(0x165667B19E3779F9)
+        h = (h ^ (h >> np.uint64(29))) * np.uint64(0xBF58476D1CE4E5B9)
+        _, first, which = np.unique(err, return_index=True, return_inverse=True)
+        total = np.zeros(len(first), np.uint64)
+        np.add.at(total, which, h)
+    lp = np.rint(np.log(p[first]) * 1e9).astype(np.int64)
+    order = np.lexsort((lp, total))
+    sig = hashlib.blake2b(digest_size=16)
+    sig.update(total[order].tobytes())
+    sig.update(lp[order].tobytes())
+    return sig.digest()
+
+
+def _errors_dem(n: int, p: np.ndarray, u: np.ndarray, v: np.ndarray, obs: np.ndarray,
+                err: np.ndarray) -> stim.DetectorErrorModel:
+    """The window's errors, each one instruction of its components joined by ``^`` (in DEM order;
+    an error's components are adjacent)."""
+    lines: list[str] = []
+    prev = None
+    for pi, ui, vi, oi, ei in zip(p.tolist(), u.tolist(), v.tolist(), obs.tolist(), err.tolist()):
+        part = _component_targets(ui, vi, oi)
+        if ei == prev:
+            lines[-1] += " ^ " + part
+        else:
+            lines.append(f"error({pi!r}) {part}")
+        prev = ei
+    lines.append(f"detector D{n - 1}")
+    return stim.DetectorErrorModel("\n".join(lines))
+
+
+def _component_targets(u: int, v: int, o: int) -> str:
+    parts = [f"D{u}"]
+    if v >= 0:
+        parts.append(f"D{v}")
+    while o:
+        bit = (o & -o).bit_length() - 1
+        parts.append(f"L{bit}")
+        o &= o - 1
+    return " ".join(parts)
+
+
 def _window_dem(n: int, p: np.ndarray, u: np.ndarray, v: np.ndarray, obs: np.ndarray) -> stim.DetectorErrorModel:
-    lines = []
-    for pi, ui, vi, oi in zip(p.tolist(), u.tolist(), v.tolist(), obs.tolist()):
-        parts = [f"error({pi!r}) D{ui}"]
-        if vi >= 0:
-            parts.append(f"D{vi}")
-        o = int(oi)
-        while o:
-            bit = (o & -o).bit_length() - 1
-            parts.append(f"L{bit}")
-            o &= o - 1
-        lines.append(" ".join(parts))
+    lines = [f"error({pi!r}) {_component_targets(ui, vi, int(oi))}"
+             for pi, ui, vi, oi in zip(p.tolist(), u.tolist(), v.tolist(), obs.tolist())]
     lines.append(f"detector D{n - 1}")
     return stim.DetectorErrorModel("\n".join(lines))

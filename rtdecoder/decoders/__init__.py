@@ -15,7 +15,7 @@ stream's window plan, ``rtdecoder.windows.WindowPlan``, and returns an object wh
   decoder exposes as ``graphs`` (``rtdecoder.kernels.union_find.build_graph``), and on the GPU
   slot of a worker where the GPU backend runs (``gpu=True``).
 
-The built-in decoders (``matching``, ``union_find``) are registered on first use, with the
+The built-in decoders (``matching``, ``union_find``, ``matching_correlated``) are registered on first use, with the
 plug-ins named by the ``rtdecoder.plugins`` entry-point group of installed packages and by the
 ``RTDECODER_PLUGINS`` environment variable (``rtdecoder.plugins``): importing a plug-in module
 registers what it holds.
@@ -84,6 +84,14 @@ class DecoderSpec:
             chunk) -> (obs, failed)`` with ``graph`` a ``WindowGraph`` of whole shots, ``events``
             uint8 ``(shots, num_nodes)``, ``obs`` int64 ``(shots,)`` observable masks and
             ``failed`` bool ``(shots,)``; without it each shot goes through ``decode_window``.
+        correlations: the decoder reads the DEM's hyperedge correlations: its streams keep every
+            detector (no ``observable_detectors`` filter: the other basis's detection events
+            are what reweights this one's edges) and their window graphs carry ``errors_dem``
+            (``rtdecoder.windows.plan_windows``).
+        fast: the name of a registered escape decoder that the compiled decoder's
+            ``decode_window_fast(graph, events)`` equals (same contract as ``decode_window``,
+            same graphs, less time): the middle level of the deadline's fallback chain
+            (``rtdecoder.dataplane.process_native``). Empty: none.
     """
 
     name: str
@@ -93,6 +101,8 @@ class DecoderSpec:
     summary: str = ""
     gpu: bool = False
     decode_batch: Callable | None = field(default=None, compare=False)
+    correlations: bool = False
+    fast: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -103,6 +113,8 @@ class DecoderSpec:
             raise ValueError(f"decoder {self.name!r}: call {self.call!r} must be one of {', '.join(CALLS)}")
         if self.gpu and self.call != "compiled":
             raise ValueError(f"decoder {self.name!r}: only a compiled decoder runs on the GPU backend")
+        if self.fast and self.call != "escape":
+            raise ValueError(f"decoder {self.name!r}: only an escape decoder has a fast mode")
 
     @property
     def call_id(self) -> int:
