@@ -227,6 +227,9 @@ class DemComponents:
     def __init__(self, dem: stim.DetectorErrorModel):
         self.segments: list[_Segment] = []
         self._walk(dem, 0)
+        inner = [sg.comps.d1 - sg.comps.d0 for sg in self.segments]
+        self.max_span = int(max((x[x > 0].max() for x in inner if (x > 0).any()), default=0))
+        """The largest ``d1 - d0`` of a two-detector component."""
 
     def _walk(self, block: stim.DetectorErrorModel, base: int) -> int:
         rows = _rows()

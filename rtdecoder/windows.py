@@ -41,7 +41,8 @@ import numpy as np
 import pymatching
 import stim
 
-from rtdecoder.dem import DemComponents, DetectorLayout
+from rtdecoder.config import ConfigError
+from rtdecoder.dem import Components, DemComponents, DetectorLayout
 
 
 @dataclass
@@ -232,6 +233,135 @@ def _signature(n: int, node_round: np.ndarray, p: np.ndarray, u: np.ndarray, v: 
         sig.update(np.ascontiguousarray(arr, dtype=np.int64 if arr.dtype != np.uint64 else np.uint64).tobytes())
     sig.update(np.rint(np.log(merged) * 1e9).astype(np.int64).tobytes())
     return sig.digest()
+
+
+@dataclass
+class ParallelPlan:
+    """The parallel-window (sandwich) schedule of one stream's shots (Skoric et al.,
+    arXiv:2209.08552, section III; Tan et al., arXiv:2209.09219): windows of one shot that can
+    be decoded at the same time.
+
+    Layer A: window ``j`` has the core ``[core_start[j], core_end[j])`` (``C`` rounds; cores start
+    every ``C + G`` rounds, ``G = W - C``) and a buffer of ``G`` rounds on each side (none below
+    round 0 or past the last round): rounds ``[a_start[j], a_end[j])``. Both of its time
+    boundaries are open (a component reaching past either becomes an edge to the boundary), so
+    A windows need nothing from one another. An A window commits every chosen edge with an
+    endpoint in its core; such an edge's other endpoint, if it lies in a buffer, is flipped for
+    the B window there (the carry).
+
+    Layer B: window ``j`` is the gap ``[b_start[j], b_end[j])`` between core ``j`` and core
+    ``j + 1`` (or the end of the shot), decoded once the A windows on both sides have committed.
+    Both its time boundaries are closed (components reaching into a core were the A windows'
+    to decide, and are left out); it commits everything. Each component of the DEM is thus
+    committed by exactly one window, as long as no component spans more than ``G`` rounds
+    (checked). With ``W = 0``, or ``W`` past the shot's last round, the plan is one A window:
+    the whole shot.
+
+    Attributes:
+        a_start, a_end, core_start, core_end, a_graph: int64 ``(num_a,)``.
+        b_start, b_end, b_graph: int64 ``(num_b,)``.
+        graphs: the distinct window graphs of both layers.
+    """
+
+    layout: DetectorLayout
+    window: int
+    commit: int
+    a_start: np.ndarray
+    a_end: np.ndarray
+    core_start: np.ndarray
+    core_end: np.ndarray
+    a_graph: np.ndarray
+    b_start: np.ndarray
+    b_end: np.ndarray
+    b_graph: np.ndarray
+    graphs: list[WindowGraph]
+
+
+def parallel_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarray, ...]:
+    """``(a_start, a_end, core_start, core_end, b_start, b_end)``, as ``ParallelPlan`` says.
+
+    >>> [a.tolist() for a in parallel_schedule(26, 10, 5)]
+    [[0, 5, 15], [10, 20, 26], [0, 10, 20], [5, 15, 25], [5, 15, 25], [10, 20, 26]]
+    >>> [a.tolist() for a in parallel_schedule(26, 0, 0)]
+    [[0], [26], [0], [26], [], []]
+    """
+    if window == 0 or window >= num_rounds:
+        one = np.asarray([0], np.int64), np.asarray([num_rounds], np.int64)
+        return one[0], one[1], one[0], one[1], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    gap = window - commit
+    gap = max(gap, 1)
+    cs = np.arange(0, num_rounds, commit + gap, dtype=np.int64)
+    ce = np.minimum(cs + commit, num_rounds)
+    a_start = np.maximum(cs - gap, 0)
+    a_end = np.minimum(ce + gap, num_rounds)
+    b_start = ce[ce < num_rounds]
+    b_end = np.minimum(b_start + gap, num_rounds)
+    return a_start, a_end, cs, ce, b_start, b_end
+
+
+def cut_components(comps: DemComponents, off: np.ndarray, start: int, end: int, keep: np.ndarray,
+                   lower_open: bool, upper_open: bool):
+    """The components of the window of rounds ``[start, end)``, relative to its first detector:
+    ``(n, prob, u, v, obs, err)``; ``v == -1`` for an edge to the boundary.
+
+    A component with a detector before the window becomes an edge to the boundary at its other
+    detector when ``lower_open``, else is left out (committed rounds, or a core decided by
+    another window); one with a detector past the window likewise with ``upper_open``. One with
+    a detector on each side is left out. Components at a detector with ``keep == 0`` are left
+    out."""
+    a, b = int(off[start]), int(off[end])
+    c = comps.in_range(a, b)
+    if lower_open and a > 0 and comps.max_span > 0:
+        below = comps.in_range(max(0, a - comps.max_span), a)
+        reach = (below.d1 >= a) & (below.d1 < b)
+        below = below.take(reach)
+        below = Components(below.prob, below.d1, np.full(len(below.d1), -1, np.int64), below.obs, below.err)
+        c = Components(*(np.concatenate([getattr(below, f), getattr(c, f)]) for f in ("prob", "d0", "d1", "obs", "err")))
+    past = c.d1 >= b
+    if not upper_open:
+        c = c.take(~past)
+        past = np.zeros(len(c.d0), bool)
+    c = c.take(keep[c.d0] != 0)
+    past = c.d1 >= b
+    u = c.d0 - a
+    v = np.where((c.d1 < 0) | past, -1, c.d1 - a)
+    return b - a, c.prob, u, v, c.obs, c.err
+
+
+def plan_parallel(layout: DetectorLayout, comps: DemComponents, window: int, commit: int, keep: np.ndarray,
+                  correlations: bool = False) -> ParallelPlan:
+    """Build the parallel-window schedule and its distinct window graphs (once per stream); the
+    arguments are ``plan_windows``'s."""
+    a_start, a_end, cs, ce, b_start, b_end = parallel_schedule(layout.num_rounds, window, commit)
+    off = layout.round_offsets
+    det_round = layout.det_round
+    if len(b_start):
+        span = max((int((det_round[sg.comps.d1[sg.comps.d1 >= 0] + sg.base]
+                         - det_round[sg.comps.d0[sg.comps.d1 >= 0] + sg.base]).max(initial=0))
+                    for sg in comps.segments), default=0)
+        if span > max(window - commit, 1):
+            raise ConfigError(f"parallel windows: the DEM has an error spanning {span} rounds, more than the "
+                              f"{window - commit} rounds between the cores of window {window} and commit {commit}: "
+                              f"use window - commit >= {span}")
+    graphs: list[WindowGraph] = []
+    seen: dict[bytes, int] = {}
+
+    def graph_of(start: int, end: int, lower_open: bool, upper_open: bool) -> int:
+        n, p, u, v, ob, err = cut_components(comps, off, start, end, keep, lower_open, upper_open)
+        node_round = det_round[off[start]:off[end]] - start
+        key = _signature(n, node_round, p, u, v, ob)
+        if correlations:
+            key += _error_signature(p, u, v, ob, err)
+        if key not in seen:
+            seen[key] = len(graphs)
+            graphs.append(_graph_from_dem(n, node_round, _window_dem(n, p, u, v, ob)))
+            if correlations:
+                graphs[-1].errors_dem = _errors_dem(n, p, u, v, ob, err)
+        return seen[key]
+
+    a_graph = np.asarray([graph_of(int(s), int(e), True, True) for s, e in zip(a_start, a_end)], np.int64)
+    b_graph = np.asarray([graph_of(int(s), int(e), False, False) for s, e in zip(b_start, b_end)], np.int64)
+    return ParallelPlan(layout, window, commit, a_start, a_end, cs, ce, a_graph, b_start, b_end, b_graph, graphs)
 
 
 def _error_signature(p: np.ndarray, u: np.ndarray, v: np.ndarray, obs: np.ndarray, err: np.ndarray) -> bytes:
