@@ -79,6 +79,12 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
     g.add_argument("--decoder", default=default, choices=_decoder_names(),
                    help=f"decoder (default {default}; plug-ins: RTDECODER_PLUGINS, see README.md, 'Plug-ins')")
     if role == "decode":
+        g.add_argument("--parallel-windows", type=int, default=0, metavar="K",
+                       help="decode each shot in parallel windows (the sandwich schedule) on K worker threads, "
+                            "cores of --commit rounds and buffers of --window minus --commit (default 0: whole shots)")
+        g.add_argument("--window", type=_window, default=None,
+                       help="with --parallel-windows: window W in rounds (default 2 * distance)")
+        g.add_argument("--commit", type=int, default=None, help="with --parallel-windows: C (default distance)")
         return
     g.add_argument("--window", type=_window, default=None, help="window W in rounds, or 'all' (default 2 * distance)")
     g.add_argument("--commit", type=int, default=None, help="commit region C in rounds (default distance)")
@@ -322,9 +328,18 @@ def cmd_decode(a: argparse.Namespace) -> int:
         dem = circuit.detector_error_model(decompose_errors=True)
     else:
         dem = load_dem(a.dem, None if a.dem else _stream_from_args(a))
+    if a.parallel_windows < 0:
+        raise ConfigError(f"--parallel-windows {a.parallel_windows} must be a number of workers, or 0 for whole shots")
+    if (a.window is not None or a.commit is not None) and not a.parallel_windows:
+        raise ConfigError("--window and --commit are for --parallel-windows K; without it every shot is decoded whole")
+    window = 2 * a.distance if a.window is None else a.window
+    commit = a.distance if a.commit is None else a.commit
+    if a.parallel_windows and window != WINDOW_ALL and not 1 <= commit < window:
+        raise ConfigError(f"--commit {commit} must be at least 1 and less than --window {window}: the rounds between "
+                          "cores are window - commit")
     summary = decode_file(a.input_path, a.output, dem, in_format=a.in_format, out_format=a.out_format,
                           append_observables=a.append_observables, decoder=a.decoder, backend=backend,
-                          circuit=circuit)
+                          circuit=circuit, parallel=a.parallel_windows, window=window, commit=commit)
     print(f"rtdecoder: {summary.line()}", file=sys.stderr)
     return 0
 

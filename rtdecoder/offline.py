@@ -80,13 +80,18 @@ def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str):
 
 def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
                 out_format: str = "01", append_observables: bool = False, decoder: str = "union_find",
-                backend: str = "cpu", chunk: int = 65536, circuit: stim.Circuit | None = None) -> DecodeSummary:
+                backend: str = "cpu", chunk: int = 65536, circuit: stim.Circuit | None = None,
+                parallel: int = 0, window: int = 0, commit: int = 0) -> DecodeSummary:
     """Decode every shot of ``in_path`` and write the predictions to ``out_path``.
 
     With ``circuit``, ``in_path`` holds that circuit's raw measurement records (stim's
     measurement order, ``circuit.num_measurements`` bits per shot), turned into detection events
     and true observable flips by stim's ``Circuit.compile_m2d_converter``; the logical error rate
     is then always reported.
+
+    With ``parallel = k >= 1``, shots are decoded in parallel windows of ``window`` rounds
+    committing ``commit`` (``rtdecoder.parallel.ParallelWindowDecoder``) by ``k`` workers, on the
+    CPU; else whole.
 
     Raises:
         ConfigError: an unknown format; an output folder that does not exist; an input that is
@@ -117,11 +122,21 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
                                         num_detectors=width, num_observables=0)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{in_path}: cannot read {in_format} shots of the DEM's {what}: {e}") from None
-    rt = whole_shot_stream(dem, decoder)
-    graph = rt.plan.graphs[0]
     truth = data[:, nd:] if append_observables else None
     if circuit is not None:
         data, truth = circuit.compile_m2d_converter().convert(measurements=data, separate_observables=True)
+    if parallel:
+        from rtdecoder.parallel import ParallelWindowDecoder
+
+        pw = ParallelWindowDecoder(dem, decoder, window, commit, parallel)
+        events = np.ascontiguousarray(data[:, :nd], np.uint8)
+        t0 = time.perf_counter()
+        preds = pw.decode_shots(events).astype(bool)
+        seconds = time.perf_counter() - t0
+        how = f"cpu, {parallel} parallel-window worker{'s' if parallel > 1 else ''}"
+        return _finish(preds, out_path, out_format, truth, decoder, how, seconds, 0, nd, no)
+    rt = whole_shot_stream(dem, decoder)
+    graph = rt.plan.graphs[0]
     events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
     t0 = time.perf_counter()
     if rt.spec.decode_batch is not None:
@@ -132,13 +147,19 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     obs[bad] = 0
     preds = ((obs[:, None] >> np.arange(no, dtype=np.int64)) & 1).astype(bool)
     seconds = time.perf_counter() - t0
+    return _finish(preds, out_path, out_format, truth, decoder, "gpu" if backend == "gpu" else "cpu", seconds, failed,
+                   nd, no)
+
+
+def _finish(preds, out_path, out_format, truth, decoder, backend, seconds, failed, nd, no) -> DecodeSummary:
+    """Write the predictions and sum up."""
     try:
         stim.write_shot_data_file(data=preds, path=str(out_path), format=out_format, num_measurements=0,
                                   num_detectors=0, num_observables=no)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot write the predictions to {out_path}: {e}") from None
     errors = int(np.sum(np.any(preds != truth, axis=1))) if truth is not None else None
-    return DecodeSummary(len(events), nd, no, decoder, "gpu" if backend == "gpu" else "cpu", seconds, failed, errors)
+    return DecodeSummary(len(preds), nd, no, decoder, backend, seconds, failed, errors)
 
 
 def check_b8_records(path: str, width: int, what: str) -> None:

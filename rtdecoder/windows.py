@@ -289,7 +289,8 @@ def parallel_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.nda
         one = np.asarray([0], np.int64), np.asarray([num_rounds], np.int64)
         return one[0], one[1], one[0], one[1], np.zeros(0, np.int64), np.zeros(0, np.int64)
     gap = window - commit
-    gap = max(gap, 1)
+    if not 1 <= commit < window:
+        raise ValueError(f"parallel windows need 1 <= commit < window (got window {window}, commit {commit})")
     cs = np.arange(0, num_rounds, commit + gap, dtype=np.int64)
     ce = np.minimum(cs + commit, num_rounds)
     a_start = np.maximum(cs - gap, 0)
@@ -332,6 +333,9 @@ def plan_parallel(layout: DetectorLayout, comps: DemComponents, window: int, com
                   correlations: bool = False) -> ParallelPlan:
     """Build the parallel-window schedule and its distinct window graphs (once per stream); the
     arguments are ``plan_windows``'s."""
+    if window and not 1 <= commit < window:
+        raise ConfigError(f"parallel windows: commit {commit} must be at least 1 and less than the window {window} "
+                          "(the rounds between cores are window - commit)")
     a_start, a_end, cs, ce, b_start, b_end = parallel_schedule(layout.num_rounds, window, commit)
     off = layout.round_offsets
     det_round = layout.det_round
@@ -339,7 +343,7 @@ def plan_parallel(layout: DetectorLayout, comps: DemComponents, window: int, com
         span = max((int((det_round[sg.comps.d1[sg.comps.d1 >= 0] + sg.base]
                          - det_round[sg.comps.d0[sg.comps.d1 >= 0] + sg.base]).max(initial=0))
                     for sg in comps.segments), default=0)
-        if span > max(window - commit, 1):
+        if span > window - commit:
             raise ConfigError(f"parallel windows: the DEM has an error spanning {span} rounds, more than the "
                               f"{window - commit} rounds between the cores of window {window} and commit {commit}: "
                               f"use window - commit >= {span}")
