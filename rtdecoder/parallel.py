@@ -95,7 +95,6 @@ class ParallelWindowDecoder:
             self._ws = [uf.Workspace(max_nodes, max(g.num_edges for g in gs), length).arrays() for _ in range(workers)]
         else:
             self._compiled = [self.spec.compile(plan) for _ in range(workers)]
-            self._barrier = threading.Barrier(workers) if workers > 1 else None
         self._scratch = [np.zeros(max_nodes, np.uint8) for _ in range(workers)]
         self._arrive = np.zeros(workers * KP.PAD, np.int64)
         self.decode_shot(np.zeros(nd, np.uint8))  # compile (or load) the kernels now
@@ -112,59 +111,61 @@ class ParallelWindowDecoder:
         Raises:
             ValueError: a window has no correction.
         """
-        flips, failed = self._run(np.ascontiguousarray(events, np.uint8).reshape(1, -1))
+        flips, failed = self._run(np.ascontiguousarray(events, np.uint8).reshape(1, -1), self.workers)
         if failed[0]:
             raise ValueError("a window of the parallel schedule has no correction")
         return int(np.bitwise_xor.reduce(flips[0]))
 
-    def decode_shots(self, events: np.ndarray) -> np.ndarray:
+    def decode_shots(self, events: np.ndarray, workers: int | None = None) -> np.ndarray:
         """Every row of uint8 ``(shots, num_detectors)``; uint8 ``(shots, num_observables)``
-        predictions (a shot with a window without a correction predicts zero)."""
-        flips, failed = self._run(np.ascontiguousarray(events, np.uint8))
+        predictions (a shot with a window without a correction predicts zero). ``workers``: use
+        the first ``1 .. k`` of the decoder's workers (default all ``k``)."""
+        k = self.workers if workers is None else workers
+        if not 1 <= k <= self.workers:
+            raise ValueError(f"workers {k} must be in 1..{self.workers}")
+        flips, failed = self._run(np.ascontiguousarray(events, np.uint8), k)
         mask = np.bitwise_xor.reduce(flips, axis=1)
         mask[failed != 0] = 0
         no = self.layout.num_observables
         return ((mask[:, None] >> np.arange(no, dtype=np.int64)) & 1).astype(np.uint8)
 
-    def _run(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, events: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         shots = len(events)
-        flips = np.zeros((shots, self.workers), np.int64)
+        flips = np.zeros((shots, k), np.int64)
         failed = np.zeros(shots, np.uint8)
-        work = self._uf_worker if self.spec.call == "compiled" else self._escape_worker
         self._arrive[:] = 0
-        if self.workers == 1:
-            work(0, events, flips, failed)
-            return flips, failed
-        helpers = [threading.Thread(target=work, args=(t, events, flips, failed), name=f"rtdecoder-pw{t}")
-                   for t in range(1, self.workers)]
+        if self.spec.call == "compiled":
+            def work(t: int) -> None:
+                (alo, ac0, ac1, ag), (blo, bc0, bc1, bg) = self._layers
+                KP.uf_worker(t, k, events, self.keep, flips, failed, self._arrive, alo, ac0, ac1, ag, blo, bc0, bc1,
+                             bg, self._ub, self._ptr, self._slot, self._ueu, self._uev, self._gb, self._node_round,
+                             self._eu, self._ev, self._eobs, self._up, self._down, self._scratch[t], *self._ws[t])
+        else:
+            barrier = threading.Barrier(k) if k > 1 else None
+
+            def work(t: int) -> None:
+                self._escape_worker(t, k, barrier, events, flips, failed)
+        helpers = [threading.Thread(target=work, args=(t,), name=f"rtdecoder-pw{t}") for t in range(1, k)]
         for th in helpers:
             th.start()
-        work(0, events, flips, failed)
+        work(0)
         for th in helpers:
             th.join()
         return flips, failed
 
-    def _uf_worker(self, t: int, events, flips, failed) -> None:
-        (alo, ac0, ac1, ag), (blo, bc0, bc1, bg) = self._layers
-        KP.uf_worker(t, self.workers, events, self.keep, flips, failed, self._arrive, alo, ac0, ac1, ag, blo, bc0, bc1,
-                     bg, self._ub, self._ptr, self._slot, self._ueu, self._uev, self._gb, self._node_round, self._eu,
-                     self._ev, self._eobs, self._up, self._down, self._scratch[t], *self._ws[t])
-
-    def _escape_worker(self, t: int, events, flips, failed) -> None:
+    def _escape_worker(self, t: int, k: int, barrier, events, flips, failed) -> None:
         """A decoder through its ``decode_window`` (Python per window): the same schedule, with a
         ``threading.Barrier`` between layers."""
-        barrier = self._barrier
+        up, down = self._up[0], self._down[0]
         for s, syn in enumerate(events):
             f = 0
             for layer in (KP.LAYER_A, KP.LAYER_B):
                 wlo, c0, c1, wg = self._layers[layer]
-                for j in range(t, len(wlo), self.workers):
+                for j in range(t, len(wlo), k):
                     g = int(wg[j])
-                    graph = self.plan.graphs[g]
                     lo = int(wlo[j])
-                    hi = lo + graph.num_nodes
+                    hi = lo + self.plan.graphs[g].num_nodes
                     ev = syn[lo:hi] & self.keep[lo:hi]
-                    up, down = self._up[0], self._down[0]
                     if layer == KP.LAYER_B:
                         ev ^= up[lo:hi] ^ down[lo:hi]
                         up[lo:hi] = 0
