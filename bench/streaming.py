@@ -22,7 +22,7 @@ Decoders, side by side in one run (the same stim samples for all):
   the full DEM, timed in this process around the call alone (no transport), so its figure is a
   lower bound on what any service built on it would show.
 
-With ``--deadline-us T``, a third stream: sliding-window ``matching`` with ``deadline_us = T``
+With ``--deadline-us T``, a third stream: sliding-window ``matching`` (or ``--deadline-decoder``) with ``deadline_us = T``
 (a window matching would finish more than T µs after its last round arrived is decoded by
 union-find instead), in the same turns; its p99 against its own p50 (the target: at most 2x at
 d = 13 over 1,000-round shots) and the number of windows that fell back are printed.
@@ -95,11 +95,13 @@ def pin(cpu: int | None) -> None:
     os.sched_setaffinity(0, {cpu} if cpu is not None else set(ALL_CPUS))
 
 
-def config_file(d: int, rounds: int, w: int, c: int, cpus: list[int], deadline_us: float = 0.0) -> str:
-    """The service's streams: 0 union_find, 1 matching, and with ``deadline_us`` 2 matching with
-    that deadline (its windows past it decoded by union-find)."""
+def config_file(d: int, rounds: int, w: int, c: int, cpus: list[int], deadline_us: float = 0.0,
+                deadline_decoder: str = "matching") -> str:
+    """The service's streams: 0 union_find, 1 matching, and with ``deadline_us`` 2
+    ``deadline_decoder`` with that deadline (its windows past it decoded by a faster decoder)."""
     body = f"[server]\nport = 0\nmetrics_port = 0\ncpus = {cpus}\n"
-    streams = [(0, "union_find", 0.0), (1, "matching", 0.0)] + ([(2, "matching", deadline_us)] if deadline_us else [])
+    streams = [(0, "union_find", 0.0), (1, "matching", 0.0)] + (
+        [(2, deadline_decoder, deadline_us)] if deadline_us else [])
     for sid, dec, dl in streams:
         body += (f"\n[[streams]]\nid = {sid}\ndistance = {d}\nrounds = {rounds}\np = 0.001\ndecoder = \"{dec}\"\n"
                  f"window = {w * d}\ncommit = {c * d}\n" + (f"deadline_us = {dl}\n" if dl else ""))
@@ -256,9 +258,9 @@ def run_interleaved(path: str, layout, packed: np.ndarray, obs: np.ndarray, args
                 svc.proc.send_signal(signal.SIGCONT)
                 active = svc
             text = svc.scrape()
-            fell = sum(float(ln.split()[-1]) for ln in text.splitlines()
-                       if ln.startswith('rtdecoder_deadline_fallbacks_total{from="matching"'))
-            out["fallbacks"] = int(fell)
+            head = f'rtdecoder_deadline_fallbacks_total{{from="{args.deadline_decoder}",to="'
+            out["fallbacks"] = {ln[len(head):].split('"')[0]: int(float(ln.split()[-1]))
+                                for ln in text.splitlines() if ln.startswith(head)}
     finally:
         pin(None)
         for _, stream in streams.values():
@@ -329,6 +331,8 @@ def main() -> int:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-latency", action="store_true", help="skip the tail-latency runs (throughput and jitter only)")
     ap.add_argument("--jitter-s", type=float, default=20.0, help="seconds of the machine-jitter baseline (0: skip)")
+    ap.add_argument("--deadline-decoder", default="matching", choices=["matching", "matching_correlated"],
+                    help="the decoder of the stream with --deadline-us (default matching)")
     ap.add_argument("--deadline-us", type=float, default=0.0,
                     help="also serve matching with this deadline_us (a third stream; windows past it decoded by "
                          "union-find) and report its tail and fallbacks (default 0: not run)")
@@ -392,7 +396,7 @@ def main() -> int:
             lates = {"monolithic PyMatching": np.zeros(args.shots, bool)}
             errors = {"monolithic PyMatching": int(np.sum(np.any(mono_pred != obs[args.warmup:], axis=1)))}
             replies: dict[str, dict[str, int]] = {"monolithic PyMatching": {}}
-            path = config_file(d, rounds, w, c, server_cpus, args.deadline_us)
+            path = config_file(d, rounds, w, c, server_cpus, args.deadline_us, args.deadline_decoder)
             console.print(f"d={d} rounds={rounds}: shots sampled and decoded by monolithic PyMatching in "
                           f"{time.perf_counter() - t_build:.0f} s")
             with console.status(f"d={d} rounds={rounds}: union_find, matching and the floor, in turns of {BLOCK} shots"):
@@ -421,10 +425,12 @@ def main() -> int:
                 windows = (args.shots + args.warmup) * len(window_schedule(layout.num_rounds, w * d, c * d)[0])
                 r["fallbacks"], r["windows"] = fallbacks, windows
                 ratio = r["p99_us"] / r["p50_us"]
-                console.print(f"target: d={d} rounds={rounds} matching with deadline_us {args.deadline_us:g}: p99 "
+                fell = ", ".join(f"{n:,} to {to}" for to, n in fallbacks.items())
+                console.print(f"target: d={d} rounds={rounds} {args.deadline_decoder} with deadline_us "
+                              f"{args.deadline_us:g}: p99 "
                               f"{r['p99_us']:.1f} µs is {ratio:.2f}x its p50 {r['p50_us']:.1f} µs (at most 2x) -> "
-                              f"{'MET' if ratio <= 2 else 'MISSED'}; {fallbacks:,} of {windows:,} windows fell back "
-                              f"to union-find; logical errors {r['logical_errors']} (matching without it: "
+                              f"{'MET' if ratio <= 2 else 'MISSED'}; of {windows:,} windows {fell} fell back; "
+                              f"logical errors {r['logical_errors']} (matching without it: "
                               f"{next(x['logical_errors'] for x in rows if x['distance'] == d and x['rounds'] == rounds and x['decoder'] == 'matching')})")
     if not args.no_throughput:
         rates = throughput(args, w, c, client_cpu, server_cpus, console)

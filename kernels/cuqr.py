@@ -44,7 +44,7 @@ from numba import njit
 from rtdecoder.kernels.ingest import SPREAD
 from rtdecoder.kernels.memory import load_word, store_word
 from rtdecoder.kernels.tables import (
-    C_CONFIGURED, C_CQ_BASE, C_INPUT, C_MOFF_BASE, C_OFF_BASE, C_RBYTES, CQ_COLLECTING, CQ_FAILED, CQ_READY,
+    C_CONFIGURED, C_PARALLEL, C_CQ_BASE, C_INPUT, C_MOFF_BASE, C_OFF_BASE, C_RBYTES, CQ_COLLECTING, CQ_FAILED, CQ_READY,
     S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_SHOT, S_CQ_STATE, S_CUM, S_DONE, S_HAS_SHOT, S_POISONED,
     S_SHOT)
 from rtdecoder.kernels.wire import (FLAG_FINAL, HEADER_LEN, OFF_ERR_STATUS, OFF_FLAGS, OFF_SHOT, OFF_TYPE, ST_BUSY,
@@ -107,8 +107,10 @@ def write_reply(tx, buf, status, result_len):
 
 @njit(cache=True, _nrt=False)
 def stream_of(st, decoder_id):
-    """The stream a CUQR ``decoder_id`` names, or -1."""
-    if decoder_id < 0 or decoder_id >= st.shape[0] or st[decoder_id, C_CONFIGURED] != 1:
+    """The stream a CUQR ``decoder_id`` names, or -1 (also for a parallel stream: its corrections
+    come back as its helpers finish, not within the request that completes a round)."""
+    if decoder_id < 0 or decoder_id >= st.shape[0] or st[decoder_id, C_CONFIGURED] != 1 \
+            or st[decoder_id, C_PARALLEL] > 1:
         return -1
     return decoder_id
 

@@ -24,7 +24,7 @@ from rtdecoder.kernels.tables import (
     C_READY, C_SYN_BASE, C_WINDOW, C_COMMIT, C_FINGERPRINT, C_INPUT, C_MOFF_BASE, C_DET_BASE, C_MEAS_BASE,
     C_KPTR_BASE, CNT_ABANDONED, CNT_DESCRIBE, CNT_BYTES, CNT_HELLO, CNT_PACKETS, CNT_PING, CNT_RESET,
     CNT_SYNDROME, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM, REJECT_NOT_ALLOWED, S_CUM, S_DONE, S_HAS_SHOT,
-    S_NEXT_ROUND, S_NEXT_WIN, S_POISONED, S_RX_NS, S_SHOT, S_TS)
+    S_NEXT_ROUND, S_NEXT_WIN, S_PA_NEXT, S_PB_NEXT, S_PGEN, S_POISONED, S_PREPLY, S_RX_NS, S_SHOT, S_TS)
 from rtdecoder.kernels.wire import (
     DESCRIBE_PREFIX_SIZE, HEADER_LEN, HELLO_REPLY_SIZE, MAGIC, MAX_DESCRIBE_ROUNDS, OFF_DESCRIBE_COUNTS,
     OFF_DESCRIBE_FINGERPRINT, OFF_FLAGS, MAX_VERSION, MIN_VERSION, OFF_CONTROLLER_TS, OFF_FIRST_ROUND,
@@ -90,6 +90,10 @@ def reset_shot(st, sid, shot_id):
     st[sid, S_DONE] = 0
     st[sid, S_NEXT_WIN] = 0
     st[sid, S_CUM] = 0
+    st[sid, S_PGEN] += 1  # a new generation: a parallel stream's results of earlier shots are stale
+    st[sid, S_PA_NEXT] = 0  # A windows are the even local windows, B windows the odd ones
+    st[sid, S_PB_NEXT] = 1
+    st[sid, S_PREPLY] = 0
 
 
 @njit(cache=True, inline="always", _nrt=False)

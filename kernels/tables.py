@@ -74,33 +74,57 @@ C_FAST = 26
 """Streams with a deadline whose decoder has a fast mode (``DecoderSpec.fast``): that
 decoder's wire id + 1, else 0. Past the deadline such a window is decoded in the fast mode when
 its estimate still meets the deadline, and by union-find otherwise."""
-S_HAS_SHOT = 27
-S_SHOT = 28
-S_NEXT_ROUND = 29
-S_POISONED = 30
-S_DONE = 31
-S_NEXT_WIN = 32
-S_CUM = 33
-S_RX_NS = 34
-S_TS = 35
-S_CQ_POS = 36
+C_PARALLEL = 27
+"""Workers decoding the stream's windows (``StreamConfig.parallel``): 1 sliding windows; ``k > 1``
+the parallel-window plan, its windows dealt to the owning worker and its helpers
+(``rtdecoder.kernels.parallel.parallel_step``)."""
+C_PRES_BASE = 28
+"""Parallel streams: the stream's first row in ``pres`` (one row per window of its plan; streams
+sharing a plan share its window rows, not their results)."""
+S_HAS_SHOT = 29
+S_SHOT = 30
+S_NEXT_ROUND = 31
+S_POISONED = 32
+S_DONE = 33
+S_NEXT_WIN = 34
+S_CUM = 35
+S_RX_NS = 36
+S_TS = 37
+S_CQ_POS = 38
 """CUQR: bits of the current shot enqueued so far."""
-S_CQ_ROUNDS = 37
+S_CQ_ROUNDS = 39
 """CUQR: rounds of the current shot handed to the data path so far."""
-S_CQ_STATE = 38
+S_CQ_STATE = 40
 """CUQR: ``CQ_COLLECTING``, ``CQ_READY`` (the shot's correction can be read) or ``CQ_FAILED``."""
-S_CQ_DROPPED = 39
+S_CQ_DROPPED = 41
 """CUQR: 1 once an enqueue was dropped (overload), until ``reset_decoder``."""
-S_CQ_SHOT = 40
+S_CQ_SHOT = 42
 """CUQR: the shot id under which the current shot's rounds go through the data path."""
-S_CQ_RESULT = 41
+S_CQ_RESULT = 43
 """CUQR: the observable flips of the last decoded shot (a mask, observable ``i`` at bit ``i``)."""
-S_ESCAPE_NS = 42
+S_ESCAPE_NS = 44
 """Streams with a deadline: a running estimate of the escape decoder's time per window, ns
 (``rtdecoder.dataplane.process_native``: an exponential average, weight 1/8)."""
-S_FAST_NS = 43
+S_FAST_NS = 45
 """Streams with a fast mode: a running estimate of its time per window, ns (as ``S_ESCAPE_NS``)."""
-NUM_COLS = 44
+S_PGEN = 46
+"""Shots begun on the stream (``ingest.reset_shot``): tags a parallel stream's jobs and results."""
+S_PA_NEXT = 47
+"""Parallel streams: the next A window to dispatch (a window index local to the stream)."""
+S_PB_NEXT = 48
+"""Parallel streams: the next B window to dispatch (local index)."""
+S_PREPLY = 49
+"""Parallel streams: the next window whose CORRECTION is due (local index; replies go in round
+order)."""
+S_PIN = 50
+"""Parallel streams: jobs with a helper for shots of even ``S_PGEN``; ``S_PIN + 1`` (``S_PIN_ODD``)
+for odd ones (a column per parity: ``S_PIN + (S_PGEN & 1)``)."""
+S_PIN_ODD = 51
+S_PCLEAN = 52
+"""Parallel streams: the shot (``S_PGEN``) whose carry rows were cleared."""
+S_PADDRLEN = 53
+"""Parallel streams: length of the controller's address in ``paddr`` (0: replies stay queued)."""
+NUM_COLS = 54
 
 CQ_COLLECTING = 0
 CQ_READY = 1
@@ -116,7 +140,15 @@ W_START = 0
 W_END = 1
 W_COMMIT = 2
 W_GRAPH = 3
-NUM_W = 4
+W_CORE = 4
+"""The first round the window commits (``W_START`` for sliding windows and gaps; an A window's
+core start)."""
+W_KIND = 5
+"""``WK_SLIDING``, ``WK_A`` or ``WK_B`` (``rtdecoder.windows.ParallelPlan``)."""
+NUM_W = 6
+WK_SLIDING = 0
+WK_A = 1
+WK_B = 2
 
 # --- ``out`` of ingest --------------------------------------------------------------------------
 OUT_REPLY_LEN = 0
@@ -169,7 +201,12 @@ CNT_FALLBACK = CNT_CQ_STATUS + NUM_CQ_STATUS
 decoded past the stream's deadline, decoded by union-find instead."""
 CNT_FALLBACK_FAST = CNT_FALLBACK + MAX_DECODERS
 """``MAX_DECODERS`` counters, likewise: windows decoded by the decoder's fast mode instead."""
-NUM_COUNTERS = CNT_FALLBACK_FAST + MAX_DECODERS
+CNT_PAR_HELPER = CNT_FALLBACK_FAST + MAX_DECODERS
+"""Parallel streams' windows decoded by a helper thread."""
+CNT_PAR_OWNER = CNT_PAR_HELPER + 1
+"""Parallel streams' windows decoded by the owning worker (its turn, no helper running, or the
+helper's ring full)."""
+NUM_COUNTERS = CNT_PAR_OWNER + 1
 
 # --- histogram rows -----------------------------------------------------------------------------
 HIST_SERVER = 0
@@ -216,6 +253,9 @@ CTL_BEHIND = 6
 wait in the socket: their receive times understate how long they waited); streams with a
 deadline then decode with union-find (``rtdecoder.dataplane.process_native``). The ring loops
 leave it 0: their slots are read as they fill."""
+CTL_HELPERS = 7
+"""Helper threads running for this worker's parallel streams (``rtdecoder.worker``); windows
+dealt to helper ``h >= CTL_HELPERS`` are decoded by the worker itself."""
 NUM_CTL = 8
 
 
@@ -265,6 +305,15 @@ class Tables(NamedTuple):
     """Parallel to ``dkptr``: per round, ``MeasurementLayout.round_shift`` (0: detectors one by one)."""
     cqbits: np.ndarray
     """uint8: every stream's current CUQR shot's enqueued bits, one byte each (``C_CQ_BASE``)."""
+    pres: np.ndarray
+    """``(rows, 2)``: parallel streams' window results, ``(S_PGEN of the shot it was decoded for,
+    committed observable flips)``; local window ``r`` of stream ``sid`` at ``C_PRES_BASE + r``."""
+    pcarry: np.ndarray
+    """uint8 ``(2, 2, len(syn))``: parallel streams' carries by shot parity, up (from the A window
+    below a gap) and down (from the one above)."""
+    paddr: np.ndarray
+    """uint8 ``(max stream id + 1, 128)``: parallel streams' controller address (a
+    ``sockaddr_storage``) for the replies that leave after their datagram's slot is reused."""
 
 
 class WorkerArrays(NamedTuple):
@@ -296,6 +345,15 @@ class WorkerArrays(NamedTuple):
     """uint8: where a CUQR request's rounds are written as a SYNDROME (``rtdecoder.kernels.cuqr``)."""
     cq_tx: "TxArrays"
     """The data path's replies to those SYNDROMEs: read by the CUQR layer, never sent."""
+    pjobs: np.ndarray
+    """int64 ``(helpers, RING, 4)``: each helper's job ring (``rtdecoder.kernels.parallel``)."""
+    pres_ring: np.ndarray
+    """int64 ``(helpers, RING, 4)``: each helper's result ring."""
+    pidx: np.ndarray
+    """int64 ``(helpers, 4 * PAD)``: per helper, the rings' head and tail counters, each on a cache
+    line of its own (job head, job tail, result head, result tail)."""
+    pscratch: np.ndarray
+    """uint8: the worker's B-window events (as long as the largest window graph)."""
     wid: int
     """The key under which the escapes find the worker's ``WorkerState``."""
 

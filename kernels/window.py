@@ -69,9 +69,17 @@ def commit_window(st, offs, syn, win, gbase, node_round, edges, sid, k, chosen, 
         flips ^= edges[e, 2]
         if v >= 0 and node_round[nb + v] >= ncommit:
             syn[lo + v] ^= 1
+    st[sid, S_NEXT_WIN] += 1
+    return write_correction(st, sid, start, ncommit, final, flips, tx, counters)
+
+
+@njit(cache=True, _nrt=False)
+def write_correction(st, sid, first, ncommit, final, flips, tx, counters):
+    """Write the CORRECTION (§4.4) committing rounds ``[first, first + ncommit)`` of stream
+    ``sid``'s shot with observable flips ``flips`` (the shot's cumulative flips updated; with
+    ``final``, the shot done); its length in bytes."""
     cum = st[sid, S_CUM] ^ flips
     st[sid, S_CUM] = cum
-    st[sid, S_NEXT_WIN] += 1
     flags = 0
     if final:
         flags = FLAG_FINAL
@@ -80,7 +88,7 @@ def commit_window(st, offs, syn, win, gbase, node_round, edges, sid, k, chosen, 
     counters[CNT_CORRECTIONS] += 1
     nobs = st[sid, C_NOBS]
     ob = (nobs + 7) >> 3
-    size = write_header(tx, T_CORRECTION, flags, sid, start, st[sid, S_SHOT], ncommit,
+    size = write_header(tx, T_CORRECTION, flags, sid, first, st[sid, S_SHOT], ncommit,
                         CORRECTION_PREFIX_SIZE + 2 * ob, st[sid, S_TS])
     wr(tx, OFF_CORR_RX, 8, st[sid, S_RX_NS])
     wr(tx, OFF_CORR_TX, 8, st[sid, S_RX_NS])

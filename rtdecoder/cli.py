@@ -45,6 +45,7 @@ def _transport_names() -> list[str]:
 
 
 STREAM_FLAGS = ("--stream-id", "--circuit", "--distance", "--rounds", "--p", "--decoder", "--window", "--commit",
+                "--parallel-windows",
                 "--allow", "--input", "--deadline-us")
 
 
@@ -95,9 +96,13 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
                    help="what the controller sends: detection events (default), or the circuit's raw measurement "
                         "results, which the service turns into detection events")
     g.add_argument("--deadline-us", type=float, default=0.0,
-                   help="with --decoder matching (or another escape decoder): a window that would be decoded "
-                        "later than this many µs after its last round arrived is decoded by union-find instead, "
-                        "and counted (default 0: no deadline)")
+                   help="with --decoder matching or matching_correlated (an escape decoder): a window that would be "
+                        "decoded later than this many µs after its last round arrived is decoded by a faster decoder "
+                        "instead (plain matching, then union-find), and counted (default 0: no deadline)")
+    g.add_argument("--parallel-windows", type=int, default=1, metavar="K",
+                   help="decode the stream's windows on K workers: the parallel-window schedule (cores of --commit "
+                        "rounds, buffers of --window minus --commit), dealt to the owning worker and K-1 helper "
+                        "threads; union_find, UDP (default 1: sliding windows on one worker)")
 
 
 def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
@@ -123,6 +128,7 @@ def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
         id=getattr(a, "stream_id", 0), circuit=a.circuit, distance=a.distance, rounds=a.rounds, p=a.p,
         decoder=a.decoder or "matching", window=getattr(a, "window", None), commit=getattr(a, "commit", None),
         input=getattr(a, "input", None) or "detection_events", deadline_us=getattr(a, "deadline_us", 0.0) or 0.0,
+        parallel=(getattr(a, "parallel_windows", 1) or 1) if getattr(a, "command", None) in ("serve", "demo") else 1,
         **({"allow": tuple(x.strip() for x in allow.split(",") if x.strip())} if allow else {}),
     )
 
@@ -138,7 +144,8 @@ def _stream_argv(cfg: StreamConfig) -> list[str]:
             "--window", "all" if cfg.window == WINDOW_ALL else str(cfg.window)] + (
             ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else []) + ["--allow", ",".join(cfg.allow),
                                                                                    "--input", cfg.input] + (
-            ["--deadline-us", repr(cfg.deadline_us)] if cfg.deadline_us > 0 else [])
+            ["--deadline-us", repr(cfg.deadline_us)] if cfg.deadline_us > 0 else []) + (
+            ["--parallel-windows", str(cfg.parallel)] if cfg.parallel > 1 else [])
 
 
 def _cpus(value: str) -> tuple[int, ...]:

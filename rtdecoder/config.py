@@ -41,6 +41,8 @@ INPUTS = ("detection_events", "measurements")
 """What a stream's controller may send in SYNDROME blocks."""
 WINDOW_ALL = 0
 """``window = "all"`` is stored as 0: the whole shot is one window."""
+MAX_PARALLEL = 64
+"""The most workers one stream's parallel windows may have."""
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 """The default ``allow`` list: loopback only."""
 
@@ -104,6 +106,12 @@ class StreamConfig:
         input: what the controller sends: ``"detection_events"`` (default) or ``"measurements"``,
             the circuit's raw measurement results round by round, which the service turns into
             detection events itself (``rtdecoder.dem.MeasurementLayout``; docs/wire-protocol.md §5.1).
+        parallel: workers that decode the stream's windows, ``1 .. MAX_PARALLEL``. 1 (default):
+            sliding windows, decoded by the data-plane worker that owns the stream. ``k > 1``: the
+            parallel-window (sandwich) schedule (``rtdecoder.windows.ParallelPlan``; cores of
+            ``commit`` rounds, buffers and gaps of ``window - commit``), its windows dealt to the
+            owning worker and ``k - 1`` helper threads in turn (``rtdecoder.kernels.parallel``);
+            compiled decoders (union_find) only, UDP or the in-process path.
         deadline_us: for a decoder called through the escape (``matching``,
             ``matching_correlated``): a window whose decode would end more than this many µs
             after its last round was received (the time since then plus the stream's running
@@ -138,6 +146,7 @@ class StreamConfig:
     allow: tuple[str, ...] = LOOPBACK
     input: str = "detection_events"
     deadline_us: float = 0.0
+    parallel: int = 1
     model: Any = None
 
     def __post_init__(self) -> None:
@@ -198,6 +207,21 @@ class StreamConfig:
             raise ConfigError(f"stream {self.id}: window {window} is too short: use at least 2 rounds or 'all'")
         if not 64 + 40 <= self.max_datagram <= 65507:
             raise ConfigError(f"stream {self.id}: max_datagram {self.max_datagram} must be in 104..65507 bytes")
+        if not 1 <= self.parallel <= MAX_PARALLEL:
+            raise ConfigError(f"stream {self.id}: parallel {self.parallel} must be in 1..{MAX_PARALLEL} workers")
+        if self.parallel > 1:
+            if window == WINDOW_ALL or commit >= window:
+                raise ConfigError(f"stream {self.id}: parallel windows need a window longer than the commit region "
+                                  f"(got window {'all' if window == WINDOW_ALL else window}, commit {commit}): the "
+                                  "rounds between cores are window - commit, e.g. window = 2 * distance, commit = "
+                                  "distance")
+            if decoders.get(self.decoder).call != "compiled":
+                raise ConfigError(f"stream {self.id}: parallel windows in the service run compiled decoders "
+                                  f"(union_find); {self.decoder} runs through Python, which one lock serialises: "
+                                  f"use parallel = 1, or decode it offline in parallel windows (rtdecoder decode "
+                                  "--parallel-windows K)")
+            if self.deadline_us > 0:
+                raise ConfigError(f"stream {self.id}: deadline_us is not for parallel streams")
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "commit", commit if window != WINDOW_ALL else 0)
 
@@ -206,10 +230,11 @@ class StreamConfig:
         """What the stream's DEM, window plan and compiled decoder depend on: streams with equal
         keys share them (``rtdecoder.engine.Engine``)."""
         fallback = self.deadline_us > 0  # its union-find graphs are built too
+        sandwich = self.parallel > 1  # the parallel-window plan, not sliding windows
         if self.model is not None:
-            return (self.model.digest, self.decoder, self.window, self.commit, self.input, fallback)
+            return (self.model.digest, self.decoder, self.window, self.commit, self.input, fallback, sandwich)
         gen = (self.distance, self.rounds, self.p) if self.is_generated else (os.path.realpath(self.circuit),)
-        return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input, fallback)
+        return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input, fallback, sandwich)
 
     @property
     def is_generated(self) -> bool:
@@ -218,6 +243,7 @@ class StreamConfig:
     def describe(self) -> str:
         w = "all" if self.window == WINDOW_ALL else f"{self.window}/{self.commit}"
         dl = f", deadline {self.deadline_us:g} µs" if self.deadline_us > 0 else ""
+        dl += f", parallel windows on {self.parallel} workers" if self.parallel > 1 else ""
         if self.model is not None:
             return (f"stream {self.id}: {self.model.source}, decoder={self.decoder}, window/commit={w}, "
                     f"measurements in{dl}")

@@ -43,21 +43,24 @@ from numba import njit, objmode
 from rtdecoder import protocol as P
 from rtdecoder.decoders.union_find import SPEC as UF_SPEC
 from rtdecoder.kernels import cuqr as CQ
+from rtdecoder.kernels import parallel as KP
 from rtdecoder.kernels import slots as GS
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.histogram import observe
 from rtdecoder.kernels.ingest import allowed, ingest
 from rtdecoder.kernels.tables import (
-    C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE, C_DECODER, C_FAST, C_INPUT, C_MOFF_BASE,
-    C_NOBS, C_NROUNDS, C_OFF_BASE, C_READY, C_SYN_BASE, CALL_COMPILED, CALL_ESCAPE, CNT_BYTES, CNT_FALLBACK, CNT_FALLBACK_FAST, CNT_CQ_FUNCTION as CQ_FUNCTION,
-    CNT_CQ_REQUESTS as CQ_REQUESTS, CNT_CQ_STATUS as CQ_STATUS, CNT_ERRORS_SUPPRESSED, CNT_PACKETS, CNT_SEND_DROPPED,
-    CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_BEHIND, CTL_DRAIN, CTL_WORKER, CTL_WORKERS, HIST_CHECK, HIST_DECODE, HIST_ESCAPE,
-    HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE, M_NEXT, M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM,
-    REJECT_NOT_ALLOWED, S_ESCAPE_NS, S_FAST_NS, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT, S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_HAS_SHOT, S_POISONED,
-    S_RX_NS, S_SHOT, TR_CHECKED, TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM, TRACE_LEN, W_GRAPH,
-    W_START)
-from rtdecoder.kernels.window import commit_window, next_window
+    CALL_COMPILED, CALL_ESCAPE, CNT_BYTES, CNT_CQ_FUNCTION as CQ_FUNCTION, CNT_CQ_REQUESTS as CQ_REQUESTS,
+    CNT_CQ_STATUS as CQ_STATUS, CNT_ERRORS_SUPPRESSED, CNT_FALLBACK, CNT_FALLBACK_FAST, CNT_PACKETS, CNT_PAR_HELPER,
+    CNT_PAR_OWNER, CNT_SEND_DROPPED, CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_BEHIND, CTL_DRAIN, CTL_HELPERS,
+    CTL_WORKER, CTL_WORKERS, C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE,
+    C_DECODER, C_FAST, C_INPUT, C_MOFF_BASE, C_NDET, C_NOBS, C_NROUNDS, C_NWIN, C_OFF_BASE, C_PARALLEL, C_PRES_BASE, C_READY,
+    C_SYN_BASE, C_WIN_BASE, HIST_CHECK, HIST_DECODE, HIST_ESCAPE, HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE, M_NEXT,
+    M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM, REJECT_NOT_ALLOWED, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT,
+    S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_ESCAPE_NS, S_FAST_NS, S_HAS_SHOT, S_NEXT_ROUND, S_NEXT_WIN, S_PADDRLEN,
+    S_PA_NEXT, S_PB_NEXT, S_PCLEAN, S_PGEN, S_PIN, S_POISONED, S_PREPLY, S_RX_NS, S_SHOT, TRACE_LEN, TR_CHECKED,
+    TR_DECODED, TR_FIRST_ROUND, TR_RECEIVED, TR_SENT, TR_STREAM, W_COMMIT, W_CORE, W_END, W_GRAPH, W_START)
+from rtdecoder.kernels.window import commit_window, next_window, write_correction
 from rtdecoder.kernels.wire import (OFF_ERR_STATUS, OFF_STREAM, OFF_TYPE, ST_SHOT_ABANDONED, STAMP_OFFSET, T_ERROR, rd,
                                    wr, write_error)
 from rtdecoder.transport import libc as L
@@ -473,6 +476,8 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         return 0
     checked = monotonic_ns()
     observe(hist, HIST_CHECK, checked - rx)
+    if st[sid, C_PARALLEL] > 1:
+        return parallel_step(sid, name_addr, namelen, fd, tables, state, ws, tx)
     dec = st[sid, C_DECODER]
     call = st[sid, C_CALL]
     sbase = st[sid, C_SYN_BASE]
@@ -543,3 +548,178 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         row[TR_CHECKED] = checked
         row[TR_DECODED] = decoded
         tmeta[M_NEXT] += 1
+
+
+# --- parallel streams (``StreamConfig.parallel > 1``): the owning worker's side -----------------
+PARALLEL_WAIT_NS = 1_000_000_000
+"""How long a worker waits for a helper's jobs of an old shot before it reuses their carry row."""
+
+
+@njit(cache=True, _nrt=False)
+def _par_trace(state, sid, first, rx, now):
+    trace, tmeta = state.trace, state.tmeta
+    row = trace[tmeta[M_NEXT] % TRACE_LEN]
+    row[TR_SENT] = 0
+    row[TR_STREAM] = sid
+    row[TR_FIRST_ROUND] = first
+    row[TR_RECEIVED] = rx
+    row[TR_CHECKED] = now
+    row[TR_DECODED] = now
+    tmeta[M_NEXT] += 1
+
+
+@njit(cache=True, _nrt=False)
+def take_result(tables, state, tx, fd, sid, k, gen, flips, ok):
+    """A decoded window of a parallel stream: kept for its reply if it is of the shot in progress
+    (a stale one, of an earlier shot, is dropped); a window without a correction poisons the shot
+    and is answered INTERNAL."""
+    st = tables.st
+    if gen != st[sid, S_PGEN] or st[sid, S_POISONED] == 1 or st[sid, S_HAS_SHOT] == 0:
+        return
+    if ok == 0:
+        st[sid, S_POISONED] = 1
+        state.counters[ST_INTERNAL] += 1
+        if tx.q[0] == tx.buf.shape[0]:
+            flush(fd, tx, state)
+        q = tx.q[0]
+        size = write_error(tx.buf[q], tx.buf[q], 0, ST_INTERNAL, st[sid, S_SHOT], tables.win[k, W_START],
+                           st[sid, S_RX_NS])
+        wr(tx.buf[q], OFF_STREAM, 2, sid)
+        alen = st[sid, S_PADDRLEN]
+        queue_reply(tx, row_addr(tx.buf, q), size, 0, row_addr(tables.paddr, sid) if alen > 0 else 0, alen)
+        return
+    row = st[sid, C_PRES_BASE] + k - st[sid, C_WIN_BASE]
+    tables.pres[row, 0] = gen
+    tables.pres[row, 1] = flips
+
+
+@njit(cache=True, _nrt=False)
+def _dispatch(tables, state, ws, tx, fd, sid, k, turn):
+    """Window ``k`` to worker ``turn`` of the stream's: 0 is this worker, which decodes it now, as
+    it does a helper's turn when that helper is not running or its ring is full."""
+    st = tables.st
+    gen = st[sid, S_PGEN]
+    h = turn - 1
+    if h >= 0 and h < state.ctl[CTL_HELPERS]:
+        idx = state.pidx[h]
+        head = idx[KP.JOB_HEAD]
+        if head - idx[KP.RES_TAIL] < KP.RING:
+            job = state.pjobs[h, head & (KP.RING - 1)]
+            job[0] = sid
+            job[1] = k
+            job[2] = gen
+            L.store_release(idx, KP.JOB_HEAD, head + 1)
+            st[sid, S_PIN + (gen & 1)] += 1
+            state.counters[CNT_PAR_HELPER] += 1
+            return
+    flips, ok = KP.decode_region(tables, sid, k, gen, state.pscratch, *ws)
+    state.counters[CNT_PAR_OWNER] += 1
+    take_result(tables, state, tx, fd, sid, k, gen, flips, ok)
+
+
+@njit(cache=True, _nrt=False)
+def advance(tables, state, ws, tx, fd, sid):
+    """Move parallel stream ``sid``'s shot on: dispatch every A window whose rounds have all
+    arrived and every B window whose two A windows are decoded (window ``j`` of a layer to the
+    stream's worker ``j % parallel``), then reply, in round order, for every window decoded
+    (``S_PREPLY``): one CORRECTION per commit region, FINAL for the last."""
+    st, win = tables.st, tables.win
+    gen = st[sid, S_PGEN]
+    nwin = st[sid, C_NWIN]
+    wb = st[sid, C_WIN_BASE]
+    pres = tables.pres[st[sid, C_PRES_BASE]:]  # the stream's results by local window
+    kw = st[sid, C_PARALLEL]
+    progress = True
+    while progress:
+        progress = False
+        while st[sid, S_PA_NEXT] < nwin and st[sid, S_POISONED] == 0 and st[sid, S_HAS_SHOT] == 1 \
+                and st[sid, S_NEXT_ROUND] >= win[wb + st[sid, S_PA_NEXT], W_END]:
+            r = st[sid, S_PA_NEXT]
+            st[sid, S_PA_NEXT] = r + 2
+            _dispatch(tables, state, ws, tx, fd, sid, wb + r, (r >> 1) % kw)
+            progress = True
+        while st[sid, S_PB_NEXT] < nwin and st[sid, S_POISONED] == 0 and st[sid, S_HAS_SHOT] == 1:
+            r = st[sid, S_PB_NEXT]
+            k = wb + r
+            if pres[r - 1, 0] != gen or (r + 1 < nwin and pres[r + 1, 0] != gen) \
+                    or st[sid, S_NEXT_ROUND] < win[k, W_END]:
+                break
+            st[sid, S_PB_NEXT] = r + 2
+            _dispatch(tables, state, ws, tx, fd, sid, k, (r >> 1) % kw)
+            progress = True
+        while st[sid, S_PREPLY] < nwin and st[sid, S_POISONED] == 0 and pres[st[sid, S_PREPLY], 0] == gen:
+            r = st[sid, S_PREPLY]
+            k = wb + r
+            if tx.q[0] == tx.buf.shape[0]:
+                flush(fd, tx, state)
+            q = tx.q[0]
+            first = win[k, W_CORE]
+            size = write_correction(st, sid, first, win[k, W_COMMIT] - first, win[k, W_COMMIT] == st[sid, C_NROUNDS],
+                                    pres[r, 1], tx.buf[q], state.counters)
+            st[sid, S_PREPLY] += 1
+            st[sid, S_NEXT_WIN] = st[sid, S_PREPLY]  # windows committed (the backlog gauge reads it)
+            alen = st[sid, S_PADDRLEN]
+            queue_reply(tx, row_addr(tx.buf, q), size, STAMP, row_addr(tables.paddr, sid) if alen > 0 else 0, alen)
+            now = monotonic_ns()
+            observe(state.hist, HIST_STAGE_DECODE, now - st[sid, S_RX_NS])
+            _par_trace(state, sid, first, st[sid, S_RX_NS], now)
+
+
+@njit(cache=True, _nrt=False)
+def poll_parallel(tables, state, ws, tx, fd):
+    """Take every result the worker's helpers have posted and move their streams on
+    (``advance``); 1 if jobs are still with a helper, else 0."""
+    st = tables.st
+    pending = 0
+    for h in range(state.pjobs.shape[0]):
+        idx = state.pidx[h]
+        while True:
+            tail = idx[KP.RES_TAIL]
+            if L.load_acquire(idx, KP.RES_HEAD) == tail:
+                break
+            res = state.pres_ring[h, tail & (KP.RING - 1)]
+            sid, k, gen, flips, ok = res[0], res[1], res[2], res[3], res[4]
+            L.store_release(idx, KP.RES_TAIL, tail + 1)
+            st[sid, S_PIN + (gen & 1)] -= 1
+            take_result(tables, state, tx, fd, sid, k, gen, flips, ok)
+            advance(tables, state, ws, tx, fd, sid)
+    for h in range(state.pjobs.shape[0]):  # after every advance: one may have dealt a job to any helper
+        if state.pidx[h, KP.JOB_HEAD] != state.pidx[h, KP.RES_TAIL]:
+            pending = 1
+    return pending
+
+
+@njit(cache=True, _nrt=False)
+def parallel_step(sid, name_addr, namelen, fd, tables, state, ws, tx):
+    """``process_native``'s part for a parallel stream after ``ingest``: keep the controller's
+    address for the replies that go later (``Tables.paddr``), at a new shot wait for the helpers'
+    jobs of the shot two before (they wrote the carry row this one uses) and clear that row, then
+    ``advance``. Returns 1 if the shot is done (its FINAL queued), else 0."""
+    st = tables.st
+    if name_addr != 0 and 0 < namelen <= tables.paddr.shape[1]:
+        L.memcpy(row_addr(tables.paddr, sid), name_addr, namelen)
+        st[sid, S_PADDRLEN] = namelen
+    gen = st[sid, S_PGEN]
+    if st[sid, S_PCLEAN] != gen and st[sid, S_HAS_SHOT] == 1:
+        par = gen & 1
+        t0 = monotonic_ns()
+        while st[sid, S_PIN + par] > 0 and monotonic_ns() - t0 < PARALLEL_WAIT_NS:
+            poll_parallel(tables, state, ws, tx, fd)
+        lo = st[sid, C_SYN_BASE]
+        hi = lo + st[sid, C_NDET]
+        tables.pcarry[par, 0, lo:hi] = 0
+        tables.pcarry[par, 1, lo:hi] = 0
+        st[sid, S_PCLEAN] = gen
+    advance(tables, state, ws, tx, fd, sid)
+    return st[sid, S_DONE]
+
+
+@njit(cache=True, _nrt=False)
+def settle_parallel(tables, state, ws, tx, fd, timeout_ns):
+    """Poll until no job is with a helper (or ``timeout_ns`` passed): before a loop returns, so
+    that its helpers can stop with empty rings. 1 if jobs are still out, else 0."""
+    t0 = monotonic_ns()
+    while poll_parallel(tables, state, ws, tx, fd):
+        if monotonic_ns() - t0 > timeout_ns:
+            return 1
+    return 0

@@ -29,8 +29,9 @@ from rtdecoder.dem import (DetectorLayout, MeasurementLayout, dem_components, de
 from rtdecoder.kernels import tables as K
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels import wire
+from rtdecoder.transport import libc as L
 from rtdecoder.transport.libc import allow_rows, source_words
-from rtdecoder.windows import WindowPlan, plan_windows
+from rtdecoder.windows import WindowPlan, plan_parallel, plan_windows
 from rtdecoder.worker import WorkerState
 
 
@@ -151,7 +152,10 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     keep = np.ones(layout.num_detectors, np.uint8) if spec.correlations else \
         observable_detectors(comps, layout.num_detectors)
     step("window graphs")
-    plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep, correlations=spec.correlations)
+    if cfg.parallel > 1:  # the sandwich schedule, its windows in round order of their commit regions
+        plan = plan_parallel(layout, comps, cfg.window, cfg.commit, keep, spec.correlations).as_window_plan()
+    else:
+        plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep, correlations=spec.correlations)
     mlayout = _measurements(cfg, circuit, layout, keep)
     step(f"{spec.name} decoder")
     return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep, mlayout)
@@ -248,7 +252,7 @@ class Engine:
         max_sid = max(self.streams)
         self.st = np.zeros((max_sid + 1, K.NUM_COLS), np.int64)
         offs, win, gbase, node_round, edges = [], [], [], [], []
-        off_base = syn_base = win_base = node_base = edge_base = graph_base = 0
+        off_base = syn_base = win_base = node_base = edge_base = graph_base = pres_rows = 0
         allow: list[np.ndarray] = []
         moffs, dptr, drec, dflip = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], \
             [np.zeros(0, np.uint8)]
@@ -268,7 +272,8 @@ class Engine:
                 self._plan_rts.append(rt)
                 offs.append(lay.round_offsets)
                 off_base += len(lay.round_offsets)
-                w = np.stack([plan.start, plan.end, plan.commit_end, plan.graph + graph_base], axis=1)
+                w = np.stack([plan.start, plan.end, plan.commit_end, plan.graph + graph_base, plan.core, plan.kind],
+                             axis=1)
                 win.append(w)
                 win_base += plan.num_windows
                 graph_base += len(plan.graphs)
@@ -299,6 +304,10 @@ class Engine:
             row[K.C_CALL] = rt.spec.call_id
             row[K.C_DEADLINE] = int(round(rt.cfg.deadline_us * 1000))
             row[K.C_FAST] = decoders.get(rt.spec.fast).wire_id + 1 if rt.spec.fast and rt.cfg.deadline_us > 0 else 0
+            row[K.C_PARALLEL] = rt.cfg.parallel
+            if rt.cfg.parallel > 1:
+                row[K.C_PRES_BASE] = pres_rows
+                pres_rows += plan.num_windows
             row[K.C_FINGERPRINT] = np.uint64(rt.fingerprint).astype(np.int64)
             if rt.cfg.allow not in allow_at:  # streams with the same list share its rows, so the
                 rows = allow_rows(rt.cfg.allow)  # any-stream check in ingest reads each subnet once
@@ -353,11 +362,17 @@ class Engine:
         self.node_round = np.concatenate(node_round).astype(np.int64)
         self.edges = np.ascontiguousarray(np.concatenate(edges).astype(np.int64))
         self._build_union_find(self._plan_rts)
+        # Parallel streams: results by window, carries by shot parity, the controllers' addresses.
+        self.max_helpers = max(rt.cfg.parallel for rt in rts) - 1
+        self.pres = np.zeros((pres_rows, 2), np.int64)
+        self.pcarry = np.zeros((2, 2, syn_base if self.max_helpers > 0 else 0), np.uint8)
+        self.paddr = np.zeros((max_sid + 1, L.SOCKADDR_BYTES), np.uint8)
         self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
                                self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow,
                                self.moffs, self.meas, self.dptr, self.drec, self.dflip, self.dkept, self.dkptr,
-                               self.dshift, self.cqbits)
+                               self.dshift, self.cqbits, self.pres, self.pcarry, self.paddr)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
+        self.max_nodes = max(g.num_nodes for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
         self.decoders = [None] * (max_sid + 1)
         for rt in rts:
@@ -433,6 +448,12 @@ class Engine:
             self.cqbits[a:a + m] = old.cqbits[b:b + m]  # a CUQR controller's bits so far
             a, b = int(self.st[sid, K.C_SYN_BASE]), int(old.st[sid, K.C_SYN_BASE])
             self.syn[a:a + n] = old.syn[b:b + n]
+            if self.st[sid, K.C_PARALLEL] > 1:  # its windows' results, carries and controller address
+                a, b, w = int(self.st[sid, K.C_PRES_BASE]), int(old.st[sid, K.C_PRES_BASE]), int(self.st[sid, K.C_NWIN])
+                self.pres[a:a + w] = old.pres[b:b + w]
+                a, b = int(self.st[sid, K.C_SYN_BASE]), int(old.st[sid, K.C_SYN_BASE])
+                self.pcarry[:, :, a:a + n] = old.pcarry[:, :, b:b + n]
+                self.paddr[sid] = old.paddr[sid]
             ml = self.streams[sid].mlayout
             if ml is not None:  # the measurements so far, which later detectors still read
                 a, b, m = int(self.st[sid, K.C_MEAS_BASE]), int(old.st[sid, K.C_MEAS_BASE]), ml.num_measurements
@@ -459,6 +480,8 @@ class Engine:
         self.st[:, K.S_HAS_SHOT:] = 0  # every S_* column: no shot in progress anywhere
         self.st[:, K.S_CQ_POS] = self.st[:, K.C_CQ_BITS]  # no CUQR shot either: an enqueue begins one
         self.syn[:] = 0
+        self.pres[:] = 0
+        self.pcarry[:] = 0
         self.meas[:] = 0
         loc = self.local
         for a in (loc.counters, loc.hist, loc.trace, loc.tmeta):
@@ -485,6 +508,8 @@ class Engine:
         hi, lo = source_words(source)
         D.process_datagram(buf, len(data), rx, 0, 0, hi, lo, port, 0, D.FLUSH_NONE, self.tables, loc.arrays,
                            loc.workspace, loc.tx_arrays)
+        if loc.helpers:  # parallel streams' windows with helpers: their replies before returning
+            D.settle_parallel(self.tables, loc.arrays, loc.workspace, loc.tx_arrays, D.FLUSH_NONE, 60 * 10**9)
         D.flush(D.FLUSH_NONE, loc.tx_arrays, loc.arrays)
         if tx_ns is not None:
             for j in np.nonzero(loc.txflag[: loc.txq[0]] == D.STAMP)[0]:
@@ -513,6 +538,16 @@ class Engine:
         packed = P.pack_rounds(events, offsets, rt.round_bytes)
         preds = np.zeros((len(events), lay.num_observables), np.uint8)
         self.handle(P.encode(P.Header(P.MsgType.RESET, stream_id=sid)))
+        if rt.cfg.parallel > 1:  # the stream's windows go to helper threads, as in the service
+            self.local.start_helpers()
+        try:
+            self._decode_each_shot(sid, events, rounds_per_packet, packed, preds)
+        finally:
+            self.local.stop_helpers()
+        return preds
+
+    def _decode_each_shot(self, sid, events, rounds_per_packet, packed, preds) -> None:
+        lay = self.streams[sid].layout
         for s in range(len(events)):
             final = None
             for first in range(0, lay.num_rounds, rounds_per_packet):
@@ -529,4 +564,3 @@ class Engine:
             if final is None:
                 raise RuntimeError(f"shot {s}: no final correction")
             preds[s] = final.cumulative
-        return preds

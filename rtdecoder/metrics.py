@@ -171,6 +171,12 @@ class EngineCollector(Collector):
                     fb.add_metric([spec.name, spec.fast], float(c[K.CNT_FALLBACK_FAST + spec.wire_id]))
                 fb.add_metric([spec.name, "union_find"], float(c[K.CNT_FALLBACK + spec.wire_id]))
         yield fb
+        pw = CounterMetricFamily("rtdecoder_parallel_windows", "Windows of parallel streams (parallel > 1) decoded, "
+                                 "by who decoded them: a helper thread, or the owning worker (its turn, or no "
+                                 "helper free).", labels=["by"])
+        pw.add_metric(["helper"], float(c[K.CNT_PAR_HELPER]))
+        pw.add_metric(["owner"], float(c[K.CNT_PAR_OWNER]))
+        yield pw
         yield self._backlog()
         yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(self.engine.streams))
         yield GaugeMetricFamily("rtdecoder_workers", "Data-plane workers.", value=len(self.states) - 1)

@@ -74,9 +74,8 @@ class ParallelWindowDecoder:
         self._gb[1:, 0] = np.cumsum([g.num_nodes for g in gs])[:-1]
         self._gb[1:, 1] = np.cumsum([g.num_edges for g in gs])[:-1]
         self._node_round = np.concatenate([g.node_round for g in gs]).astype(np.int64)
-        self._eu = np.concatenate([g.edge_u for g in gs]).astype(np.int64)
-        self._ev = np.concatenate([g.edge_v for g in gs]).astype(np.int64)
-        self._eobs = np.concatenate([g.edge_obs for g in gs]).view(np.int64)
+        self._edges = np.ascontiguousarray(np.concatenate(
+            [np.stack([g.edge_u, g.edge_v, g.edge_obs.view(np.int64)], axis=1) for g in gs]).astype(np.int64))
         max_nodes = max(g.num_nodes for g in gs)
         self._up = np.zeros((2, nd), np.uint8)  # by shot parity (kernels.parallel.uf_worker)
         self._down = np.zeros((2, nd), np.uint8)
@@ -139,7 +138,7 @@ class ParallelWindowDecoder:
                 (alo, ac0, ac1, ag), (blo, bc0, bc1, bg) = self._layers
                 KP.uf_worker(t, k, events, self.keep, flips, failed, self._arrive, alo, ac0, ac1, ag, blo, bc0, bc1,
                              bg, self._ub, self._ptr, self._slot, self._ueu, self._uev, self._gb, self._node_round,
-                             self._eu, self._ev, self._eobs, self._up, self._down, self._scratch[t], *self._ws[t])
+                             self._edges, self._up, self._down, self._scratch[t], *self._ws[t])
         else:
             barrier = threading.Barrier(k) if k > 1 else None
 
@@ -175,7 +174,7 @@ class ParallelWindowDecoder:
                     except ValueError:
                         failed[s] = 1
                         continue
-                    f ^= int(KP.commit_edges(layer, chosen, n, self._eu, self._ev, self._eobs, self._node_round,
+                    f ^= int(KP.commit_edges(layer, chosen, n, self._edges, self._node_round,
                                              self._gb[g, 0], self._gb[g, 1], c0[j], c1[j], lo, up, down))
                 if barrier is not None:
                     barrier.wait()

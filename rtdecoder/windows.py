@@ -140,6 +140,16 @@ class WindowPlan:
     commit_end: np.ndarray
     graph: np.ndarray
     graphs: list[WindowGraph]
+    core: np.ndarray | None = None
+    """The first round each window commits (default ``start``; an A window's core start)."""
+    kind: np.ndarray | None = None
+    """Per window ``kernels.tables.WK_*`` (default all sliding)."""
+
+    def __post_init__(self) -> None:
+        if self.core is None:
+            self.core = self.start.copy()
+        if self.kind is None:
+            self.kind = np.zeros(len(self.start), np.int64)
 
     @property
     def num_windows(self) -> int:
@@ -275,6 +285,24 @@ class ParallelPlan:
     b_end: np.ndarray
     b_graph: np.ndarray
     graphs: list[WindowGraph]
+
+    def as_window_plan(self) -> WindowPlan:
+        """The windows in round order of their commit regions (A 0, B 0, A 1, B 1, ...: A windows
+        at even indices, B windows at odd ones), as the service's window table holds them."""
+        from rtdecoder.kernels.tables import WK_A, WK_B
+
+        na, nb = len(self.a_start), len(self.b_start)
+        n = na + nb
+        cols = {name: np.zeros(n, np.int64) for name in ("start", "end", "commit_end", "graph", "core", "kind")}
+        for name, a, b in (("start", self.a_start, self.b_start), ("end", self.a_end, self.b_end),
+                           ("commit_end", self.core_end, self.b_end), ("graph", self.a_graph, self.b_graph),
+                           ("core", self.core_start, self.b_start)):
+            cols[name][0::2] = a
+            cols[name][1::2] = b
+        cols["kind"][0::2] = WK_A
+        cols["kind"][1::2] = WK_B
+        return WindowPlan(self.layout, self.window, self.commit, cols["start"], cols["end"], cols["commit_end"],
+                          cols["graph"], self.graphs, cols["core"], cols["kind"])
 
 
 def parallel_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarray, ...]:

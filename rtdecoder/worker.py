@@ -17,11 +17,12 @@ import threading
 import numpy as np
 
 from rtdecoder import dataplane as D
+from rtdecoder.kernels import parallel as KP
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.histogram import NUM_BUCKETS
 from rtdecoder.kernels.tables import (
-    CTL_BUSY_BATCHES, CTL_DRAIN, CTL_STOP, CTL_WORKERS, NUM_COUNTERS, NUM_CTL, NUM_HIST_ROWS, NUM_OUT, TR_WIDTH,
-    TRACE_LEN, TxArrays, WorkerArrays)
+    CTL_BUSY_BATCHES, CTL_DRAIN, CTL_HELPERS, CTL_STOP, CTL_WORKERS, NUM_COUNTERS, NUM_CTL, NUM_HIST_ROWS, NUM_OUT,
+    TR_WIDTH, TRACE_LEN, TxArrays, WorkerArrays)
 from rtdecoder.transport import libc as L
 
 CACHE_LINE = 64
@@ -85,7 +86,50 @@ class WorkerState:
         self.gpu_slot = gpu_slot if gpu_slot is not None else (none, none, none)
         self.tx_arrays = TxArrays(self.tx.buf, self.tx.hdr, self.tx.iov, self.txflag, self.txq)
         self._cuqr_scratch(engine)
+        self._parallel_rings(engine)
         self._pack()
+
+    def _parallel_rings(self, engine) -> None:
+        """A job ring and a result ring per helper of the engine's most parallel stream
+        (``rtdecoder.kernels.parallel``), and the worker's scratch for B windows' events."""
+        h = max(engine.max_helpers, 0)
+        if getattr(self, "pjobs", None) is None or self.pjobs.shape[0] < h:
+            self.pjobs = np.zeros((h, KP.RING, KP.RW), np.int64)
+            self.pres_ring = np.zeros((h, KP.RING, KP.RW), np.int64)
+            self.pidx = np.zeros((h, KP.IDX_WORDS), np.int64)
+        if getattr(self, "pscratch", None) is None or len(self.pscratch) < engine.max_nodes:
+            self.pscratch = np.zeros(engine.max_nodes, np.uint8)
+        self.helpers: list = []
+
+    def start_helpers(self) -> None:
+        """Start a helper thread per ring (each its own union-find workspace, on the engine's
+        tables), so windows of the parallel streams go to them; ``stop_helpers`` ends them."""
+        h = self.engine.max_helpers
+        if h <= 0 or self.helpers:
+            return
+        self.pidx[:] = 0  # empty rings (the loop settled its jobs before it last returned)
+        tables = self.engine.tables
+        size = (self.engine.uf_max_nodes, self.engine.uf_max_edges, self.engine.uf_max_length)
+        for i in range(h):
+            ws = uf.Workspace(*size).arrays()
+            scratch = np.zeros(self.engine.max_nodes, np.uint8)
+            th = threading.Thread(target=KP.helper_loop, args=(i, tables, self.pjobs, self.pres_ring, self.pidx,
+                                                                scratch, *ws),
+                                  name=f"rtdecoder-helper-{self.wid}-{i}", daemon=True)
+            th.start()
+            self.helpers.append(th)
+        self.ctl[CTL_HELPERS] = h
+
+    def stop_helpers(self) -> None:
+        """Stop the helpers (after the loop settled their jobs) and wait for them."""
+        if not self.helpers:
+            return
+        self.ctl[CTL_HELPERS] = 0
+        for i in range(len(self.helpers)):
+            self.pidx[i, KP.STOP] = 1
+        for th in self.helpers:
+            th.join()
+        self.helpers = []
 
     def _cuqr_scratch(self, engine) -> None:
         """The CUQR layer's scratch SYNDROME and the batch its data-path replies go to
@@ -100,7 +144,8 @@ class WorkerState:
 
     def _pack(self) -> None:
         self.arrays = WorkerArrays(self.counters, self.hist, self.out, self.trace, self.tmeta, self.escape_chosen,
-                                   self.escape, *self.gpu_slot, self.rl, self.ctl, self.cq_in, self.cq_tx, self.wid)
+                                   self.escape, *self.gpu_slot, self.rl, self.ctl, self.cq_in, self.cq_tx, self.pjobs,
+                                   self.pres_ring, self.pidx, self.pscratch, self.wid)
 
     def rebind(self, engine) -> None:
         """Serve ``engine`` from now on (a reloaded configuration); counters, histograms, trace and
@@ -114,6 +159,7 @@ class WorkerState:
             self._ws_size = tuple(max(a, b) for a, b in zip(need, self._ws_size))
             self.workspace = uf.Workspace(*self._ws_size).arrays()
         self._cuqr_scratch(engine)
+        self._parallel_rings(engine)
         self._pack()
 
     def replies(self) -> list[bytes]:
@@ -178,7 +224,11 @@ class Worker:
         while True:
             with self._gate:
                 self._resume.clear()  # a resume meant for a wait that never came
-                self.handled += loop(self.state)
+                self.state.start_helpers()
+                try:
+                    self.handled += loop(self.state)
+                finally:
+                    self.state.stop_helpers()
             if self.quit:
                 return
             if self._pause.is_set():

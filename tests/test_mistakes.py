@@ -238,7 +238,8 @@ def test_version_and_helps_say_only_what_is_true():
     assert run("--version").stdout.strip() == f"rtdecoder {__version__}"
     decode = run("decode", "--help").stdout
     assert "default union_find" in decode
-    assert not any(f in decode for f in ("--window", "--commit", "--allow", "--stream-id"))
+    assert not any(f in decode for f in ("--allow", "--stream-id"))
+    assert "with --parallel-windows: window W" in " ".join(decode.split())  # decode's windows are parallel ones
     emulate = run("emulate", "--help").stdout
     assert "--allow" not in emulate
     serve = run("serve", "--help").stdout

@@ -35,7 +35,7 @@ def test_wheel_installs_and_imports_without_the_checkout(root, tmp_path):
                    check=True, capture_output=True, timeout=300)
     code = ("import rtdecoder.kernels.ingest as k, rtdecoder.transport.udp as u, rtdecoder.engine;"
             "import importlib.util as iu; from rtdecoder import decoders;"
-            "assert decoders.names() == ('matching', 'union_find'), decoders.names();"
+            "assert decoders.names() == ('matching', 'union_find', 'matching_correlated'), decoders.names();"
             "print(k.__file__); print(u.__file__); print(iu.find_spec('kernels') is None)")
     env = {**os.environ, "PYTHONPATH": str(target)}
     r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); {code}"],

@@ -108,6 +108,10 @@ def _extern(symbol: str, ret: str, kinds: tuple[str, ...]):
 
         return sig, codegen
 
+    if len(kinds) == 3:
+        def t3(typingctx, a, b, c):
+            return typer(typingctx, (a, b, c))
+        return intrinsic(t3)
     if len(kinds) == 4:
         def t4(typingctx, a, b, c, d):
             return typer(typingctx, (a, b, c, d))
@@ -123,6 +127,28 @@ _recvmmsg = _extern("recvmmsg", "i32", ("i32", "p", "i32", "i32", "p"))
 _sendmmsg = _extern("sendmmsg", "i32", ("i32", "p", "i32", "i32"))
 _send = _extern("send", "i64", ("i32", "p", "i64", "i32"))
 _recv = _extern("recv", "i64", ("i32", "p", "i64", "i32"))
+_memcpy = _extern("memcpy", "i64", ("p", "p", "i64"))
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        return builder.sext(builder.call(fn, []), ir.IntType(64))
+
+    return types.int64(), codegen
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def memcpy(dst, src, n):
+    """``memcpy(dst, src, n)`` between raw addresses (neither checked)."""
+    _memcpy(dst, src, n)
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def sched_yield():
+    """``sched_yield()``: let another thread of this core run (a spinning thread with nothing to do)."""
+    return _sched_yield()
 
 
 @intrinsic

@@ -26,7 +26,8 @@ import struct
 
 from numba import njit
 
-from rtdecoder.dataplane import drained, flush, process_datagram, queue_reply, row_addr
+from rtdecoder.dataplane import (PARALLEL_WAIT_NS, drained, flush, poll_parallel, process_datagram, queue_reply,
+                                 row_addr, settle_parallel)
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.tables import CNT_BATCHES, CNT_OVERLOADED, CNT_RECV_ERRORS, CTL_BUSY_BATCHES, CTL_DRAIN, \
     CTL_BEHIND, CTL_SHED, CTL_STOP
@@ -159,6 +160,7 @@ def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
     """
     ctl = state.ctl
     counters = state.counters
+    parallel = state.pjobs.shape[0] > 0  # the engine has parallel streams: poll their helpers
     slots = rxbuf.shape[0]
     mask = slots - 1
     slot = 0
@@ -180,6 +182,8 @@ def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
             if full and empty:  # the socket is empty: no backlog
                 full = 0
                 ctl[CTL_SHED] = 0
+            if parallel and poll_parallel(tables, state, ws, tx, fd) >= 0 and tx.q[0] > 0:
+                flush(fd, tx, state)  # windows the helpers finished: their replies go now
             if draining and drained(ctl, tables.st):
                 break
             continue
@@ -209,11 +213,16 @@ def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
                                     tables, state, ws, tx):
                     flush(fd, tx, state)
             rxhdr[s, L.H_NAMELEN] = L.SOCKADDR_BYTES  # value-result: reset for the next receive
+        if parallel:
+            poll_parallel(tables, state, ws, tx, fd)
         # the replies point into this batch's slots (names, echoed data): they leave before the
         # next recvmmsg can overwrite them
         flush(fd, tx, state)
         slot = (slot + r) & mask
         handled += r
+    if parallel:  # the helpers' jobs come back before the loop returns (and its helpers stop)
+        settle_parallel(tables, state, ws, tx, fd, PARALLEL_WAIT_NS)
+        flush(fd, tx, state)
     return handled
 
 
