@@ -21,7 +21,7 @@ from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.memory import load_word, store_word
 from rtdecoder.kernels.tables import (C_OFF_BASE, C_SYN_BASE, W_COMMIT, W_CORE, W_GRAPH, W_KIND, W_START,
                                      WK_A)
-from rtdecoder.transport.libc import load_acquire, sched_yield, store_release
+from rtdecoder.transport.libc import fetch_add, load_acquire, sched_yield, store_release
 
 LAYER_A = 0
 LAYER_B = 1
@@ -88,11 +88,13 @@ def gap_events(syn, keep, lo, nn, carry_up, carry_down, scratch):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def uf_layer(layer, first, step, count, wlo, wc0, wc1, wg, ub, ptr, slot, ueu, uev, gb, node_round, edges,
+def uf_layer(layer, next_window, at, count, wlo, wc0, wc1, wg, ub, ptr, slot, ueu, uev, gb, node_round, edges,
              syn, keep, carry_up, carry_down, scratch, nd, in_cluster, touched, es, seen, bucket, entry_edge,
              entry_next, cnt, chosen):
-    """Decode windows ``first, first + step, ...`` (below ``count``) of one layer with union-find
-    and commit them.
+    """Decode windows of one layer with union-find and commit them, taking each next window from
+    the shared counter ``next_window[at]`` (``fetch_add``) until all ``count`` are taken: the
+    workers share a layer's windows out as they finish, so none waits at the barrier behind a
+    share that happened to be slow.
 
     A window decodes ``syn & keep`` over its detectors (uint8, 0 or 1; copied to ``scratch``, at
     least the largest window's nodes, eight at a time), layer B XORed with both carries, which it
@@ -104,7 +106,10 @@ def uf_layer(layer, first, step, count, wlo, wc0, wc1, wg, ub, ptr, slot, ueu, u
         ``(0, j)`` when window ``j`` has no correction.
     """
     flips = np.int64(0)
-    for j in range(first, count, step):
+    while True:
+        j = fetch_add(next_window, at, 1)
+        if j >= count:
+            break
         g = wg[j]
         pb, nn, sb, ns, ebu, m = ub[g, 0], ub[g, 1], ub[g, 2], ub[g, 3], ub[g, 4], ub[g, 5]
         lo = wlo[j]
@@ -135,13 +140,15 @@ def _meet(arrive, t, k, value):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def uf_worker(t, k, events, keep, flips, failed, arrive, a_lo, a_c0, a_c1, a_g, b_lo, b_c0, b_c1, b_g, ub, ptr, slot, ueu,
+def uf_worker(t, k, events, keep, flips, failed, arrive, taken, a_lo, a_c0, a_c1, a_g, b_lo, b_c0, b_c1, b_g, ub, ptr, slot, ueu,
               uev, gb, node_round, edges, carry_up, carry_down, scratch, nd, in_cluster, touched, es, seen, bucket,
               entry_edge, entry_next, cnt, chosen):
-    """Worker ``t`` of ``k``: every shot (row) of ``events`` in turn, its share of layer A (A
-    windows ``t, t + k, ...``), a barrier, its share of layer B. Each worker is one thread calling
-    this; they meet at a spin barrier on ``arrive`` (int64, ``k * PAD``; entry ``t * PAD`` is
-    worker ``t``'s, starting at 0, on a cache line of its own) and nothing else. The carries
+    """Worker ``t`` of ``k``: every shot (row) of ``events`` in turn, A windows as it takes them
+    (``taken[s, 0]``, int64 ``(shots, 2 * PAD)``, zero: the shot's next A window, and
+    ``taken[s, PAD]`` its next B window, each on a cache line of its own), a barrier, B windows
+    likewise. Each worker is one thread calling this; they meet at a spin barrier on ``arrive``
+    (int64, ``k * PAD``; entry ``t * PAD`` is worker ``t``'s, starting at 0, on a cache line of
+    its own) and take windows with an atomic add; no lock. The carries
     (``carry_up``/``carry_down``, uint8 ``(2, num_detectors)``, clear) alternate between two rows
     by shot, so a worker starts the next shot's A windows while others finish this shot's B
     windows: the next barrier, which every worker reaches only after its B windows, is what keeps
@@ -154,11 +161,11 @@ def uf_worker(t, k, events, keep, flips, failed, arrive, a_lo, a_c0, a_c1, a_g, 
         syn = events[s]
         up = carry_up[s & 1]
         down = carry_down[s & 1]
-        f, bad = uf_layer(LAYER_A, t, k, a_lo.shape[0], a_lo, a_c0, a_c1, a_g, ub, ptr, slot, ueu, uev, gb,
+        f, bad = uf_layer(LAYER_A, taken[s], 0, a_lo.shape[0], a_lo, a_c0, a_c1, a_g, ub, ptr, slot, ueu, uev, gb,
                           node_round, edges, syn, keep, up, down, scratch, nd, in_cluster, touched,
                           es, seen, bucket, entry_edge, entry_next, cnt, chosen)
         _meet(arrive, t, k, s + 1)
-        g, bad2 = uf_layer(LAYER_B, t, k, b_lo.shape[0], b_lo, b_c0, b_c1, b_g, ub, ptr, slot, ueu, uev, gb,
+        g, bad2 = uf_layer(LAYER_B, taken[s], PAD, b_lo.shape[0], b_lo, b_c0, b_c1, b_g, ub, ptr, slot, ueu, uev, gb,
                            node_round, edges, syn, keep, up, down, scratch, nd, in_cluster, touched,
                            es, seen, bucket, entry_edge, entry_next, cnt, chosen)
         flips[s, t] = f ^ g

@@ -3,21 +3,21 @@
 arXiv:2209.09219).
 
 A shot is decoded in two layers. The A windows (a core with a buffer on each side) need nothing
-from one another: worker ``t`` decodes A windows ``t, t + k, ...``, all workers at once. Then
-each B window (the gap between two cores) is decoded with the carries of the A windows on both
-sides; worker ``t`` decodes B windows ``t, t + k, ...``. The shot's observable flips are the XOR
-of every window's commit. The carries of layer A go to two per-detector arrays (``carry_up``
-written by the A window below a gap, ``carry_down`` by the one above it), so no two workers
-write one byte and the A windows read the detection events as received.
+from one another: the workers decode them all at once. Then each B window (the gap between two
+cores) is decoded with the carries of the A windows on both sides. The shot's observable flips
+are the XOR of every window's commit. The carries of layer A go to two per-detector arrays
+(``carry_up`` written by the A window below a gap, ``carry_down`` by the one above it), so no two
+workers write one byte and the A windows read the detection events as received.
 
 Union-find runs as one compiled call per worker for a whole batch of shots
 (``rtdecoder.kernels.parallel.uf_worker``: nogil, no allocation, no Python between windows or
-shots); the workers are threads that meet at spin barriers (an acquire/release word per worker)
-after each layer, and take no lock. Another decoder runs its ``decode_window`` per window, each
-worker with its own compiled copy, meeting at a ``threading.Barrier``. This is the offline and
-benchmark path (``rtdecoder decode --parallel-windows``, ``bench/throughput.py``); a shot's
-answer does not depend on ``k``. Spinning workers want a core each: ``k`` above the machine's
-cores is slower, not wrong.
+shots): the workers take a layer's windows one at a time from a shared counter (an atomic add),
+meet at a spin barrier (an acquire/release word per worker) between layers, and take no lock.
+Another decoder runs its ``decode_window`` per window, worker ``t`` taking windows ``t, t + k,
+...`` of each layer with its own compiled copy, meeting at a ``threading.Barrier``. This is the
+offline and benchmark path (``rtdecoder decode --parallel-windows``, ``bench/throughput.py``); a
+shot's answer does not depend on ``k`` or on which worker took which window. Spinning workers
+want a core each: ``k`` above the machine's cores is slower, not wrong.
 """
 
 from __future__ import annotations
@@ -132,11 +132,12 @@ class ParallelWindowDecoder:
         shots = len(events)
         flips = np.zeros((shots, k), np.int64)
         failed = np.zeros(shots, np.uint8)
+        taken = np.zeros((shots, 2 * KP.PAD), np.int64)  # per shot, the next A and the next B window
         self._arrive[:] = 0
         if self.spec.call == "compiled":
             def work(t: int) -> None:
                 (alo, ac0, ac1, ag), (blo, bc0, bc1, bg) = self._layers
-                KP.uf_worker(t, k, events, self.keep, flips, failed, self._arrive, alo, ac0, ac1, ag, blo, bc0, bc1,
+                KP.uf_worker(t, k, events, self.keep, flips, failed, self._arrive, taken, alo, ac0, ac1, ag, blo, bc0, bc1,
                              bg, self._ub, self._ptr, self._slot, self._ueu, self._uev, self._gb, self._node_round,
                              self._edges, self._up, self._down, self._scratch[t], *self._ws[t])
         else:

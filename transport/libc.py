@@ -248,6 +248,28 @@ def _store_release(typingctx, arr, idx, val):
     return types.none(arr, idx, val), codegen
 
 
+@intrinsic
+def _fetch_add(typingctx, arr, idx, val):
+    if (not isinstance(arr, types.Array) or arr.dtype != types.int64 or not isinstance(idx, types.Integer)
+            or not isinstance(val, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = context.cast(builder, args[2], signature.args[2], types.int64)
+        return builder.atomic_rmw("add", builder.gep(a.data, [i]), v, "seq_cst")
+
+    return types.int64(arr, idx, val), codegen
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def fetch_add(arr, i, value):
+    """Atomically add ``value`` to ``arr[i]`` (int64) and return what it held before: several
+    threads taking the next index from one counter each get a different one."""
+    return _fetch_add(arr, i, value)
+
+
 @njit(_nrt=False, cache=True, inline="always")
 def store_release(arr, i, value):
     """``arr[i] = value`` (int64) after every earlier store of this thread: a reader that sees
