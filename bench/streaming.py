@@ -96,7 +96,7 @@ def pin(cpu: int | None) -> None:
 
 
 def config_file(d: int, rounds: int, w: int, c: int, cpus: list[int], deadline_us: float = 0.0,
-                deadline_decoder: str = "matching") -> str:
+                deadline_decoder: str = "matching", parallel: int = 1) -> str:
     """The service's streams: 0 union_find, 1 matching, and with ``deadline_us`` 2
     ``deadline_decoder`` with that deadline (its windows past it decoded by a faster decoder)."""
     body = f"[server]\nport = 0\nmetrics_port = 0\ncpus = {cpus}\n"
@@ -104,7 +104,8 @@ def config_file(d: int, rounds: int, w: int, c: int, cpus: list[int], deadline_u
         [(2, deadline_decoder, deadline_us)] if deadline_us else [])
     for sid, dec, dl in streams:
         body += (f"\n[[streams]]\nid = {sid}\ndistance = {d}\nrounds = {rounds}\np = 0.001\ndecoder = \"{dec}\"\n"
-                 f"window = {w * d}\ncommit = {c * d}\n" + (f"deadline_us = {dl}\n" if dl else ""))
+                 f"window = {w * d}\ncommit = {c * d}\n" + (f"deadline_us = {dl}\n" if dl else "")
+                 + (f"parallel = {parallel}\n" if sid == 0 and parallel > 1 else ""))
     f = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     f.write(body)
     f.close()
@@ -331,6 +332,9 @@ def main() -> int:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-latency", action="store_true", help="skip the tail-latency runs (throughput and jitter only)")
     ap.add_argument("--jitter-s", type=float, default=20.0, help="seconds of the machine-jitter baseline (0: skip)")
+    ap.add_argument("--parallel-windows", type=int, default=1, metavar="K",
+                    help="serve the union_find stream with parallel = K (its windows on the worker and K-1 helper "
+                         "threads, which run on the CPUs the worker does not; default 1)")
     ap.add_argument("--deadline-decoder", default="matching", choices=["matching", "matching_correlated"],
                     help="the decoder of the stream with --deadline-us (default matching)")
     ap.add_argument("--deadline-us", type=float, default=0.0,
@@ -396,7 +400,8 @@ def main() -> int:
             lates = {"monolithic PyMatching": np.zeros(args.shots, bool)}
             errors = {"monolithic PyMatching": int(np.sum(np.any(mono_pred != obs[args.warmup:], axis=1)))}
             replies: dict[str, dict[str, int]] = {"monolithic PyMatching": {}}
-            path = config_file(d, rounds, w, c, server_cpus, args.deadline_us, args.deadline_decoder)
+            path = config_file(d, rounds, w, c, server_cpus, args.deadline_us, args.deadline_decoder,
+                               args.parallel_windows)
             console.print(f"d={d} rounds={rounds}: shots sampled and decoded by monolithic PyMatching in "
                           f"{time.perf_counter() - t_build:.0f} s")
             with console.status(f"d={d} rounds={rounds}: union_find, matching and the floor, in turns of {BLOCK} shots"):
@@ -464,11 +469,12 @@ def throughput(args, w: int, c: int, client_cpu, server_cpus, console) -> list[d
         layout = detector_layout(circuit)
         dets = circuit.compile_detector_sampler(seed=7 * d).sample(3)
         packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
-        path = config_file(d, rounds, w, c, server_cpus)
+        path = config_file(d, rounds, w, c, server_cpus, parallel=args.parallel_windows)
         with console.status(f"throughput d={d}: starting rtdecoder serve"):
             svc = ServiceProcess(["--config", path])
         with svc:
-            for sid, name in ((0, "union_find"), (1, "matching")):
+            uf = "union_find" if args.parallel_windows <= 1 else f"union_find, parallel {args.parallel_windows}"
+            for sid, name in ((0, uf), (1, "matching")):
                 stream = Stream(svc.host, svc.port, sid, layout, args.rounds_per_packet, 1.0)
                 pin(client_cpu)
                 try:

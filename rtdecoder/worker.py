@@ -110,12 +110,19 @@ class WorkerState:
         self.pidx[:] = 0  # empty rings (the loop settled its jobs before it last returned)
         tables = self.engine.tables
         size = (self.engine.uf_max_nodes, self.engine.uf_max_edges, self.engine.uf_max_length)
+        # Off the workers' CPUs: a thread inherits its creator's affinity (a pinned worker's), so each
+        # helper takes the process's main thread's, which the server keeps off the workers' CPUs.
+        cpus = os.sched_getaffinity(os.getpid())
+
+        def helper(i: int, ws, scratch) -> None:
+            os.sched_setaffinity(0, cpus)
+            KP.helper_loop(i, tables, self.pjobs, self.pres_ring, self.pidx, scratch, *ws)
+
         for i in range(h):
             ws = uf.Workspace(*size).arrays()
             scratch = np.zeros(self.engine.max_nodes, np.uint8)
-            th = threading.Thread(target=KP.helper_loop, args=(i, tables, self.pjobs, self.pres_ring, self.pidx,
-                                                                scratch, *ws),
-                                  name=f"rtdecoder-helper-{self.wid}-{i}", daemon=True)
+            th = threading.Thread(target=helper, args=(i, ws, scratch), name=f"rtdecoder-helper-{self.wid}-{i}",
+                                  daemon=True)
             th.start()
             self.helpers.append(th)
         self.ctl[CTL_HELPERS] = h

@@ -119,3 +119,52 @@ def test_served_over_udp_with_a_helper():
     helper = next(float(ln.split()[-1]) for ln in text.splitlines()
                   if ln.startswith('rtdecoder_parallel_windows_total{by="helper"}'))
     assert helper > 0
+
+
+def test_a_reload_keeps_a_parallel_streams_shot_in_progress(tmp_path):
+    """SIGHUP while a parallel stream's shot is half sent: the helpers stop with their jobs
+    settled, the new engine adopts the stream's results and carries, and the shot ends as the
+    offline decoder says."""
+    import signal
+    import socket
+    import time
+
+    kw = dict(distance=3, rounds=24, p=0.01, decoder="union_find", window=4, commit=2)
+
+    def toml(extra):
+        body = "[server]\nport = 0\nmetrics_port = 0\n\n[[streams]]\nid = 0\nparallel = 2\n"
+        body += "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in kw.items())
+        return body + extra
+
+    path = tmp_path / "rt.toml"
+    path.write_text(toml(""))
+    e = Engine([StreamConfig(id=0, parallel=2, **kw)])
+    dets = e.streams[0].circuit.compile_detector_sampler(seed=9).sample(1).astype(np.uint8)
+    expected = ParallelWindowDecoder(e.streams[0].dem, "union_find", 4, 2, 1).decode_shots(dets)[0]
+    lay = e.streams[0].layout
+    blocks = P.pack_rounds(dets, lay.round_offsets, lay.round_bytes)[0]
+    with ServiceProcess(["--config", str(path)]) as svc:
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.settimeout(10)
+        c.connect((svc.host, svc.port))
+        half = 13
+        c.send(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, first_round=0, num_rounds=half),
+                        blocks[:half].tobytes()))
+        time.sleep(0.3)
+        path.write_text(toml("\n[[streams]]\nid = 1\ndistance = 3\nrounds = 3\ndecoder = \"union_find\"\n"))
+        svc.proc.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 120
+        while "reloaded in" not in svc.stderr() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert "reloaded in" in svc.stderr(), svc.stderr()[-2000:]
+        c.send(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, first_round=half,
+                                 num_rounds=lay.num_rounds - half), blocks[half:].tobytes()))
+        final = None
+        while final is None:
+            data = c.recv(4096)
+            h = P.decode_header(data)
+            assert h.msg_type == P.MsgType.CORRECTION, P.decode_error(data)
+            corr = P.decode_correction(data, 1)
+            if corr.final:
+                final = corr
+        assert np.array_equal(final.cumulative, expected)
