@@ -153,15 +153,22 @@ class Stream:
         self.ctl.close()
 
 
-def backlog_grows(drv, rounds: int, window: int, rpp: int) -> tuple[bool, float, float]:
-    """(grows, early lag µs, late lag µs) from the corrections of the last shot driven."""
+def backlog_grows(drv, rounds: int, window: int, rpp: int, gap: int = 0) -> tuple[bool, float, float]:
+    """(grows, early lag µs, late lag µs) from the corrections of the last shot driven. A
+    correction's lag is from the datagram holding the last round its window needs: ``first +
+    window`` for sliding windows and for a parallel stream's cores; ``first + gap + window`` for a
+    parallel stream's gaps (``gap = W - C``: decodable once the next core's window is; they are
+    the odd corrections)."""
     from rtdecoder.emulator import R_CORRECTIONS
 
     n = int(min(drv.res[R_CORRECTIONS], len(drv.corr_round)))
     if n < 10:
         return True, float("nan"), float("nan")
     first = drv.corr_round[:n]
-    end = np.minimum(first + window, rounds)
+    extra = np.zeros(n, np.int64)
+    if gap:
+        extra[1::2] = gap
+    end = np.minimum(first + window + extra, rounds)
     end[-1] = rounds
     pkt = (end - 1) // rpp
     lag = (drv.corr_time[:n] - drv.sent_time[pkt]) / 1000.0
@@ -170,7 +177,7 @@ def backlog_grows(drv, rounds: int, window: int, rpp: int) -> tuple[bool, float,
     return late > early * 1.5 + 20.0, early, late
 
 
-def sustained_rate(stream: Stream, packed: np.ndarray, rounds: int, window: int, rpp: int) -> dict:
+def sustained_rate(stream: Stream, packed: np.ndarray, rounds: int, window: int, rpp: int, gap: int = 0) -> dict:
     """Bisect the round period (µs) for the highest rate without a growing backlog. A shot
     where the controller took over 10% longer than planned to send it cannot tell, and counts
     as failing; if the last failing probe failed so, the result is controller-limited."""
@@ -187,7 +194,7 @@ def sustained_rate(stream: Stream, packed: np.ndarray, rounds: int, window: int,
             res = stream.driver.res
             if res[R_LAST_SENT] - res[R_SHOT_START] > 1.1 * rounds * mid * 1000:
                 slow += 1
-            elif backlog_grows(stream.driver, rounds, window, rpp)[0]:
+            elif backlog_grows(stream.driver, rounds, window, rpp, gap)[0]:
                 grew += 1
         ok, limited = slow + grew < 2, slow >= 2
         if ok:
@@ -479,11 +486,19 @@ def throughput(args, w: int, c: int, client_cpu, server_cpus, console) -> list[d
                 pin(client_cpu)
                 try:
                     with console.status(f"throughput d={d} {name}: bisecting the round period"):
-                        r = sustained_rate(stream, packed, layout.num_rounds, w * d, args.rounds_per_packet)
+                        gap = (w - c) * d if sid == 0 and args.parallel_windows > 1 else 0
+                        r = sustained_rate(stream, packed, layout.num_rounds, w * d, args.rounds_per_packet, gap)
                 finally:
                     pin(None)
                     stream.close()
-                rates.append({"decoder": name, "distance": d, "rounds": rounds, **r})
+                shared = sid == 0 and args.parallel_windows > 1 and \
+                    len(ALL_CPUS) < len(server_cpus) + args.parallel_windows - 1 + (client_cpu is not None)
+                rates.append({"decoder": name, "distance": d, "rounds": rounds, "helpers_share_cpus": shared, **r})
+                if shared:
+                    console.print(f"throughput d={d} {name}: NOT MEANINGFUL here: {len(ALL_CPUS)} CPUs for the "
+                                  f"controller, {len(server_cpus)} worker(s) and {args.parallel_windows - 1} "
+                                  "helper(s): a helper shares the spinning controller's CPU and answers a scheduler "
+                                  "time slice late, early and late alike, so the bisection sees no backlog grow")
                 console.print(f"throughput d={d} {name}: {r['rounds_per_s'] / 1e6:.3f} M rounds/s "
                               f"({r['period_us']:.3f} µs per round){' (controller-limited)' if r['controller_limited'] else ''}")
         os.unlink(path)
