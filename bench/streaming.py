@@ -22,9 +22,9 @@ Decoders, side by side in one run (the same stim samples for all):
   the full DEM, timed in this process around the call alone (no transport), so its figure is a
   lower bound on what any service built on it would show.
 
-With ``--deadline-us T``, a third stream: sliding-window ``matching`` (or ``--deadline-decoder``) with ``deadline_us = T``
-(a window matching would finish more than T µs after its last round arrived is decoded by
-union-find instead), in the same turns; its p99 against its own p50 (the target: at most 2x at
+With ``--deadline-us T``, a third stream: sliding-window ``matching`` (or ``--deadline-decoder``)
+with ``deadline_us = T`` (a window it would finish more than T µs after its last round arrived
+is decoded by a faster decoder instead), in the same turns; its p99 against its own p50 (the target: at most 2x at
 d = 13 over 1,000-round shots) and the number of windows that fell back are printed.
 
 Beneath them, the *transport floor* of the same run: ``rtdecoder serve --echo`` (the same

@@ -181,7 +181,8 @@ def main() -> int:
         result["rate"] = rate_rows(args.distances, args.decoders, ks, args.rounds, args.shots, args.repeats, 0.001,
                                    lambda line: console.print(line, highlight=False))
         t = Table(title=f"One stream's decode rate, parallel windows (cores d, buffers d), Z memory, p = 0.001, "
-                        f"{args.rounds + 1} rounds per shot, {args.shots} shots x {args.repeats} repeats, {cores} cores")
+                        f"{args.rounds + 1} rounds per shot, {args.shots} shots x {args.repeats} repeats, "
+                        f"{cores} cores")
         for c in ("d", "decoder", "k", "A+B windows", "µs/round", "rounds/s", "x k=1", "1 µs cycle", "same answers"):
             t.add_column(c, justify="right")
         for r in result["rate"]:

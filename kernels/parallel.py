@@ -140,8 +140,8 @@ def _meet(arrive, t, k, value):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def uf_worker(t, k, events, keep, flips, failed, arrive, taken, a_lo, a_c0, a_c1, a_g, b_lo, b_c0, b_c1, b_g, ub, ptr, slot, ueu,
-              uev, gb, node_round, edges, carry_up, carry_down, scratch, nd, in_cluster, touched, es, seen, bucket,
+def uf_worker(t, k, events, keep, flips, failed, arrive, taken, a_lo, a_c0, a_c1, a_g, b_lo, b_c0, b_c1, b_g, ub, ptr,
+              slot, ueu, uev, gb, node_round, edges, carry_up, carry_down, scratch, nd, in_cluster, touched, es, seen, bucket,
               entry_edge, entry_next, cnt, chosen):
     """Worker ``t`` of ``k``: every shot (row) of ``events`` in turn, A windows as it takes them
     (``taken[s, 0]``, int64 ``(shots, 2 * PAD)``, zero: the shot's next A window, and

@@ -137,8 +137,8 @@ class ParallelWindowDecoder:
         if self.spec.call == "compiled":
             def work(t: int) -> None:
                 (alo, ac0, ac1, ag), (blo, bc0, bc1, bg) = self._layers
-                KP.uf_worker(t, k, events, self.keep, flips, failed, self._arrive, taken, alo, ac0, ac1, ag, blo, bc0, bc1,
-                             bg, self._ub, self._ptr, self._slot, self._ueu, self._uev, self._gb, self._node_round,
+                KP.uf_worker(t, k, events, self.keep, flips, failed, self._arrive, taken, alo, ac0, ac1, ag, blo, bc0,
+                             bc1, bg, self._ub, self._ptr, self._slot, self._ueu, self._uev, self._gb, self._node_round,
                              self._edges, self._up, self._down, self._scratch[t], *self._ws[t])
         else:
             barrier = threading.Barrier(k) if k > 1 else None

@@ -345,7 +345,8 @@ def cut_components(comps: DemComponents, off: np.ndarray, start: int, end: int, 
         reach = (below.d1 >= a) & (below.d1 < b)
         below = below.take(reach)
         below = Components(below.prob, below.d1, np.full(len(below.d1), -1, np.int64), below.obs, below.err)
-        c = Components(*(np.concatenate([getattr(below, f), getattr(c, f)]) for f in ("prob", "d0", "d1", "obs", "err")))
+        c = Components(*(np.concatenate([getattr(below, f), getattr(c, f)])
+                         for f in ("prob", "d0", "d1", "obs", "err")))
     past = c.d1 >= b
     if not upper_open:
         c = c.take(~past)

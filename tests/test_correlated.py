@@ -134,7 +134,7 @@ def test_decode_and_sinter_take_it(tmp_path):
     preds = compiled.decode_shots_bit_packed(bit_packed_detection_event_data=np.packbits(dets, axis=1,
                                                                                          bitorder="little"))
     assert preds.shape == (400, 1)
-    stats = sinter.collect(num_workers=1, tasks=[sinter.Task(circuit=circuit)], decoders=["rtdecoder_matching_correlated"],
-                           custom_decoders={"rtdecoder_matching_correlated": RtDecoder("matching_correlated")},
+    stats = sinter.collect(num_workers=1, tasks=[sinter.Task(circuit=circuit)],
+                           decoders=["rtdecoder_matching_correlated"], custom_decoders={"rtdecoder_matching_correlated": RtDecoder("matching_correlated")},
                            max_shots=200, max_errors=10_000)
     assert stats[0].shots == 200

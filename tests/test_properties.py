@@ -24,6 +24,8 @@ from rtdecoder.kernels import tables as T
 A, B = 2, 5  # two streams; the datagrams target A (or garbage), B must never change
 CFG_A = StreamConfig(id=A, distance=3, rounds=4, p=0.01, decoder="union_find", window=4, commit=2)
 CFG_B = StreamConfig(id=B, distance=3, rounds=3, p=0.01, decoder="matching")
+CFG_P = StreamConfig(id=A, distance=3, rounds=9, p=0.01, decoder="union_find", window=4, commit=2, parallel=2)
+"""Stream A as a parallel stream (its windows on the worker and a helper thread)."""
 REPLY_TYPES = {P.MsgType.ERROR, P.MsgType.PONG, P.MsgType.HELLO_REPLY, P.MsgType.RESET_ACK, P.MsgType.CORRECTION,
                P.MsgType.DESCRIBE_REPLY}
 _ENGINE: list[Engine] = []
@@ -35,6 +37,17 @@ def engine() -> Engine:
         e.local.rl[0, D.RL_RATE], e.local.rl[0, D.RL_BURST] = 10**7, 10**6  # every ERROR is sent
         _ENGINE.append(e)
     return _ENGINE[0]
+
+
+_PARALLEL: list[Engine] = []
+
+
+def parallel_engine() -> Engine:
+    if not _PARALLEL:
+        e = Engine([CFG_P, CFG_B])
+        e.local.rl[0, D.RL_RATE], e.local.rl[0, D.RL_BURST] = 10**7, 10**6
+        _PARALLEL.append(e)
+    return _PARALLEL[0]
 
 
 def check_replies(replies):
@@ -98,15 +111,20 @@ def test_any_header(datagram):
 class StreamModel(RuleBasedStateMachine):
     """§6.2 for stream A, against ``Engine.handle``."""
 
+    cfg = CFG_A
+
+    def make_engine(self) -> Engine:
+        return engine()
+
     @initialize()
     def start(self):
-        self.e = engine()
+        self.e = self.make_engine()
         self.e.handle(P.encode(P.Header(P.MsgType.RESET, stream_id=A)))
         lay = self.e.streams[A].layout
         self.nrounds, self.rb = lay.num_rounds, lay.round_bytes
-        dets = make_circuit(CFG_A).compile_detector_sampler(seed=4).sample(8)
+        dets = make_circuit(self.cfg).compile_detector_sampler(seed=4).sample(8)
         self.packed = P.pack_rounds(dets, lay.round_offsets, lay.round_bytes)
-        self.expected = Engine([CFG_A]).decode_shots(A, dets)  # each sample decoded without faults
+        self.expected = Engine([self.cfg]).decode_shots(A, dets)  # each sample decoded without faults
         self.has_shot, self.shot, self.next, self.poisoned, self.done = False, 0, 0, False, False
 
     def send(self, shot, first, n):
@@ -188,6 +206,27 @@ class StreamModel(RuleBasedStateMachine):
 StreamModel.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None,
                                          suppress_health_check=[HealthCheck.too_slow])
 test_stream_model = StreamModel.TestCase
+
+
+class ParallelStreamModel(StreamModel):
+    """The same model for stream A decoded in parallel windows, its helper thread running: the
+    windows' results come back through the rings while shots are abandoned, poisoned and reset."""
+
+    cfg = CFG_P
+
+    def make_engine(self) -> Engine:
+        e = parallel_engine()
+        e.local.start_helpers()
+        return e
+
+    def teardown(self):
+        if hasattr(self, "e"):
+            self.e.local.stop_helpers()
+
+
+ParallelStreamModel.TestCase.settings = settings(max_examples=80, stateful_step_count=30, deadline=None,
+                                                 suppress_health_check=[HealthCheck.too_slow])
+test_parallel_stream_model = ParallelStreamModel.TestCase
 
 
 def test_model_sees_a_whole_shot():
