@@ -19,7 +19,9 @@ memory of 3d rounds; one set of stim samples decoded through the service's own p
 (``Engine.decode_shots``) by matching and matching_correlated in windows of 2d rounds committing
 d, by both on whole shots, and by union_find in windows. Shots are drawn until windowed
 matching made ``--max-errors`` errors, or ``--max-shots`` shots or ``--task-seconds`` passed.
-LER per shot with the binomial standard error; ratios with the error propagated from both.
+LER per shot with the binomial standard error; ratios with the error propagated from both. The
+same shots are also decoded in parallel windows (cores d, buffers and gaps d) by matching and
+union_find, and their LER is given against the same decoder's sliding windows.
 
 Writes ``throughput.json`` to ``--out`` (default bench/results) and prints both tables and the
 targets of the parallel-window issue: k = 2 at least 1.8x k = 1 at d = 21 (union_find);
@@ -44,6 +46,8 @@ TARGET_SCALING = 1.8
 TARGET_LER_RATIO = 0.6
 LER_DECODERS = (("matching", "window"), ("matching_correlated", "window"), ("matching", "whole"),
                 ("matching_correlated", "whole"), ("union_find", "window"))
+PARALLEL_LER = ("matching", "union_find")
+"""Decoded also in parallel windows (the same W and C), against their sliding windows."""
 
 
 def _circuit(basis: str, d: int, rounds: int, p: float):
@@ -98,6 +102,7 @@ def rate_rows(distances, decoders, ks, rounds: int, shots: int, repeats: int, p:
 def ler_task(basis: str, d: int, p: float, max_shots: int, max_errors: int, seconds: float, seed: int) -> dict:
     from rtdecoder.config import StreamConfig
     from rtdecoder.engine import Engine
+    from rtdecoder.parallel import ParallelWindowDecoder
 
     rounds = 3 * d
     circuit = _circuit(basis, d, rounds, p)
@@ -107,6 +112,9 @@ def ler_task(basis: str, d: int, p: float, max_shots: int, max_errors: int, seco
         cfgs.append(StreamConfig(id=i, circuit=f"surface_code:rotated_memory_{basis.lower()}", distance=d,
                                  rounds=rounds, p=p, decoder=name, **w))
     e = Engine(cfgs)
+    dem = circuit.detector_error_model(decompose_errors=True)
+    par = {name: ParallelWindowDecoder(dem, name, 2 * d, d, 1) for name in PARALLEL_LER}
+    par_errors = dict.fromkeys(PARALLEL_LER, 0)
     sampler = circuit.compile_detector_sampler(seed=seed)
     errors = np.zeros(len(cfgs), np.int64)
     both = 0
@@ -120,6 +128,8 @@ def ler_task(basis: str, d: int, p: float, max_shots: int, max_errors: int, seco
         wrong = [np.any(e.decode_shots(i, dets, rounds_per_packet=rounds + 1) != obs, axis=1) for i in range(len(cfgs))]
         errors += [int(w.sum()) for w in wrong]
         both += int(np.sum(wrong[0] & wrong[1]))
+        for name, pw in par.items():
+            par_errors[name] += int(np.sum(np.any(pw.decode_shots(dets) != obs, axis=1)))
         shots += n
     ler = errors / shots
     err = np.sqrt(ler * (1 - ler) / shots)
@@ -139,6 +149,11 @@ def ler_task(basis: str, d: int, p: float, max_shots: int, max_errors: int, seco
     out["corr_over_matching_whole"], out["corr_over_matching_whole_err"] = ratio(3, 2)
     out["corr_window_over_whole"], out["corr_window_over_whole_err"] = ratio(1, 3)
     out["uf_over_matching_window"], out["uf_over_matching_window_err"] = ratio(4, 0)
+    for name, seq in (("matching", 0), ("union_find", 4)):  # parallel windows against sliding ones
+        a, b = par_errors[name], int(errors[seq])
+        out[f"parallel_{name}_errors"] = a
+        out[f"parallel_over_sliding_{name}"] = a / b if b else None
+        out[f"parallel_over_sliding_{name}_err"] = (a / b) * math.sqrt((1 / a if a else 1.0) + 1 / b) if b else None
     return out
 
 
@@ -203,7 +218,8 @@ def main() -> int:
         t = Table(title="Logical error rate per shot (3d rounds; windows 2d/d) on the same shots, ± binomial "
                         "standard error")
         for c in ("basis", "d", "p", "shots", *[f"{n} {h}" for n, h in LER_DECODERS], "corr/match window",
-                  "corr/match whole", "corr window/whole", "uf/match window"):
+                  "corr/match whole", "corr window/whole", "uf/match window", "parallel/sliding matching",
+                  "parallel/sliding union_find"):
             t.add_column(c, justify="right")
         for r in result["ler"]:
             cells = [f"{r['ler'][f'{n}/{h}']:.2e} ± {r['ler_err'][f'{n}/{h}']:.0e} ({r['errors'][f'{n}/{h}']})"
@@ -212,7 +228,9 @@ def main() -> int:
                       _fmt(r["corr_over_matching_window"], r["corr_over_matching_window_err"]),
                       _fmt(r["corr_over_matching_whole"], r["corr_over_matching_whole_err"]),
                       _fmt(r["corr_window_over_whole"], r["corr_window_over_whole_err"]),
-                      _fmt(r["uf_over_matching_window"], r["uf_over_matching_window_err"]))
+                      _fmt(r["uf_over_matching_window"], r["uf_over_matching_window_err"]),
+                      _fmt(r["parallel_over_sliding_matching"], r["parallel_over_sliding_matching_err"]),
+                      _fmt(r["parallel_over_sliding_union_find"], r["parallel_over_sliding_union_find_err"]))
         console.print(t)
     console.print("[bold]targets[/bold]")
     k2 = [r for r in result["rate"] if r["distance"] == 21 and r["decoder"] == "union_find" and r["workers"] == 2]
