@@ -7,7 +7,8 @@ or, in Python, ``sinter.collect(..., decoders=["rtdecoder_union_find"], custom_d
 
 ``decoders()`` holds ``rtdecoder_NAME`` for every registered decoder (``rtdecoder.decoders``,
 plug-ins included), decoding whole shots (W = all). ``RtDecoder(decoder, window, commit)``
-decodes in sliding windows of ``window`` rounds committing ``commit``; rounds come from the DEM's
+decodes in sliding windows of ``window`` rounds committing ``commit``, and with ``parallel=k``
+in parallel windows on ``k`` workers; rounds come from the DEM's
 detector time coordinates (stim's generated circuits have them). Shots go through the service's
 own code path (``Engine.decode_shots``: framing, state machine, window decoding, commit/carry),
 so sinter's logical error rates are those of the service.
@@ -37,6 +38,10 @@ class RtDecoder(sinter.Decoder):
     decoder: str = "union_find"
     window: int = WINDOW_ALL
     commit: int = 0
+    parallel: int = 0
+    """0: sliding windows, through the service's own code path. ``k >= 1``: parallel windows
+    (cores of ``commit`` rounds, buffers of ``window - commit``) on ``k`` workers
+    (``rtdecoder.parallel.ParallelWindowDecoder``), any decoder."""
 
     def compile_decoder_for_dem(self, *, dem: stim.DetectorErrorModel) -> "CompiledRtDecoder":
         return CompiledRtDecoder(self, dem)
@@ -54,6 +59,13 @@ class CompiledRtDecoder(sinter.CompiledDecoder):
     def __init__(self, desc: RtDecoder, dem: stim.DetectorErrorModel):
         from rtdecoder.engine import Engine, stream_for_dem
 
+        self._parallel = None
+        if desc.parallel:
+            from rtdecoder.parallel import ParallelWindowDecoder
+
+            self._parallel = ParallelWindowDecoder(dem, desc.decoder, desc.window, desc.commit, desc.parallel)
+            self._layout = self._parallel.layout
+            return
         cfg = StreamConfig(id=0, decoder=desc.decoder, window=desc.window,
                            commit=desc.commit if desc.window != WINDOW_ALL else None)
         self._engine = Engine([stream_for_dem(cfg, dem)])
@@ -64,6 +76,8 @@ class CompiledRtDecoder(sinter.CompiledDecoder):
         out, both little-endian bit order (bit ``k`` of shot ``s`` at ``x[s, k // 8] >> (k % 8) & 1``)."""
         lay = self._layout
         events = np.unpackbits(bit_packed_detection_event_data, axis=1, bitorder="little", count=lay.num_detectors)
+        if self._parallel is not None:
+            return np.packbits(self._parallel.decode_shots(events), axis=1, bitorder="little")
         preds = self._engine.decode_shots(0, events, rounds_per_packet=lay.num_rounds)
         return np.packbits(preds, axis=1, bitorder="little")
 

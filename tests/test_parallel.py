@@ -133,3 +133,17 @@ def test_decode_takes_parallel_windows(tmp_path, capsys):
     assert out.read_text().split() == ["".join(map(str, r)) for r in ref.tolist()]
     assert main(["decode", str(src), str(out), "--window", "6"] + flags) == 2
     assert "for --parallel-windows" in capsys.readouterr().err
+
+
+def test_sinter_decodes_in_parallel_windows():
+    circuit = _circuit(rounds=12)
+    dem = circuit.detector_error_model(decompose_errors=True)
+    dets = circuit.compile_detector_sampler(seed=6).sample(200)
+    from rtdecoder.sinter import RtDecoder
+
+    packed = np.packbits(dets, axis=1, bitorder="little")
+    for decoder in ("union_find", "matching"):
+        got = RtDecoder(decoder, 4, 2, parallel=2).compile_decoder_for_dem(dem=dem).decode_shots_bit_packed(
+            bit_packed_detection_event_data=packed)
+        ref = ParallelWindowDecoder(dem, decoder, 4, 2, 1).decode_shots(dets.astype(np.uint8))
+        assert np.array_equal(got, np.packbits(ref, axis=1, bitorder="little"))
