@@ -97,7 +97,8 @@ def estimate_stream_bytes(cfg: StreamConfig, circuit: stim.Circuit | None) -> tu
     detector count and its windows alone (nothing is built), and a description of the sizes.
 
     The window graphs dominate: a stream has at most four distinct ones (first, interior, next to
-    last, last), each of about ``W`` rounds' detectors."""
+    last, last), each of about ``W`` rounds' detectors; with parallel windows, about six of up to
+    ``2W - C`` rounds'."""
     if cfg.model is not None:
         nd, blocks = cfg.model.num_detectors, cfg.model.num_rounds
     else:
@@ -108,6 +109,9 @@ def estimate_stream_bytes(cfg: StreamConfig, circuit: stim.Circuit | None) -> tu
     w = blocks if cfg.window == 0 else min(cfg.window, blocks)
     windows = 1 if w >= blocks else -(-(blocks - w) // max(cfg.commit, 1)) + 1
     graphs = min(4, windows)
+    if cfg.parallel > 1 and w < blocks:  # A windows of W + (W - C) rounds; first, inner, last A and B graphs
+        w = min(2 * cfg.window - cfg.commit, blocks)
+        graphs = min(6, 2 * windows)
     est = int(BYTES_PER_GRAPH_NODE * graphs * w * per_round + BYTES_PER_DETECTOR * nd)
     return est, (f"{nd:,} detectors in {blocks:,} round blocks, {graphs} window graph(s) of about "
                  f"{int(w * per_round):,} nodes")
