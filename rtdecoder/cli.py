@@ -102,7 +102,7 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
     g.add_argument("--parallel-windows", type=int, default=1, metavar="K",
                    help="decode the stream's windows on K workers: the parallel-window schedule (cores of --commit "
                         "rounds, buffers of --window minus --commit), dealt to the owning worker and K-1 helper "
-                        "threads; union_find, UDP (default 1: sliding windows on one worker)")
+                        "threads; union_find (default 1: sliding windows on one worker)")
 
 
 def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:

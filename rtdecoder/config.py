@@ -111,7 +111,7 @@ class StreamConfig:
             parallel-window (sandwich) schedule (``rtdecoder.windows.ParallelPlan``; cores of
             ``commit`` rounds, buffers and gaps of ``window - commit``), its windows dealt to the
             owning worker and ``k - 1`` helper threads in turn (``rtdecoder.kernels.parallel``);
-            compiled decoders (union_find) only, UDP or the in-process path.
+            compiled decoders (union_find) only.
         deadline_us: for a decoder called through the escape (``matching``,
             ``matching_correlated``): a window whose decode would end more than this many µs
             after its last round was received (the time since then plus the stream's running
@@ -220,8 +220,6 @@ class StreamConfig:
                                   f"(union_find); {self.decoder} runs through Python, which one lock serialises: "
                                   f"use parallel = 1, or decode it offline in parallel windows (rtdecoder decode "
                                   "--parallel-windows K)")
-            if self.deadline_us > 0:
-                raise ConfigError(f"stream {self.id}: deadline_us is not for parallel streams")
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "commit", commit if window != WINDOW_ALL else 0)
 

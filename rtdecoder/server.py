@@ -119,7 +119,6 @@ class Server:
             spec, transport_why = transport.choose(cfg.transport)
         self.transport_name = spec.name
         print(f"rtdecoder: {transport_why}", file=log)
-        _check_parallel(cfg, spec.name)
         cpus: list[int | None] = list(cfg.cpus) or [None]
         rest = allowed - set(cfg.cpus)
         if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
@@ -251,11 +250,6 @@ class Server:
             print("rtdecoder: SIGHUP: reloading is not supported with the GPU backend; restart the service",
                   file=self.log)
             return False
-        try:
-            _check_parallel(new_cfg, self.transport_name)
-        except ConfigError as e:
-            print(f"rtdecoder: SIGHUP: config not applied, the running one stays: {e}", file=self.log)
-            return False
         fixed = [f for f in self.RESTART_ONLY if getattr(new_cfg, f) != getattr(self.cfg, f)]
         if fixed:
             print(f"rtdecoder: SIGHUP: {', '.join(fixed)} change only at a restart; the running values stay",
@@ -345,15 +339,3 @@ def serve(cfg: ServerConfig, stdout: TextIO = sys.stdout, echo: bool = False, co
               + (f"; {left} shots were still in flight" if left else ""), file=server.log)
     return rc
 
-
-def _check_parallel(cfg: ServerConfig, transport_name: str) -> None:
-    """Parallel streams reply as their helpers finish, from the UDP loop (``transport.udp``);
-    the ring transports post replies only for the message in hand.
-
-    Raises:
-        ConfigError: a stream with ``parallel > 1`` on another transport (the message names it).
-    """
-    par = [s.id for s in cfg.streams if s.parallel > 1]
-    if par and transport_name != "udp":
-        raise ConfigError(f"stream {par[0]}: parallel windows are served over UDP; the {transport_name} transport "
-                          "posts replies only for the message in hand: use --transport udp, or parallel = 1")

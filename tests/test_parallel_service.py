@@ -7,12 +7,11 @@ import pytest
 
 from rtdecoder import protocol as P
 from rtdecoder.cli import ServiceProcess, _stream_argv, main
-from rtdecoder.config import ConfigError, ServerConfig, StreamConfig
+from rtdecoder.config import ConfigError, StreamConfig
 from rtdecoder.cuqr_client import get_corrections, parse_response
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import tables as T
 from rtdecoder.parallel import ParallelWindowDecoder
-from rtdecoder.server import _check_parallel
 
 KW = dict(distance=3, rounds=20, p=0.01, decoder="union_find", window=4, commit=2)
 
@@ -103,10 +102,6 @@ def test_mistakes_are_named():
         StreamConfig(parallel=2, decoder="matching")
     with pytest.raises(ConfigError, match="must be in 1..64"):
         StreamConfig(parallel=0, decoder="union_find")
-    cfg = ServerConfig(streams=(StreamConfig(id=3, parallel=2, **KW),))
-    with pytest.raises(ConfigError, match="stream 3: parallel windows are served over UDP"):
-        _check_parallel(cfg, "memory")
-    _check_parallel(cfg, "udp")
 
 
 def test_served_over_udp_with_a_helper():

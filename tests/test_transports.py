@@ -412,3 +412,28 @@ def test_cuqr_requests_are_answered_on_every_transport(channel):
         assert np.array_equal(r.bits(1), want[s]), s
     channel.send(C.get_corrections(7, 1, 99))
     assert C.parse_response(channel.recv()).status == 1  # INVALID_DECODER
+
+
+def test_a_parallel_stream_on_every_transport(channel):
+    """A stream with parallel windows (its windows on the worker and a helper thread, whose
+    results the transport's loop polls and replies with): the same CORRECTIONs, in the same order,
+    as the in-process path."""
+    par = StreamConfig(id=0, distance=3, rounds=12, p=0.01, decoder="union_find", window=4, commit=2, parallel=2)
+    engine = Engine([par])
+    ch = type(channel)(engine)
+    reference = Engine([par])
+    try:
+        ch.state.start_helpers()
+        dets = reference.streams[0].circuit.compile_detector_sampler(seed=3).sample(20)
+        nwin = reference.streams[0].plan.num_windows
+        strip = lambda r: r[:P.OFF_CONTROLLER_TS] + r[P.HEADER_LEN + 16:]  # noqa: E731 - times differ
+        for s, ev in enumerate(dets):
+            ch.send(shot(engine, s + 1, ev))
+            got = [ch.recv() for _ in range(nwin)]
+            want = reference.handle(shot(reference, s + 1, ev))
+            assert [strip(g) for g in got] == [strip(w) for w in want]
+        assert ch.state.counters[T.CNT_PAR_HELPER] > 0
+    finally:
+        ch.close()
+        ch.state.stop_helpers()
+

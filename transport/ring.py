@@ -20,7 +20,8 @@ import threading
 import numpy as np
 from numba import njit, objmode
 
-from rtdecoder.dataplane import FLUSH_NONE, drained, flush, post_replies, process_datagram
+from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, poll_parallel, post_replies,
+                                 process_datagram, settle_parallel)
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.tables import CNT_SEND_DROPPED, CTL_DRAIN, CTL_STOP
 from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
@@ -120,8 +121,10 @@ def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tabl
     """Poll the ready word of the next slot of ``ring``; when its sequence number is the one
     expected, hand the message to ``process_datagram``, clear the word, and post the replies
     through the reply escape (``dataplane.post_replies``: one ``objmode`` call per message that
-    produced replies, and every ``slots // 4`` messages for the credit). Stops on
-    ``state.ctl[CTL_STOP]``, or drains like ``udp.serve_loop`` on ``ctl[CTL_DRAIN]``.
+    produced replies, and every ``slots // 4`` messages for the credit). With parallel streams it
+    also polls their helpers' results while the ring is empty and posts the replies they complete,
+    and settles every job before it returns. Stops on ``state.ctl[CTL_STOP]``, or drains like
+    ``udp.serve_loop`` on ``ctl[CTL_DRAIN]``.
 
     Args:
         ring: uint8 ``(slots * slot_bytes,)``, the region the peer writes; ``words`` the same
@@ -134,10 +137,10 @@ def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tabl
         Messages handled.
     """
     ctl = state.ctl
-    wid = state.wid
     handled = 0
     mask = slots - 1
     body = slot_bytes - READY_BYTES
+    parallel = state.pjobs.shape[0] > 0  # the engine has parallel streams: poll their helpers
     while L.load_acquire(ctl, CTL_STOP) == 0:
         draining = L.load_acquire(ctl, CTL_DRAIN) != 0  # read first: see ``drained``
         seq = rstate[RS_NEXT]
@@ -145,6 +148,10 @@ def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tabl
         w = (i * slot_bytes + body) >> 3
         word = L.load_acquire(words, w)
         if (word >> 32) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
+            if parallel:  # windows the helpers finished: their replies go now
+                poll_parallel(tables, state, ws, tx, FLUSH_NONE)
+                if tx.q[0] > 0:
+                    _post(tx, state, rstate)
             if draining and drained(ctl, tables.st):
                 break
             continue
@@ -156,18 +163,32 @@ def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tabl
         rstate[RS_NEXT] = seq + 1
         rstate[RS_CONSUMED] += 1
         handled += 1
-        q = tx.q[0]
-        if q > 0 or rstate[RS_CONSUMED] - rstate[RS_CREDITED] >= (slots >> 2):
-            flush(FLUSH_NONE, tx, state)
-            consumed = rstate[RS_CONSUMED]
-            with objmode(r="int64"):
-                r = post_replies(wid, q, consumed)
-            if r < 0:
-                state.counters[CNT_SEND_DROPPED] += q
-            else:
-                rstate[RS_CREDITED] = consumed
-            tx.q[0] = 0
+        if parallel:
+            poll_parallel(tables, state, ws, tx, FLUSH_NONE)
+        if tx.q[0] > 0 or rstate[RS_CONSUMED] - rstate[RS_CREDITED] >= (slots >> 2):
+            _post(tx, state, rstate)
+    if parallel:  # the helpers' jobs come back before the loop returns (and its helpers stop)
+        settle_parallel(tables, state, ws, tx, FLUSH_NONE, PARALLEL_WAIT_NS)
+        if tx.q[0] > 0:
+            _post(tx, state, rstate)
     return handled
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def _post(tx, state, rstate):
+    """Close the queued replies (``flush`` without a socket) and post them through the worker's
+    reply escape (``dataplane.post_replies``), with the count of messages consumed (the credit)."""
+    q = tx.q[0]
+    flush(FLUSH_NONE, tx, state)
+    consumed = rstate[RS_CONSUMED]
+    wid = state.wid
+    with objmode(r="int64"):
+        r = post_replies(wid, q, consumed)
+    if r < 0:
+        state.counters[CNT_SEND_DROPPED] += q
+    else:
+        rstate[RS_CREDITED] = consumed
+    tx.q[0] = 0
 
 
 class RingSessions:
