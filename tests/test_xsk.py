@@ -1,0 +1,151 @@
+"""AF_XDP set-up (``rtdecoder.transport.xsk``) with the redirect program, on a veth pair between
+two network namespaces made by the test: the service's datagrams arrive in the socket's RX ring
+as whole frames, while ARP and ping (and other ports) still go to the kernel. Needs root, AF_XDP
+and BPF; skipped with the reason otherwise."""
+
+import ctypes
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from rtdecoder.kernels import frames as F
+from rtdecoder.transport import xdp_prog as X
+from rtdecoder.transport import xsk as K
+
+PORT = 7700
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+def _ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture
+def pair():
+    """Namespaces ``a`` (the service: va 10.9.0.1, fd09::1) and ``b`` (the controller: vb
+    10.9.0.2, fd09::2) joined by a veth pair; yields (a, b, ifindex of va)."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces and AF_XDP need root")
+    tag = uuid.uuid4().hex[:6]
+    a, b = f"rtda{tag}", f"rtdb{tag}"
+    try:
+        _ip("netns", "add", a)
+        _ip("netns", "add", b)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot make network namespaces here: {e}")
+    try:
+        _ip("-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
+        for ns, dev, v4, v6 in ((a, "va", "10.9.0.1/24", "fd09::1/64"), (b, "vb", "10.9.0.2/24", "fd09::2/64")):
+            _ip("-n", ns, "addr", "add", v4, "dev", dev)
+            _ip("-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad")
+            _ip("-n", ns, "link", "set", dev, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        ifindex = int(_ip("-n", a, "-o", "link", "show", "va").stdout.split(":")[0])
+        # A local socket's datagrams leave a veth with their UDP checksum only begun (checksum
+        # offload: CHECKSUM_PARTIAL), and XDP sees them so; a NIC would have finished it. Turn the
+        # offload off on the controller's side, so the frames are what a wire carries.
+        _in_ns(b, lambda: _tx_checksum(b"vb", False))
+        yield a, b, ifindex
+    finally:
+        _ip("netns", "del", a, check=False)
+        _ip("netns", "del", b, check=False)
+
+
+def _tx_checksum(dev: bytes, on: bool) -> None:
+    """``ethtool -K dev tx on|off`` (SIOCETHTOOL, ETHTOOL_STXCSUM; include/uapi/linux/ethtool.h)."""
+    import fcntl
+    import socket
+    import struct
+
+    value = ctypes.create_string_buffer(struct.pack("=II", 0x17, int(on)), 8)  # ETHTOOL_STXCSUM
+    ifreq = struct.pack("=16sQ", dev, ctypes.addressof(value)) + bytes(16)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), 0x8946, ifreq)  # SIOCETHTOOL
+
+
+def _in_ns(ns, fn):
+    fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        _setns(fd)
+        return fn()
+    finally:
+        _setns(own)
+        os.close(fd)
+        os.close(own)
+
+
+def _send(ns, host, port, payload: bytes):
+    code = ("import socket,sys; s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, "
+            "socket.SOCK_DGRAM); s.sendto(bytes.fromhex(sys.argv[3]), (sys.argv[1], int(sys.argv[2])))")
+    subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, host, str(port), payload.hex()],
+                   check=True, timeout=30)
+
+
+def _kernel_refuses(ns, host, port) -> bool:
+    """A connected UDP socket in ``ns`` sends to ``host:port``, where nothing listens: True when
+    the kernel there answers ICMP port unreachable (the send resolved the address first)."""
+    code = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.settimeout(3); s.connect((sys.argv[1], int(sys.argv[2])))\n"
+            "s.send(b'not ours')\n"
+            "try:\n    s.recv(100)\nexcept ConnectionRefusedError:\n    sys.exit(0)\n"
+            "except socket.timeout:\n    sys.exit(3)\n"
+            "sys.exit(4)\n")
+    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, host, str(port)], timeout=30)
+    return r.returncode == 0
+
+
+def _wait(sock, n, timeout=5.0):
+    got, end = [], time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < end:
+        got += sock.rx_frames()
+        time.sleep(0.01)
+    return got
+
+
+def test_the_services_datagrams_arrive_as_frames_and_the_rest_goes_to_the_kernel(pair):
+    a, b, ifindex = pair
+
+    def setup():
+        prog = X.RedirectProgram(PORT, queues=4)
+        try:
+            prog.attach(ifindex, "skb")
+            sock = K.XskSocket(ifindex, 0, frames=256, ring=128, mode="copy", xskmap_fd=prog.map_fd)
+        except OSError as e:
+            prog.close()
+            pytest.skip(f"AF_XDP is not available here: {e}")
+        return prog, sock
+
+    prog, sock = _in_ns(a, setup)
+    try:
+        assert sock.mode == "copy"
+        # Another port: ARP (or ND) and the kernel's ICMP port-unreachable answer come through.
+        assert _kernel_refuses(b, "10.9.0.1", PORT + 1) and _kernel_refuses(b, "fd09::1", PORT + 1)
+        _send(b, "10.9.0.1", PORT, b"syndrome-v4")
+        _send(b, "fd09::1", PORT, b"syndrome-v6")
+        got = _wait(sock, 2)
+        time.sleep(0.2)
+        got += sock.rx_frames()
+        payloads = []
+        out = np.zeros(F.NUM_F, np.int64)
+        for frame in got:
+            buf = np.frombuffer(frame, np.uint8).copy()
+            status = F.parse_udp(buf, len(frame), PORT, out)
+            if status == F.OK:
+                payloads.append(frame[out[F.F_PAYLOAD]:out[F.F_PAYLOAD] + out[F.F_PAYLOAD_LEN]])
+        assert sorted(payloads) == [b"syndrome-v4", b"syndrome-v6"], got
+        assert b"not ours" not in b"".join(got)  # the other port's datagrams went to the kernel
+    finally:
+        sock.close()
+        prog.close()

@@ -1,0 +1,178 @@
+"""AF_XDP sockets: a UMEM (one memory area of equal frames, shared with the kernel) and its four
+rings (fill, completion, RX, TX), set up from Python through the kernel's AF_XDP interface
+(include/uapi/linux/if_xdp.h; Documentation/networking/af_xdp.rst), for a compiled loop to poll.
+
+``XskSocket(ifname or ifindex, queue)`` allocates the UMEM once, registers it
+(``XDP_UMEM_REG``), sizes the rings, maps them (``XDP_MMAP_OFFSETS`` and the four page offsets),
+binds to the interface's queue in copy or zero-copy mode, fills the fill ring with every RX frame,
+and puts the socket in an ``XSKMAP`` (``xdp_prog.RedirectProgram``) under its queue number, so
+the redirect program sends it the service's datagrams. Each ring is exposed as numpy views of the
+shared memory: ``producer``/``consumer`` (uint32, one element) and ``desc`` (the ring's entries:
+uint64 frame addresses for fill and completion, ``(addr u64, len u32, options u32)`` for RX and
+TX as a ``(size, 2)`` uint64 array whose second word holds ``len | options << 32``). A consumer
+reads ``producer`` with acquire semantics and publishes ``consumer`` with release semantics, and
+the other way round for a producer (af_xdp.rst, "Rings").
+
+``rx_frames`` and ``send`` are Python-level helpers for tests and set-up; the service's loop
+does the same in compiled code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import socket
+import struct
+
+import numpy as np
+
+AF_XDP = 44
+SOL_XDP = 283
+XDP_MMAP_OFFSETS, XDP_RX_RING, XDP_TX_RING, XDP_UMEM_REG = 1, 2, 3, 4
+XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING = 5, 6
+XDP_COPY, XDP_ZEROCOPY, XDP_USE_NEED_WAKEUP = 1 << 1, 1 << 2, 1 << 3
+XDP_PGOFF_RX_RING, XDP_PGOFF_TX_RING = 0, 0x80000000
+XDP_UMEM_PGOFF_FILL_RING, XDP_UMEM_PGOFF_COMPLETION_RING = 0x100000000, 0x180000000
+XDP_RING_NEED_WAKEUP = 1
+MODES = {"copy": XDP_COPY, "zerocopy": XDP_ZEROCOPY, "auto": 0}
+"""``bind`` modes: copy (any driver, the kernel copies each frame), zero-copy (the driver DMAs into
+the UMEM; drivers that support it), or whichever the kernel picks."""
+FRAME = 4096
+"""Bytes per UMEM frame (one page: any MTU up to about 3,500 bytes with the headroom)."""
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Ring:
+    """One mapped ring: ``producer``, ``consumer`` and ``flags`` (uint32 views of one element) and
+    ``desc`` (its entries), ``size`` entries (a power of two)."""
+
+    def __init__(self, fd: int, pgoff: int, offsets: tuple[int, int, int, int], size: int, entry: int):
+        prod, cons, desc, flags = offsets
+        self.size = size
+        self.map = mmap.mmap(fd, desc + size * entry, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                             offset=pgoff)
+        raw = np.frombuffer(self.map, np.uint8)
+        self.producer = raw[prod:prod + 4].view(np.uint32)
+        self.consumer = raw[cons:cons + 4].view(np.uint32)
+        self.flags = raw[flags:flags + 4].view(np.uint32)
+        words = raw[desc:desc + size * entry].view(np.uint64)
+        self.desc = words.reshape(size, entry // 8) if entry > 8 else words
+
+    def close(self) -> None:
+        self.producer = self.consumer = self.flags = self.desc = None
+        self.map.close()
+
+
+class XskSocket:
+    """One AF_XDP socket on ``queue`` of interface ``ifindex``, its UMEM of ``frames`` frames
+    (half for receiving, half for sending) and its four rings of ``ring`` entries each.
+
+    Attributes:
+        umem: uint8 ``(frames * FRAME,)``, the frames; frame ``i`` at ``i * FRAME``.
+        fill, completion, rx, tx: ``Ring``.
+        mode: ``"copy"`` or ``"zerocopy"``: what the kernel granted.
+
+    Raises:
+        OSError: the kernel refused a step (the message names it; EPERM needs root, EOPNOTSUPP a
+            mode the driver lacks, EBUSY a queue another socket holds).
+    """
+
+    def __init__(self, ifindex: int, queue: int = 0, frames: int = 4096, ring: int = 2048, mode: str = "auto",
+                 xskmap_fd: int | None = None):
+        if frames & (frames - 1) or ring & (ring - 1):
+            raise ValueError("frames and ring must be powers of two")
+        self.ifindex, self.queue, self.frames = ifindex, queue, frames
+        self.sock = socket.socket(AF_XDP, socket.SOCK_RAW, 0)
+        fd = self.sock.fileno()
+        try:
+            self._umem_map = mmap.mmap(-1, frames * FRAME, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            self.umem = np.frombuffer(self._umem_map, np.uint8)
+            self.umem[::4096] = 0  # touch every page before the kernel pins them
+            addr = self.umem.ctypes.data
+            self._set(XDP_UMEM_REG, struct.pack("=QQII", addr, frames * FRAME, FRAME, 0), "registering the UMEM")
+            for opt, what in ((XDP_UMEM_FILL_RING, "fill"), (XDP_UMEM_COMPLETION_RING, "completion"),
+                              (XDP_RX_RING, "RX"), (XDP_TX_RING, "TX")):
+                self._set(opt, struct.pack("=i", ring), f"sizing the {what} ring")
+            off = struct.unpack("=16Q", self.sock.getsockopt(SOL_XDP, XDP_MMAP_OFFSETS, 128))
+            rx, tx, fr, cr = (tuple(off[i:i + 4]) for i in range(0, 16, 4))
+            self.rx = Ring(fd, XDP_PGOFF_RX_RING, rx, ring, 16)
+            self.tx = Ring(fd, XDP_PGOFF_TX_RING, tx, ring, 16)
+            self.fill = Ring(fd, XDP_UMEM_PGOFF_FILL_RING, fr, ring, 8)
+            self.completion = Ring(fd, XDP_UMEM_PGOFF_COMPLETION_RING, cr, ring, 8)
+            # Every RX frame to the kernel before binding, so the first frames have somewhere to go.
+            n = min(frames // 2, ring)
+            self.fill.desc[:n] = np.arange(n, dtype=np.uint64) * FRAME
+            self.fill.producer[0] = n
+            self.rx_frames_n = n
+            self.mode = self._bind(ifindex, queue, mode)
+            if xskmap_fd is not None:
+                key, value = ctypes.c_uint32(queue), ctypes.c_uint32(fd)
+                rc = _bpf().bpf_map_update_elem(xskmap_fd, ctypes.byref(key), ctypes.byref(value), 0)
+                if rc < 0:
+                    raise OSError(-rc, f"putting the socket in the XSKMAP under queue {queue}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _set(self, opt: int, value: bytes, what: str) -> None:
+        try:
+            self.sock.setsockopt(SOL_XDP, opt, value)
+        except OSError as e:
+            raise OSError(e.errno, f"AF_XDP: {what}: {e.strerror}") from None
+
+    def _bind(self, ifindex: int, queue: int, mode: str) -> str:
+        tries = [MODES[mode]] if mode != "auto" else [XDP_ZEROCOPY, XDP_COPY]
+        err = 0
+        for flags in tries:
+            sa = struct.pack("=HHIII", AF_XDP, flags | XDP_USE_NEED_WAKEUP, ifindex, queue, 0)
+            buf = ctypes.create_string_buffer(sa, len(sa))
+            if _libc.bind(self.sock.fileno(), buf, len(sa)) == 0:
+                return "zerocopy" if flags == XDP_ZEROCOPY else "copy"
+            err = ctypes.get_errno()
+        raise OSError(err, f"AF_XDP: binding to queue {queue} of interface {ifindex} ({mode} mode): "
+                           f"{ctypes.cast(_libc.strerror(err), ctypes.c_char_p).value.decode()}")
+
+    def rx_frames(self) -> list[bytes]:
+        """Take every frame the RX ring holds, copy it out and give its UMEM frame back through the
+        fill ring (tests; the service's loop does this in compiled code)."""
+        out = []
+        cons = int(self.rx.consumer[0])
+        prod = int(self.rx.producer[0])
+        fprod = int(self.fill.producer[0])
+        while cons != prod:
+            addr, lenopt = self.rx.desc[cons & (self.rx.size - 1)]
+            n = int(lenopt) & 0xFFFFFFFF
+            out.append(self.umem[int(addr):int(addr) + n].tobytes())
+            self.fill.desc[fprod & (self.fill.size - 1)] = (int(addr) // FRAME) * FRAME
+            fprod += 1
+            cons += 1
+        self.rx.consumer[0] = cons & 0xFFFFFFFF
+        self.fill.producer[0] = fprod & 0xFFFFFFFF
+        if self.fill.flags[0] & XDP_RING_NEED_WAKEUP:  # the kernel waits to be told the fill ring has frames
+            try:
+                self.sock.recv(0, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+        return out
+
+    def close(self) -> None:
+        for name in ("rx", "tx", "fill", "completion"):
+            r = getattr(self, name, None)
+            if r is not None:
+                r.close()
+                setattr(self, name, None)
+        self.sock.close()
+        if getattr(self, "_umem_map", None) is not None:
+            self.umem = None
+            self._umem_map.close()
+            self._umem_map = None
+
+
+def _bpf():
+    from rtdecoder.transport.xdp_prog import libbpf
+
+    lib = libbpf()
+    lib.bpf_map_update_elem.restype = ctypes.c_int
+    lib.bpf_map_update_elem.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64]
+    return lib
