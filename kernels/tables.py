@@ -206,7 +206,10 @@ CNT_PAR_HELPER = CNT_FALLBACK_FAST + MAX_DECODERS
 CNT_PAR_OWNER = CNT_PAR_HELPER + 1
 """Parallel streams' windows decoded by the owning worker (its turn, no helper running, or the
 helper's ring full)."""
-NUM_COUNTERS = CNT_PAR_OWNER + 1
+CNT_FRAMES = CNT_PAR_OWNER + 1
+"""``rtdecoder.kernels.frames.NUM_STATUS`` counters: frames a frame transport (AF_XDP) received, by
+``parse_udp``'s status (``OK``: handed to the data path)."""
+NUM_COUNTERS = CNT_FRAMES + 10
 
 # --- histogram rows -----------------------------------------------------------------------------
 HIST_SERVER = 0

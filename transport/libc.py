@@ -249,6 +249,50 @@ def _store_release(typingctx, arr, idx, val):
 
 
 @intrinsic
+def _load_acquire32(typingctx, arr, idx):
+    if not isinstance(arr, types.Array) or arr.dtype != types.uint32 or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = builder.load_atomic(builder.gep(a.data, [i]), "acquire", 4)
+        return builder.zext(v, ir.IntType(64))
+
+    return types.int64(arr, idx), codegen
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def load_acquire32(arr, i):
+    """``arr[i]`` (uint32, as int64) read afresh with acquire semantics: a ring index another
+    thread, or the kernel, publishes (AF_XDP rings, ``rtdecoder.transport.xsk``)."""
+    return _load_acquire32(arr, i)
+
+
+@intrinsic
+def _store_release32(typingctx, arr, idx, val):
+    if (not isinstance(arr, types.Array) or arr.dtype != types.uint32 or not isinstance(idx, types.Integer)
+            or not isinstance(val, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        v = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(builder.trunc(v, ir.IntType(32)), builder.gep(a.data, [i]), "release", 4)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, val), codegen
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def store_release32(arr, i, value):
+    """``arr[i] = value`` (uint32, the low 32 bits of ``value``) after every earlier store of this
+    thread: publishes a ring index to its consumer."""
+    _store_release32(arr, i, value)
+
+
+@intrinsic
 def _fetch_add(typingctx, arr, idx, val):
     if (not isinstance(arr, types.Array) or arr.dtype != types.int64 or not isinstance(idx, types.Integer)
             or not isinstance(val, types.Integer)):

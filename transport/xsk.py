@@ -60,8 +60,13 @@ class Ring:
         self.desc = words.reshape(size, entry // 8) if entry > 8 else words
 
     def close(self) -> None:
+        """Unmap, or, while views of it are still held (a loop's arguments), leave the mapping to
+        go with the last of them."""
         self.producer = self.consumer = self.flags = self.desc = None
-        self.map.close()
+        try:
+            self.map.close()
+        except BufferError:
+            pass
 
 
 class XskSocket:
@@ -165,7 +170,10 @@ class XskSocket:
         self.sock.close()
         if getattr(self, "_umem_map", None) is not None:
             self.umem = None
-            self._umem_map.close()
+            try:
+                self._umem_map.close()
+            except BufferError:  # views still held: the mapping goes with the last of them
+                pass
             self._umem_map = None
 
 

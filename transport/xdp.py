@@ -1,0 +1,170 @@
+"""The data plane over AF_XDP: a compiled loop on one socket's rings (``rtdecoder.transport.xsk``)
+that takes whole frames from the RX ring, checks them (``rtdecoder.kernels.frames.parse_udp``),
+hands each UDP payload to ``rtdecoder.dataplane.process_datagram`` like the UDP transport, builds
+the reply frames (``frames.write_reply``) in free UMEM frames on the TX ring, and gives the RX
+frames back through the fill ring, with no system call per frame (one ``sendto`` kick per batch
+of replies, and a ``recvfrom`` kick when the kernel asks for the fill ring to be refilled; the
+kernel's "need wakeup" flags, Documentation/networking/af_xdp.rst).
+
+A reply's destination is its request frame: ``process_datagram`` gets the frame's address and
+header length as the "name" the UDP transport gets a ``sockaddr``; a parallel stream keeps a copy
+of those headers for the replies it sends later (``Tables.paddr``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, poll_parallel, process_datagram,
+                                 settle_parallel)
+from rtdecoder.kernels import frames as F
+from rtdecoder.kernels.clock import monotonic_ns
+from rtdecoder.kernels.tables import (CNT_BATCHES, CNT_FRAMES, CNT_SEND_DROPPED, CTL_DRAIN, CTL_SHED, CTL_STOP)
+from rtdecoder.transport import libc as L
+from rtdecoder.transport.xsk import FRAME, XDP_RING_NEED_WAKEUP
+
+PROD, CONS, FLAGS, DESC = 0, 1, 2, 3
+"""A ring as the loop takes it: ``(producer, consumer, flags, desc)`` (``xsk.Ring``'s arrays)."""
+
+
+def ring_tuple(ring) -> tuple:
+    return ring.producer, ring.consumer, ring.flags, ring.desc
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
+    """Turn the queued replies into frames on the TX ring and kick the kernel; returns the free
+    frames left. Send times are stamped and traces closed first (``dataplane.flush``)."""
+    q = tx.q[0]
+    # completed TX frames come back to the free list
+    cprod = L.load_acquire32(comp[PROD], 0)
+    ccons = np.int64(comp[CONS][0])
+    cdesc = comp[DESC]
+    cmask = cdesc.shape[0] - 1
+    while ccons != cprod:
+        free[nfree] = cdesc[ccons & cmask]
+        nfree += 1
+        ccons = (ccons + 1) & 0xFFFFFFFF
+    L.store_release32(comp[CONS], 0, ccons)
+    if q == 0:
+        return nfree
+    flush(FLUSH_NONE, tx, state)
+    ub = umem.ctypes.data
+    flat = tables.paddr.reshape(-1)  # a parallel stream's copy of its request headers
+    pb = flat.ctypes.data
+    tdesc = txr[DESC]
+    tmask = tdesc.shape[0] - 1
+    tprod = np.int64(txr[PROD][0])
+    room = tdesc.shape[0] - ((tprod - L.load_acquire32(txr[CONS], 0)) & 0xFFFFFFFF)
+    sent = 0
+    for j in range(q):
+        name = tx.hdr[j, L.H_NAME]  # the request frame's headers: in the UMEM, or a parallel stream's copy
+        hlen = tx.hdr[j, L.H_NAMELEN]
+        if ub <= name and name + hlen <= ub + umem.shape[0]:
+            req = umem[name - ub:name - ub + hlen]
+        elif pb <= name and name + hlen <= pb + flat.shape[0]:
+            req = flat[name - pb:name - pb + hlen]
+        else:
+            req = umem[0:0]
+        if nfree == 0 or room == 0 or req.shape[0] < F.ETH_HEADER:
+            state.counters[CNT_SEND_DROPPED] += 1
+            continue
+        l3 = F.ETH_HEADER + (F.VLAN_TAG if F.be16(req, 12) == F.ETH_P_8021Q else 0)
+        family = 4 if F.be16(req, l3 - 2) == F.ETH_P_IPV4 else 6
+        nfree -= 1
+        addr = free[nfree]
+        out = umem[addr:addr + FRAME]
+        off = F.reply_payload_offset(l3, family)
+        length = tx.iov[j, 1]
+        row = tx.buf[j]
+        for i in range(length):
+            out[off + i] = row[i]
+        flen = F.write_reply(req, l3, family, out, length)
+        tdesc[tprod & tmask, 0] = addr
+        tdesc[tprod & tmask, 1] = flen
+        tprod = (tprod + 1) & 0xFFFFFFFF
+        room -= 1
+        sent += 1
+    tx.q[0] = 0
+    if sent:
+        L.store_release32(txr[PROD], 0, tprod)
+        L.send(fd, 0, 0, L.MSG_DONTWAIT)  # copy mode sends only when told to
+    return nfree
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, batch, tables, state, ws, tx):
+    """Busy-poll the RX ring until ``state.ctl[CTL_STOP]`` is set (or, draining, until nothing is in
+    flight): every frame checked and counted by status (``CNT_FRAMES``), every datagram to
+    ``port`` through ``process_datagram``, the replies sent as frames (``xdp_flush``) after each
+    batch of at most ``batch`` frames, and the RX frames given back through the fill ring.
+
+    Args:
+        fd: the AF_XDP socket; port: the service's UDP port; umem: the UMEM (uint8).
+        rxr, fill, txr, comp: the rings as ``ring_tuple`` gives them.
+        free: int64, room for every TX frame: the free TX frames' UMEM addresses, the first
+            ``free_n[0]`` of them (kept up to date on return).
+        fout: int64 ``(frames.NUM_F,)``, scratch for ``parse_udp``.
+
+    Returns:
+        Frames received.
+    """
+    ctl = state.ctl
+    counters = state.counters
+    parallel = state.pjobs.shape[0] > 0
+    out = fout
+    nfree = free_n[0]
+    ub = umem.ctypes.data
+    rdesc = rxr[DESC]
+    rmask = rdesc.shape[0] - 1
+    fdesc = fill[DESC]
+    fmask = fdesc.shape[0] - 1
+    handled = 0
+    ctl[CTL_SHED] = 0
+    while L.load_acquire(ctl, CTL_STOP) == 0:
+        draining = L.load_acquire(ctl, CTL_DRAIN) != 0
+        prod = L.load_acquire32(rxr[PROD], 0)
+        cons = np.int64(rxr[CONS][0])
+        if prod == cons:
+            if parallel:
+                poll_parallel(tables, state, ws, tx, FLUSH_NONE)
+            if tx.q[0] > 0:
+                nfree = xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx)
+            if draining and drained(ctl, tables.st):
+                break
+            continue
+        n = min((prod - cons) & 0xFFFFFFFF, batch)
+        rx = monotonic_ns()
+        counters[CNT_BATCHES] += 1
+        for i in range(n):
+            d = rdesc[(cons + i) & rmask]
+            addr = np.int64(d[0])
+            length = np.int64(d[1] & 0xFFFFFFFF)
+            frame = umem[addr:addr + length]
+            status = F.parse_udp(frame, length, port, out)
+            counters[CNT_FRAMES + status] += 1
+            if status != F.OK:
+                continue
+            p = addr + out[F.F_PAYLOAD]
+            plen = out[F.F_PAYLOAD_LEN]
+            if tx.q[0] == tx.buf.shape[0]:
+                nfree = xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx)
+            process_datagram(umem[p:p + plen], plen, rx, ub + addr, out[F.F_PAYLOAD], out[F.F_SRC_HI],
+                             out[F.F_SRC_LO], out[F.F_SRC_PORT], ctl[CTL_SHED], FLUSH_NONE, tables, state, ws, tx)
+        if parallel:
+            poll_parallel(tables, state, ws, tx, FLUSH_NONE)
+        nfree = xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx)  # before the frames go back
+        fprod = np.int64(fill[PROD][0])
+        for i in range(n):
+            fdesc[(fprod + i) & fmask] = rdesc[(cons + i) & rmask, 0] & ~np.uint64(FRAME - 1)
+        L.store_release32(fill[PROD], 0, fprod + n)
+        L.store_release32(rxr[CONS], 0, cons + n)
+        if fill[FLAGS][0] & XDP_RING_NEED_WAKEUP:
+            L.recv(fd, 0, 0, L.MSG_DONTWAIT)
+        handled += n
+    if parallel:
+        settle_parallel(tables, state, ws, tx, FLUSH_NONE, PARALLEL_WAIT_NS)
+        nfree = xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx)
+    free_n[0] = nfree
+    return handled
