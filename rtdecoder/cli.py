@@ -164,7 +164,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
                               ("recv_batch", a.recv_batch), ("backend", a.backend),
                               ("error_replies_per_s", a.error_replies_per_s), ("error_burst", a.error_burst),
                               ("drain_s", a.drain_s), ("busy_batches", a.busy_batches), ("transport", a.transport),
-                              ("max_stream_gib", a.max_stream_gib))
+                              ("max_stream_gib", a.max_stream_gib), ("xdp_interface", a.xdp_interface),
+                              ("xdp_queues", a.xdp_queues), ("xdp_mode", a.xdp_mode))
             if v is not None}
     if a.config:
         cfg = load_config(a.config)
@@ -239,9 +240,13 @@ def cmd_emulate(a: argparse.Namespace) -> int:
 class ServiceProcess:
     """``rtdecoder serve`` in a child process on free loopback ports (the demo's and the tests')."""
 
-    def __init__(self, stream_argv: list[str], startup_timeout_s: float = 600.0, extra: list[str] | None = None):
+    def __init__(self, stream_argv: list[str], startup_timeout_s: float = 600.0, extra: list[str] | None = None,
+                 prefix: list[str] | None = None):
+        """``extra``: more flags (later ones win); ``prefix``: a command to run it under (``ip netns
+        exec NAME``)."""
         self.log = tempfile.TemporaryFile(mode="w+")
-        cmd = [sys.executable, "-m", "rtdecoder", "serve", "--port", "0", "--metrics-port", "0"] + stream_argv + (extra or [])
+        cmd = (prefix or []) + [sys.executable, "-m", "rtdecoder", "serve", "--port", "0", "--metrics-port", "0"] + \
+            stream_argv + (extra or [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True)
         end = time.monotonic() + startup_timeout_s
         line = ""
@@ -386,8 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ERROR replies per second each source may get (default 1000; the rest are counted, not sent)")
     s.add_argument("--error-burst", type=int, default=None, help="ERROR replies a source may get at once (default 100)")
     s.add_argument("--transport", choices=_transport_names(), default=None,
-                   help="udp, roce (RDMA over Converged Ethernet through pyverbs), or auto: roce where an RDMA "
-                        "device with an active port exists, else udp (default auto)")
+                   help="udp, roce (RDMA over Converged Ethernet through pyverbs), xdp (AF_XDP kernel bypass on "
+                        "--xdp-interface), or auto: roce where an RDMA device with an active port exists, else xdp "
+                        "where an interface is given and AF_XDP works, else udp; the log says why (default auto)")
+    s.add_argument("--xdp-interface", default=None, help="with --transport xdp: the network interface to serve")
+    s.add_argument("--xdp-queues", type=_cpus, default=None,
+                   help="with --transport xdp: its receive queues, one worker each, e.g. 0,1 (default 0)")
+    s.add_argument("--xdp-mode", choices=["auto", "copy", "zerocopy"], default=None,
+                   help="with --transport xdp: the sockets' mode (default auto: zero-copy where the driver has it)")
     s.add_argument("--busy-batches", type=int, default=None,
                    help="overload threshold: consecutive full receive batches before new shots get BUSY (default 4)")
     s.add_argument("--drain-s", type=float, default=None,

@@ -271,8 +271,9 @@ class ServerConfig:
             are counted (``rtdecoder_error_replies_suppressed_total``). The datagrams are still
             counted by reason and their shots poisoned as usual.
         transport: a registered transport's name (``rtdecoder.transport``: ``udp``, ``roce``
-            through pyverbs, ``memory`` in process) or ``auto`` (the first, by rank, that can run
-            here: roce, then udp; the log says why).
+            through pyverbs, ``xdp`` (AF_XDP), ``memory`` in process) or ``auto`` (the first, by
+            rank, that can run here: roce, then xdp where ``xdp_interface`` is set, then udp; the
+            log says why).
         busy_batches: overload threshold: after this many consecutive full ``recvmmsg``
             batches a worker answers new shots BUSY until its socket's backlog drains.
         drain_s: on SIGTERM, the longest the workers wait for the shots in flight to finish, s.
@@ -281,6 +282,10 @@ class ServerConfig:
         max_stream_gib: the most memory one stream's build may take by its estimate
             (``rtdecoder.engine.estimate_stream_bytes``), GiB; a larger stream is refused before
             anything is built.
+        xdp_interface, xdp_queues, xdp_mode: for ``transport = "xdp"`` (AF_XDP,
+            ``rtdecoder.transport.xdp``): the network interface, its receive queues (one worker
+            and socket each) and the sockets' mode, ``copy``, ``zerocopy`` or ``auto`` (zero-copy
+            where the driver has it).
         streams: the streams, with distinct ids.
     """
 
@@ -299,6 +304,9 @@ class ServerConfig:
     transport: str = "auto"
     backend: str = "cpu"
     max_stream_gib: float = 8.0
+    xdp_interface: str = ""
+    xdp_queues: tuple[int, ...] = (0,)
+    xdp_mode: str = "auto"
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -308,6 +316,11 @@ class ServerConfig:
             raise ConfigError(f"metrics_port {self.metrics_port} is out of range: use 0..65535, or -1 to disable")
         if self.ring_slots < 2 or self.ring_slots & (self.ring_slots - 1):
             raise ConfigError(f"ring_slots {self.ring_slots} must be a power of two, at least 2")
+        if self.xdp_mode not in ("auto", "copy", "zerocopy"):
+            raise ConfigError(f"xdp_mode {self.xdp_mode!r} must be auto, copy or zerocopy")
+        if not isinstance(self.xdp_queues, tuple) or not self.xdp_queues or \
+                not all(isinstance(q, int) and 0 <= q < 1024 for q in self.xdp_queues):
+            raise ConfigError(f"xdp_queues {self.xdp_queues!r} must be a list of receive queue numbers, e.g. [0, 1]")
         if not isinstance(self.cpus, tuple) or not all(isinstance(c, int) and c >= 0 for c in self.cpus):
             raise ConfigError(f"cpus {self.cpus!r} must be a list of CPU numbers, e.g. [2, 3]")
         if len(set(self.cpus)) != len(self.cpus):
@@ -373,9 +386,9 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where}: allow = {value!r} should be a list of addresses or subnets")
             value = tuple(value)
-        if name == "cpus":
+        if name in ("cpus", "xdp_queues"):
             if not isinstance(value, list):
-                raise ConfigError(f"{where}: cpus = {value!r} should be a list of CPU numbers")
+                raise ConfigError(f"{where}: {name} = {value!r} should be a list of numbers")
             value = tuple(value)
         kwargs[name] = float(value) if expected == "float" else value
     return cls(**kwargs)

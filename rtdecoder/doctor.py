@@ -172,8 +172,10 @@ def choices() -> list[Finding]:
     from rtdecoder import transport
     from rtdecoder.gpu import choose_backend
 
-    try:
-        t, why_t = transport.choose("auto")
+    from rtdecoder.config import ServerConfig, StreamConfig
+
+    try:  # with the default settings (no AF_XDP interface, for one)
+        t, why_t = transport.choose("auto", ServerConfig(streams=(StreamConfig(),)))
         chosen = f"{t.name}: {why_t}"
     except ValueError as e:
         chosen = str(e)

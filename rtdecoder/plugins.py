@@ -23,7 +23,7 @@ from rtdecoder.config import ConfigError
 ENV = "RTDECODER_PLUGINS"
 GROUP = "rtdecoder.plugins"
 BUILTIN = ("rtdecoder.decoders.matching", "rtdecoder.decoders.union_find", "rtdecoder.decoders.matching_correlated",
-           "rtdecoder.transport.udp",
+           "rtdecoder.transport.udp", "rtdecoder.transport.xdp",
            "rtdecoder.transport.roce", "rtdecoder.transport.ring")
 
 _loaded: list[str] = []

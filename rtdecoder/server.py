@@ -116,7 +116,7 @@ class Server:
             spec = transport.get("udp")
             transport_why = "transport udp (echo runs over UDP)"
         else:
-            spec, transport_why = transport.choose(cfg.transport)
+            spec, transport_why = transport.choose(cfg.transport, cfg)
         self.transport_name = spec.name
         print(f"rtdecoder: {transport_why}", file=log)
         cpus: list[int | None] = list(cfg.cpus) or [None]

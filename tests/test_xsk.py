@@ -220,3 +220,35 @@ def test_the_compiled_loop_answers_over_af_xdp_as_the_in_process_path(pair):
             c.close()
         sock.close()
         prog.close()
+
+
+def test_serve_over_af_xdp_answers_the_emulator_in_another_namespace(pair, tmp_path):
+    """``rtdecoder serve --transport xdp`` in namespace ``a`` on the veth, the emulator in ``b``
+    speaking plain UDP: every shot answered, none lost, no error reply."""
+    import json
+
+    from rtdecoder.cli import ServiceProcess, _stream_argv
+    from rtdecoder.config import StreamConfig
+
+    a, b, _ = pair
+    cfg = StreamConfig(id=0, distance=3, rounds=9, p=0.01, decoder="union_find", allow=("10.9.0.0/24",))
+    try:
+        svc = ServiceProcess(_stream_argv(cfg), startup_timeout_s=300,
+                             extra=["--transport", "xdp", "--xdp-interface", "va", "--xdp-mode", "copy", "--host",
+                                    "10.9.0.1", "--port", str(PORT), "--metrics-port", "-1"],
+                             prefix=["ip", "netns", "exec", a])
+    except RuntimeError as e:
+        if "AF_XDP" in str(e) or "BPF" in str(e):
+            pytest.skip(f"AF_XDP is not available here: {e}")
+        raise
+    out = tmp_path / "report.json"
+    with svc:
+        log = svc.stderr()
+        r = subprocess.run(["ip", "netns", "exec", b, sys.executable, "-m", "rtdecoder", "emulate", "--host",
+                            "10.9.0.1", "--port", str(PORT), "--distance", "3", "--rounds", "9", "--p", "0.01",
+                            "--shots", "300", "--no-progress", "--cycle-us", "0", "--json", str(out)],
+                           capture_output=True, text=True, timeout=300)
+    assert "transport xdp" in log and "sockets in copy mode" in log, log
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["shots"] == 300 and report["lost"] == 0 and report["errors"] == 0, report

@@ -18,9 +18,10 @@ A transport is one module and one call of ``register``. Its ``TransportSpec`` gi
   None: never chosen by auto); ``remote``: whether a controller in another process can reach it.
 
 Modules: ``udp`` (sockets in an SO_REUSEPORT group, ``serve_loop``), ``roce`` (RDMA through
-pyverbs, docs/wire-protocol.md §11), ``ring`` (the §11 ring protocol and ``ring_serve_loop``, and
-the in-process ``memory`` transport over it), ``libc`` (the C library's socket calls from
-compiled code).
+pyverbs, docs/wire-protocol.md §11), ``xdp`` (AF_XDP sockets, ``xdp_serve_loop``; with
+``xdp_prog`` and ``xsk``), ``ring`` (the §11 ring protocol and ``ring_serve_loop``, and the
+in-process ``memory`` transport over it), ``libc`` (the C library's socket calls from compiled
+code).
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class TransportSpec:
     controller: Callable[[str, int, int], Any]
     auto: int | None = None
     remote: bool = True
+    serves: Callable[[Any], str | None] | None = None
+    """Optional: whether it can serve this ``ServerConfig`` (None), or why not (a transport that
+    needs settings, like AF_XDP's interface)."""
 
 
 _REGISTRY: dict[str, TransportSpec] = {}
@@ -122,9 +126,10 @@ def get(name: str) -> TransportSpec:
         raise ConfigError(f"unknown transport {name!r}; choose one of {', '.join(names() + ('auto',))}") from None
 
 
-def choose(name: str) -> tuple[TransportSpec, str]:
+def choose(name: str, cfg: Any = None) -> tuple[TransportSpec, str]:
     """``(transport, why)`` for ``--transport name``: ``auto`` takes the first transport, by rank,
-    whose probe says it can run here, and says why.
+    whose probe says it can run here and that can serve ``cfg`` (the ``ServerConfig``; a
+    transport with a ``serves`` check is passed over without one), and says why.
 
     Raises:
         rtdecoder.config.ConfigError: an unknown name, or a named transport that cannot run here
@@ -137,11 +142,20 @@ def choose(name: str) -> tuple[TransportSpec, str]:
         st = spec.probe()
         if not st.usable:
             raise ConfigError(f"--transport {name}: {st.reason}")
+        why_not = spec.serves(cfg) if spec.serves is not None and cfg is not None else None
+        if why_not:
+            raise ConfigError(f"--transport {name}: {why_not}")
         return spec, f"transport {name}: {st.reason}"
     ranked = sorted((s for s in _loaded().values() if s.auto is not None), key=lambda s: s.auto)
     passed: list[str] = []
     for spec in ranked:
         st = spec.probe()
+        why_not = None
+        if st.usable and spec.serves is not None:
+            why_not = spec.serves(cfg) if cfg is not None else "needs the server's settings to be chosen"
+        if why_not:
+            passed.append(f"not {spec.name}: {why_not}")
+            continue
         if st.usable:
             return spec, f"transport auto chose {spec.name}: {st.reason}" + (
                 f" ({'; '.join(passed)})" if passed else "")

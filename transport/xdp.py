@@ -20,7 +20,8 @@ from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, p
                                  settle_parallel)
 from rtdecoder.kernels import frames as F
 from rtdecoder.kernels.clock import monotonic_ns
-from rtdecoder.kernels.tables import (CNT_BATCHES, CNT_FRAMES, CNT_SEND_DROPPED, CTL_DRAIN, CTL_SHED, CTL_STOP)
+from rtdecoder.kernels.tables import CNT_BATCHES, CNT_FRAMES, CNT_SEND_DROPPED, CTL_DRAIN, CTL_SHED, CTL_STOP
+from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
 from rtdecoder.transport import libc as L
 from rtdecoder.transport.xsk import FRAME, XDP_RING_NEED_WAKEUP
 
@@ -168,3 +169,129 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
         nfree = xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx)
     free_n[0] = nfree
     return handled
+
+
+class XdpEndpoint:
+    """One worker's side of the AF_XDP transport: its socket (one receive queue), the socket's TX
+    frames (the UMEM's second half) and the loop's scratch."""
+
+    def __init__(self, sock, port: int, batch: int):
+        self.sock, self.port, self.batch = sock, port, batch
+        first = sock.rx_frames_n
+        self.free = np.zeros(sock.frames, np.int64)
+        self.free[:sock.frames - first] = np.arange(first, sock.frames, dtype=np.int64) * FRAME
+        self.free_n = np.array([sock.frames - first], np.int64)
+        self.fout = np.zeros(F.NUM_F, np.int64)
+        self.rings = tuple(ring_tuple(r) for r in (sock.rx, sock.fill, sock.tx, sock.completion))
+
+    def _loop(self, state, tables):
+        return xdp_serve_loop(self.sock.sock.fileno(), self.port, self.sock.umem, *self.rings, self.free, self.free_n,
+                              self.fout, self.batch, tables, state.arrays, state.workspace, state.tx_arrays)
+
+    def serve(self, worker) -> None:
+        worker.run_loop(lambda s: self._loop(s, worker.engine.tables))
+
+    def warm_up(self, worker) -> None:
+        """Compile (or load) ``xdp_serve_loop``: run it once with the stop word set."""
+        s = worker.state
+        stop = s.ctl[CTL_STOP]
+        s.ctl[CTL_STOP] = 1
+        try:
+            self._loop(s, worker.engine.tables)
+        finally:
+            s.ctl[CTL_STOP] = stop
+
+
+def _probe() -> Probe:
+    import os
+    import socket
+
+    from rtdecoder.transport.xdp_prog import libbpf
+    from rtdecoder.transport.xsk import AF_XDP
+
+    if os.geteuid() != 0:
+        return Probe(False, "AF_XDP needs root (CAP_NET_ADMIN and CAP_BPF)")
+    try:
+        libbpf()
+    except OSError as e:
+        return Probe(False, str(e))
+    try:
+        socket.socket(AF_XDP, socket.SOCK_RAW, 0).close()
+    except OSError as e:
+        return Probe(False, f"this kernel has no AF_XDP sockets ({e.strerror}; CONFIG_XDP_SOCKETS)")
+    return Probe(True, "AF_XDP sockets and libbpf available")
+
+
+def _serves(cfg) -> str | None:
+    import socket
+
+    if not cfg.xdp_interface:
+        return "no interface given (--xdp-interface, xdp_interface in [server]): AF_XDP serves one network interface"
+    try:
+        socket.if_nametoindex(cfg.xdp_interface)
+    except OSError:
+        return f"interface {cfg.xdp_interface!r} does not exist here (ip link lists those that do)"
+    if cfg.port == 0:
+        return "AF_XDP needs a fixed --port: the redirect program matches it"
+    return None
+
+
+def _open(ctx: ServeContext) -> Opened:
+    import socket
+
+    from rtdecoder.config import format_ids
+    from rtdecoder.transport.xdp_prog import RedirectProgram
+    from rtdecoder.transport.xsk import XskSocket
+    from rtdecoder.worker import Worker
+
+    cfg = ctx.cfg
+    ifindex = socket.if_nametoindex(cfg.xdp_interface)
+    prog = RedirectProgram(cfg.port, queues=max(cfg.xdp_queues) + 1)
+    socks: list = []
+    try:
+        attach = "native"
+        try:
+            prog.attach(ifindex, "native")
+        except OSError:
+            attach = "skb"
+            prog.attach(ifindex, "skb")
+        for q in cfg.xdp_queues:
+            socks.append(XskSocket(ifindex, q, mode=cfg.xdp_mode, xskmap_fd=prog.map_fd))
+    except BaseException:
+        for s in socks:
+            s.close()
+        prog.close()
+        raise
+    print(f"rtdecoder: xdp on {cfg.xdp_interface} (index {ifindex}) port {cfg.port}, queues "
+          f"{list(cfg.xdp_queues)}: program attached in {attach} mode, sockets in {socks[0].mode} mode", file=ctx.log)
+
+    def workers(engine, gpu) -> list:
+        out = []
+        for i, s in enumerate(socks):
+            cpu = ctx.cpus[i % len(ctx.cpus)]
+            slot = gpu.slot_arrays(i + 1) if gpu is not None else None
+            out.append(Worker(engine, XdpEndpoint(s, cfg.port, cfg.recv_batch), cpu, f"rtdecoder-xdp-{i}",
+                              gpu_slot=slot, error_limit=(cfg.error_replies_per_s, cfg.error_burst)))
+            owned = sorted(x for x in engine.streams if x % len(socks) == i)
+            where = f"pinned to CPU {cpu}" if cpu is not None else "not pinned (give --cpus to pin)"
+            print(f"rtdecoder: worker {i} on queue {s.queue} {where}, streams {format_ids(owned)}", file=ctx.log)
+        return out
+
+    def close() -> None:
+        for s in socks:
+            s.close()
+        prog.close()
+
+    return Opened((cfg.host, cfg.port), workers, close, [])
+
+
+def _controller(host: str, port: int, stream_id: int = 0):
+    from rtdecoder.transport.udp import UdpController
+
+    return UdpController(host, port, stream_id)
+
+
+SPEC = register(TransportSpec(
+    name="xdp", summary="AF_XDP: whole frames from the driver's queue in shared rings, busy-polled, no system call "
+                        "per datagram (the controller speaks plain UDP)",
+    probe=_probe, open=_open, controller=_controller, auto=1, remote=True, serves=_serves))
