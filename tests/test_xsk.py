@@ -252,3 +252,109 @@ def test_serve_over_af_xdp_answers_the_emulator_in_another_namespace(pair, tmp_p
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["shots"] == 300 and report["lost"] == 0 and report["errors"] == 0, report
+
+
+def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(pair):
+    """Frames sent raw (AF_PACKET) from namespace ``b``: good datagrams to the service's port with
+    one byte changed, cut short, fragment flags set, lengths and header lengths wrong, over IPv4
+    and IPv6. Those the program redirects are counted by status; none crashes the loop, which
+    answers a clean shot afterwards as the in-process path does."""
+    import socket
+    import threading
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from frame_fixture import udp as build
+
+    from rtdecoder import protocol as P
+    from rtdecoder.config import StreamConfig
+    from rtdecoder.engine import Engine
+    from rtdecoder.kernels import tables as T
+    from rtdecoder.transport import xdp as XL
+    from rtdecoder.worker import WorkerState
+
+    a, b, ifindex = pair
+    cfg = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", allow=("10.9.0.0/24", "fd09::/64"))
+    engine, reference = Engine([cfg]), Engine([StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find")])
+
+    def setup():
+        prog = X.RedirectProgram(PORT, queues=4)
+        try:
+            prog.attach(ifindex, "skb")
+            sock = K.XskSocket(ifindex, 0, frames=256, ring=128, mode="copy", xskmap_fd=prog.map_fd)
+        except OSError as e:
+            prog.close()
+            pytest.skip(f"AF_XDP is not available here: {e}")
+        return prog, sock
+
+    prog, sock = _in_ns(a, setup)
+    mac_a = bytes.fromhex(_ip("-n", a, "-o", "link", "show", "va").stdout.split("link/ether ")[1].split()[0].replace(":", ""))
+    mac_b = bytes.fromhex(_ip("-n", b, "-o", "link", "show", "vb").stdout.split("link/ether ")[1].split()[0].replace(":", ""))
+    state = WorkerState(engine)
+    free = np.arange(128, 256, dtype=np.int64) * K.FRAME
+    args = (sock.sock.fileno(), PORT, sock.umem, XL.ring_tuple(sock.rx), XL.ring_tuple(sock.fill),
+            XL.ring_tuple(sock.tx), XL.ring_tuple(sock.completion), free, np.array([128], np.int64),
+            np.zeros(F.NUM_F, np.int64), 16, engine.tables, state.arrays, state.workspace, state.tx_arrays)
+    state.ctl[T.CTL_STOP] = 1
+    XL.xdp_serve_loop(*args)
+    state.ctl[T.CTL_STOP] = 0
+    loop = threading.Thread(target=XL.xdp_serve_loop, args=args)
+    loop.start()
+    rng = np.random.default_rng(7)
+    lay = reference.streams[0].layout
+    dets = reference.streams[0].circuit.compile_detector_sampler(seed=9).sample(1)
+    good = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, num_rounds=lay.num_rounds),
+                    P.pack_rounds(dets, lay.round_offsets, lay.round_bytes)[0].tobytes())
+    bases = [mac_a + mac_b + build("10.9.0.2", "10.9.0.1", 40000, PORT, good)[12:],
+             mac_a + mac_b + build("fd09::2", "fd09::1", 40000, PORT, good)[12:],
+             mac_a + mac_b + build("10.9.0.2", "10.9.0.1", 40000, PORT, good, flags_frag=0x2000)[12:]]
+    raw = _in_ns(b, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+    client = None
+    try:
+        raw.bind(("vb", 0))
+        for i in range(20_000):
+            f = bytearray(bases[i % 3])
+            kind = rng.integers(0, 4)
+            if kind == 0:  # one byte changed, past the MAC addresses
+                at = int(rng.integers(12, len(f)))
+                f[at] ^= int(rng.integers(1, 256))
+            elif kind == 1:  # cut short
+                f = f[:int(rng.integers(14, len(f)))]
+            elif kind == 2:  # a length field made up
+                at = 16 if i % 3 != 1 else 18  # IPv4 total length, or IPv6 payload length
+                f[at:at + 2] = int(rng.integers(0, 65536)).to_bytes(2, "big")
+            else:  # random bytes after the Ethernet header
+                f[14:] = rng.integers(0, 256, len(f) - 14, dtype=np.uint8).tobytes()
+            raw.send(bytes(f))
+            if i % 500 == 499:
+                time.sleep(0.002)  # let the loop keep up: the RX ring holds 128 frames
+        end = time.monotonic() + 10
+        while time.monotonic() < end and loop.is_alive():
+            before = int(state.counters[T.CNT_FRAMES:T.CNT_FRAMES + F.NUM_STATUS].sum())
+            time.sleep(0.2)
+            if int(state.counters[T.CNT_FRAMES:T.CNT_FRAMES + F.NUM_STATUS].sum()) == before:
+                break
+        counted = state.counters[T.CNT_FRAMES:T.CNT_FRAMES + F.NUM_STATUS].copy()
+        assert loop.is_alive()
+        assert counted.sum() > 5_000, counted  # most of them were the service's to look at
+        assert counted[F.BAD_UDP_CHECKSUM] > 0 and counted[F.FRAGMENT] > 0 and counted[F.SHORT] + \
+            counted[F.BAD_IP_HEADER] > 0, counted
+        client = _in_ns(b, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        client.settimeout(5)
+        client.connect(("10.9.0.1", PORT))
+        client.send(P.encode(P.Header(P.MsgType.RESET, stream_id=0)))
+        client.recv(2048)
+        msg = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=99, num_rounds=lay.num_rounds),
+                       P.pack_rounds(dets, lay.round_offsets, lay.round_bytes)[0].tobytes())
+        client.send(msg)
+        got = [client.recv(2048) for _ in range(reference.streams[0].plan.num_windows)]
+        strip = lambda r: r[:P.OFF_CONTROLLER_TS] + r[P.HEADER_LEN + 16:]  # noqa: E731 - times differ
+        reference.handle(P.encode(P.Header(P.MsgType.RESET, stream_id=0)))
+        assert [strip(g) for g in got] == [strip(w) for w in reference.handle(msg)]
+    finally:
+        state.ctl[T.CTL_STOP] = 1
+        loop.join(30)
+        raw.close()
+        if client is not None:
+            client.close()
+        sock.close()
+        prog.close()
