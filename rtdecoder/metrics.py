@@ -171,6 +171,14 @@ class EngineCollector(Collector):
                     fb.add_metric([spec.name, spec.fast], float(c[K.CNT_FALLBACK_FAST + spec.wire_id]))
                 fb.add_metric([spec.name, "union_find"], float(c[K.CNT_FALLBACK + spec.wire_id]))
         yield fb
+        fr = CounterMetricFamily("rtdecoder_frames", "Frames an AF_XDP worker took from its RX ring, by what "
+                                 "rtdecoder.kernels.frames.parse_udp found (ok: handed to the data path).",
+                                 labels=["status"])
+        from rtdecoder.kernels.frames import STATUS_NAMES
+
+        for i, name in enumerate(STATUS_NAMES):
+            fr.add_metric([name], float(c[K.CNT_FRAMES + i]))
+        yield fr
         pw = CounterMetricFamily("rtdecoder_parallel_windows", "Windows of parallel streams (parallel > 1) decoded, "
                                  "by who decoded them: a helper thread, or the owning worker (its turn, or no "
                                  "helper free).", labels=["by"])

@@ -9,6 +9,13 @@ kernel's "need wakeup" flags, Documentation/networking/af_xdp.rst).
 A reply's destination is its request frame: ``process_datagram`` gets the frame's address and
 header length as the "name" the UDP transport gets a ``sockaddr``; a parallel stream keeps a copy
 of those headers for the replies it sends later (``Tables.paddr``).
+
+Registered as the ``xdp`` transport (``--transport xdp --xdp-interface IF``): ``open`` loads the
+redirect program (``rtdecoder.transport.xdp_prog``) and attaches it natively, else generically,
+and makes one socket (``rtdecoder.transport.xsk``) and worker per receive queue in
+``xdp_queues``; frames are counted by status (``rtdecoder_frames_total{status}``). A datagram
+larger than a UMEM frame (4 KiB, less the headroom and headers) cannot arrive: the kernel drops
+it before the service sees it.
 """
 
 from __future__ import annotations
