@@ -4,9 +4,7 @@ redirected (here: the fallback action, as no AF_XDP socket is bound), everything
 the kernel. Needs root and a kernel with BPF; skipped with the reason otherwise."""
 
 import os
-import subprocess
 import sys
-import uuid
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from rtdecoder.kernels import frames as F
 from rtdecoder.transport import xdp_prog as X
 
 sys.path.insert(0, os.path.dirname(__file__))
+import netns_fixture as N  # noqa: E402
 from frame_fixture import udp  # noqa: E402
 
 PORT = 7700
@@ -96,46 +95,18 @@ def test_what_the_service_accepts_is_redirected(prog, data, kind):
         assert action == OURS
 
 
-def _setns(fd: int) -> None:
-    """Move this thread into the network namespace ``fd`` (setns(2); ``os.setns`` is Python 3.12)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-        raise OSError(ctypes.get_errno(), "setns")
-
-
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
 def test_it_attaches_to_a_veth_in_a_namespace_and_detaches():
     p = _program()
-    ns = f"rtd{uuid.uuid4().hex[:8]}"
     try:
-        _ip("netns", "add", ns)
-    except (OSError, subprocess.CalledProcessError) as e:
-        p.close()
-        pytest.skip(f"cannot make a network namespace here: {e}")
-    try:
-        _ip("-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
-        _ip("-n", ns, "link", "set", "va", "up")
-        _ip("-n", ns, "link", "set", "vb", "up")
-        ifindex = int(_ip("-n", ns, "-o", "link", "show", "va").stdout.split(":")[0])
-        fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
-        own = os.open("/proc/self/ns/net", os.O_RDONLY)
-        try:
-            _setns(fd)
-            p.attach(ifindex, "skb")
-            shown = _ip("-o", "link", "show", "va").stdout
-            p.close()
-            after = _ip("-o", "link", "show", "va").stdout
-        finally:
-            _setns(own)
-            os.close(fd)
-            os.close(own)
+        with N.veth_pair() as (a, _, ifindex):
+            def attach_and_look():
+                p.attach(ifindex, "skb")
+                shown = N.ip("-o", "link", "show", "va").stdout
+                p.close()
+                return shown, N.ip("-o", "link", "show", "va").stdout
+
+            shown, after = N.in_ns(a, attach_and_look)
         assert "xdpgeneric" in shown, shown
         assert "xdp" not in after, after
     finally:
         p.close()
-        _ip("netns", "del", ns, check=False)

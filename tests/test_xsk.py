@@ -3,12 +3,10 @@ two network namespaces made by the test: the service's datagrams arrive in the s
 as whole frames, while ARP and ping (and other ports) still go to the kernel. Needs root, AF_XDP
 and BPF; skipped with the reason otherwise."""
 
-import ctypes
 import os
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -17,72 +15,53 @@ from rtdecoder.kernels import frames as F
 from rtdecoder.transport import xdp_prog as X
 from rtdecoder.transport import xsk as K
 
+sys.path.insert(0, os.path.dirname(__file__))
+import netns_fixture as N  # noqa: E402
+
 PORT = 7700
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-        raise OSError(ctypes.get_errno(), "setns")
-
-
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
 @pytest.fixture
 def pair():
-    """Namespaces ``a`` (the service: va 10.9.0.1, fd09::1) and ``b`` (the controller: vb
-    10.9.0.2, fd09::2) joined by a veth pair; yields (a, b, ifindex of va)."""
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and AF_XDP need root")
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"rtda{tag}", f"rtdb{tag}"
-    try:
-        _ip("netns", "add", a)
-        _ip("netns", "add", b)
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot make network namespaces here: {e}")
-    try:
-        _ip("-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
-        for ns, dev, v4, v6 in ((a, "va", "10.9.0.1/24", "fd09::1/64"), (b, "vb", "10.9.0.2/24", "fd09::2/64")):
-            _ip("-n", ns, "addr", "add", v4, "dev", dev)
-            _ip("-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad")
-            _ip("-n", ns, "link", "set", dev, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-        ifindex = int(_ip("-n", a, "-o", "link", "show", "va").stdout.split(":")[0])
-        # A local socket's datagrams leave a veth with their UDP checksum only begun (checksum
-        # offload: CHECKSUM_PARTIAL), and XDP sees them so; a NIC would have finished it. Turn the
-        # offload off on the controller's side, so the frames are what a wire carries.
-        _in_ns(b, lambda: _tx_checksum(b"vb", False))
-        yield a, b, ifindex
-    finally:
-        _ip("netns", "del", a, check=False)
-        _ip("netns", "del", b, check=False)
+    """``netns_fixture.veth_pair``: namespaces ``a`` (va 10.9.0.1, fd09::1) and ``b`` (vb 10.9.0.2,
+    fd09::2); yields (a, b, ifindex of va)."""
+    with N.veth_pair() as p:
+        yield p
 
 
-def _tx_checksum(dev: bytes, on: bool) -> None:
-    """``ethtool -K dev tx on|off`` (SIOCETHTOOL, ETHTOOL_STXCSUM; include/uapi/linux/ethtool.h)."""
-    import fcntl
-    import socket
-    import struct
+def _open_xsk(a, ifindex, mode="copy"):
+    """The redirect program attached to va and a socket on its queue 0, made in namespace ``a``
+    (skipped with the reason where AF_XDP or BPF is not available)."""
+    def setup():
+        prog = X.RedirectProgram(PORT, queues=4)
+        try:
+            prog.attach(ifindex, "skb")
+            sock = K.XskSocket(ifindex, 0, frames=256, ring=128, mode=mode, xskmap_fd=prog.map_fd)
+        except OSError as e:
+            prog.close()
+            pytest.skip(f"AF_XDP is not available here: {e}")
+        return prog, sock
 
-    value = ctypes.create_string_buffer(struct.pack("=II", 0x17, int(on)), 8)  # ETHTOOL_STXCSUM
-    ifreq = struct.pack("=16sQ", dev, ctypes.addressof(value)) + bytes(16)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        fcntl.ioctl(s.fileno(), 0x8946, ifreq)  # SIOCETHTOOL
+    return N.in_ns(a, setup)
 
 
-def _in_ns(ns, fn):
-    fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY)
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    try:
-        _setns(fd)
-        return fn()
-    finally:
-        _setns(own)
-        os.close(fd)
-        os.close(own)
+def _start_loop(engine, sock):
+    """``xdp_serve_loop`` on ``sock`` for ``engine`` in a thread (compiled first), through the
+    transport's own endpoint; returns (worker state, thread)."""
+    import threading
+
+    from rtdecoder.kernels import tables as T
+    from rtdecoder.transport import xdp as XL
+    from rtdecoder.worker import WorkerState
+
+    state = WorkerState(engine)
+    ep = XL.XdpEndpoint(sock, PORT, 16)
+    state.ctl[T.CTL_STOP] = 1
+    ep.loop(state, engine.tables)
+    state.ctl[T.CTL_STOP] = 0
+    thread = threading.Thread(target=ep.loop, args=(state, engine.tables))
+    thread.start()
+    return state, thread
 
 
 def _send(ns, host, port, payload: bytes):
@@ -117,17 +96,7 @@ def _wait(sock, n, timeout=5.0):
 def test_the_services_datagrams_arrive_as_frames_and_the_rest_goes_to_the_kernel(pair):
     a, b, ifindex = pair
 
-    def setup():
-        prog = X.RedirectProgram(PORT, queues=4)
-        try:
-            prog.attach(ifindex, "skb")
-            sock = K.XskSocket(ifindex, 0, frames=256, ring=128, mode="copy", xskmap_fd=prog.map_fd)
-        except OSError as e:
-            prog.close()
-            pytest.skip(f"AF_XDP is not available here: {e}")
-        return prog, sock
-
-    prog, sock = _in_ns(a, setup)
+    prog, sock = _open_xsk(a, ifindex)
     try:
         assert sock.mode == "copy"
         # Another port: ARP (or ND) and the kernel's ICMP port-unreachable answer come through.
@@ -156,14 +125,10 @@ def test_the_compiled_loop_answers_over_af_xdp_as_the_in_process_path(pair):
     over IPv4 and IPv6 and gets the same CORRECTIONs as the in-process path, sent back as frames
     the kernel there delivers to its UDP socket (so their checksums are right)."""
     import socket
-    import threading
-
     from rtdecoder import protocol as P
     from rtdecoder.config import StreamConfig
     from rtdecoder.engine import Engine
     from rtdecoder.kernels import tables as T
-    from rtdecoder.transport import xdp as XL
-    from rtdecoder.worker import WorkerState
 
     a, b, ifindex = pair
     cfg = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2,
@@ -171,32 +136,12 @@ def test_the_compiled_loop_answers_over_af_xdp_as_the_in_process_path(pair):
     engine, reference = Engine([cfg]), Engine([StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find",
                                                             window=4, commit=2)])
 
-    def setup():
-        prog = X.RedirectProgram(PORT, queues=4)
-        try:
-            prog.attach(ifindex, "skb")
-            sock = K.XskSocket(ifindex, 0, frames=256, ring=128, mode="copy", xskmap_fd=prog.map_fd)
-        except OSError as e:
-            prog.close()
-            pytest.skip(f"AF_XDP is not available here: {e}")
-        return prog, sock
-
-    prog, sock = _in_ns(a, setup)
-    state = WorkerState(engine)
-    free = np.arange(128, 256, dtype=np.int64) * K.FRAME
-    free_n = np.array([128], np.int64)
-    args = (sock.sock.fileno(), PORT, sock.umem, XL.ring_tuple(sock.rx), XL.ring_tuple(sock.fill),
-            XL.ring_tuple(sock.tx), XL.ring_tuple(sock.completion), free, free_n, np.zeros(F.NUM_F, np.int64), 16,
-            engine.tables, state.arrays, state.workspace, state.tx_arrays)
-    state.ctl[T.CTL_STOP] = 1
-    XL.xdp_serve_loop(*args)  # compile (or load) first
-    state.ctl[T.CTL_STOP] = 0
-    loop = threading.Thread(target=XL.xdp_serve_loop, args=args)
-    loop.start()
+    prog, sock = _open_xsk(a, ifindex)
+    state, loop = _start_loop(engine, sock)
     clients = []
     try:
         for host, fam in (("10.9.0.1", socket.AF_INET), ("fd09::1", socket.AF_INET6)):
-            c = _in_ns(b, lambda fam=fam: socket.socket(fam, socket.SOCK_DGRAM))
+            c = N.in_ns(b, lambda fam=fam: socket.socket(fam, socket.SOCK_DGRAM))
             c.settimeout(5)
             c.connect((host, PORT))
             clients.append(c)
@@ -260,8 +205,6 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
     and IPv6. Those the program redirects are counted by status; none crashes the loop, which
     answers a clean shot afterwards as the in-process path does."""
     import socket
-    import threading
-
     sys.path.insert(0, os.path.dirname(__file__))
     from frame_fixture import udp as build
 
@@ -269,36 +212,14 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
     from rtdecoder.config import StreamConfig
     from rtdecoder.engine import Engine
     from rtdecoder.kernels import tables as T
-    from rtdecoder.transport import xdp as XL
-    from rtdecoder.worker import WorkerState
 
     a, b, ifindex = pair
     cfg = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", allow=("10.9.0.0/24", "fd09::/64"))
     engine, reference = Engine([cfg]), Engine([StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find")])
 
-    def setup():
-        prog = X.RedirectProgram(PORT, queues=4)
-        try:
-            prog.attach(ifindex, "skb")
-            sock = K.XskSocket(ifindex, 0, frames=256, ring=128, mode="copy", xskmap_fd=prog.map_fd)
-        except OSError as e:
-            prog.close()
-            pytest.skip(f"AF_XDP is not available here: {e}")
-        return prog, sock
-
-    prog, sock = _in_ns(a, setup)
-    mac_a = bytes.fromhex(_ip("-n", a, "-o", "link", "show", "va").stdout.split("link/ether ")[1].split()[0].replace(":", ""))
-    mac_b = bytes.fromhex(_ip("-n", b, "-o", "link", "show", "vb").stdout.split("link/ether ")[1].split()[0].replace(":", ""))
-    state = WorkerState(engine)
-    free = np.arange(128, 256, dtype=np.int64) * K.FRAME
-    args = (sock.sock.fileno(), PORT, sock.umem, XL.ring_tuple(sock.rx), XL.ring_tuple(sock.fill),
-            XL.ring_tuple(sock.tx), XL.ring_tuple(sock.completion), free, np.array([128], np.int64),
-            np.zeros(F.NUM_F, np.int64), 16, engine.tables, state.arrays, state.workspace, state.tx_arrays)
-    state.ctl[T.CTL_STOP] = 1
-    XL.xdp_serve_loop(*args)
-    state.ctl[T.CTL_STOP] = 0
-    loop = threading.Thread(target=XL.xdp_serve_loop, args=args)
-    loop.start()
+    prog, sock = _open_xsk(a, ifindex)
+    mac_a, mac_b = N.mac(a, "va"), N.mac(b, "vb")
+    state, loop = _start_loop(engine, sock)
     rng = np.random.default_rng(7)
     lay = reference.streams[0].layout
     dets = reference.streams[0].circuit.compile_detector_sampler(seed=9).sample(1)
@@ -307,7 +228,7 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
     bases = [mac_a + mac_b + build("10.9.0.2", "10.9.0.1", 40000, PORT, good)[12:],
              mac_a + mac_b + build("fd09::2", "fd09::1", 40000, PORT, good)[12:],
              mac_a + mac_b + build("10.9.0.2", "10.9.0.1", 40000, PORT, good, flags_frag=0x2000)[12:]]
-    raw = _in_ns(b, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+    raw = N.in_ns(b, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
     client = None
     try:
         raw.bind(("vb", 0))
@@ -338,7 +259,7 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
         assert counted.sum() > 5_000, counted  # most of them were the service's to look at
         assert counted[F.BAD_UDP_CHECKSUM] > 0 and counted[F.FRAGMENT] > 0 and counted[F.SHORT] + \
             counted[F.BAD_IP_HEADER] > 0, counted
-        client = _in_ns(b, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        client = N.in_ns(b, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         client.settimeout(5)
         client.connect(("10.9.0.1", PORT))
         client.send(P.encode(P.Header(P.MsgType.RESET, stream_id=0)))

@@ -191,23 +191,31 @@ def errno():
     return _errno()
 
 
+def _ring_word(arr) -> bool:
+    """An int64 or uint32 array: the words that acquire/release loads and stores take."""
+    return isinstance(arr, types.Array) and arr.dtype in (types.int64, types.uint32)
+
+
 @intrinsic
 def _load_acquire(typingctx, arr, idx):
-    if not isinstance(arr, types.Array) or arr.dtype != types.int64 or not isinstance(idx, types.Integer):
+    if not _ring_word(arr) or not isinstance(idx, types.Integer):
         return None
+    bits = arr.dtype.bitwidth
 
     def codegen(context, builder, signature, args):
         a = context.make_array(signature.args[0])(context, builder, args[0])
         i = context.cast(builder, args[1], signature.args[1], types.intp)
-        return builder.load_atomic(builder.gep(a.data, [i]), "acquire", 8)
+        v = builder.load_atomic(builder.gep(a.data, [i]), "acquire", bits // 8)
+        return v if bits == 64 else builder.zext(v, ir.IntType(64))
 
     return types.int64(arr, idx), codegen
 
 
 @njit(_nrt=False, cache=True, inline="always")
 def load_acquire(arr, i):
-    """``arr[i]`` (int64) read afresh on every call: another thread may have written it (the
-    stop flag); the compiler may not keep it in a register across loop iterations."""
+    """``arr[i]`` (int64, or uint32 widened to int64) read afresh with acquire semantics: another
+    thread, or the kernel, may have written it (the stop flag; AF_XDP ring indices,
+    ``rtdecoder.transport.xsk``); the compiler may not keep it in a register across iterations."""
     return _load_acquire(arr, i)
 
 
@@ -234,62 +242,20 @@ def source_of(name):
 
 @intrinsic
 def _store_release(typingctx, arr, idx, val):
-    if (not isinstance(arr, types.Array) or arr.dtype != types.int64 or not isinstance(idx, types.Integer)
-            or not isinstance(val, types.Integer)):
+    if not _ring_word(arr) or not isinstance(idx, types.Integer) or not isinstance(val, types.Integer):
         return None
+    bits = arr.dtype.bitwidth
 
     def codegen(context, builder, signature, args):
         a = context.make_array(signature.args[0])(context, builder, args[0])
         i = context.cast(builder, args[1], signature.args[1], types.intp)
         v = context.cast(builder, args[2], signature.args[2], types.int64)
-        builder.store_atomic(v, builder.gep(a.data, [i]), "release", 8)
+        if bits != 64:
+            v = builder.trunc(v, ir.IntType(bits))
+        builder.store_atomic(v, builder.gep(a.data, [i]), "release", bits // 8)
         return context.get_dummy_value()
 
     return types.none(arr, idx, val), codegen
-
-
-@intrinsic
-def _load_acquire32(typingctx, arr, idx):
-    if not isinstance(arr, types.Array) or arr.dtype != types.uint32 or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        i = context.cast(builder, args[1], signature.args[1], types.intp)
-        v = builder.load_atomic(builder.gep(a.data, [i]), "acquire", 4)
-        return builder.zext(v, ir.IntType(64))
-
-    return types.int64(arr, idx), codegen
-
-
-@njit(_nrt=False, cache=True, inline="always")
-def load_acquire32(arr, i):
-    """``arr[i]`` (uint32, as int64) read afresh with acquire semantics: a ring index another
-    thread, or the kernel, publishes (AF_XDP rings, ``rtdecoder.transport.xsk``)."""
-    return _load_acquire32(arr, i)
-
-
-@intrinsic
-def _store_release32(typingctx, arr, idx, val):
-    if (not isinstance(arr, types.Array) or arr.dtype != types.uint32 or not isinstance(idx, types.Integer)
-            or not isinstance(val, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        i = context.cast(builder, args[1], signature.args[1], types.intp)
-        v = context.cast(builder, args[2], signature.args[2], types.int64)
-        builder.store_atomic(builder.trunc(v, ir.IntType(32)), builder.gep(a.data, [i]), "release", 4)
-        return context.get_dummy_value()
-
-    return types.none(arr, idx, val), codegen
-
-
-@njit(_nrt=False, cache=True, inline="always")
-def store_release32(arr, i, value):
-    """``arr[i] = value`` (uint32, the low 32 bits of ``value``) after every earlier store of this
-    thread: publishes a ring index to its consumer."""
-    _store_release32(arr, i, value)
 
 
 @intrinsic
@@ -316,8 +282,9 @@ def fetch_add(arr, i, value):
 
 @njit(_nrt=False, cache=True, inline="always")
 def store_release(arr, i, value):
-    """``arr[i] = value`` (int64) after every earlier store of this thread: a reader that sees
-    ``value`` with ``load_acquire`` (or, on the GPU, after ``threadfence_system``) sees them too."""
+    """``arr[i] = value`` (int64, or the low 32 bits into a uint32 array) after every earlier store
+    of this thread: a reader that sees ``value`` with ``load_acquire`` (or, on the GPU, after
+    ``threadfence_system``) sees them too."""
     _store_release(arr, i, value)
 
 

@@ -46,7 +46,7 @@ def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
     frames left. Send times are stamped and traces closed first (``dataplane.flush``)."""
     q = tx.q[0]
     # completed TX frames come back to the free list
-    cprod = L.load_acquire32(comp[PROD], 0)
+    cprod = L.load_acquire(comp[PROD], 0)
     ccons = np.int64(comp[CONS][0])
     cdesc = comp[DESC]
     cmask = cdesc.shape[0] - 1
@@ -54,7 +54,7 @@ def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
         free[nfree] = cdesc[ccons & cmask]
         nfree += 1
         ccons = (ccons + 1) & 0xFFFFFFFF
-    L.store_release32(comp[CONS], 0, ccons)
+    L.store_release(comp[CONS], 0, ccons)
     if q == 0:
         return nfree
     flush(FLUSH_NONE, tx, state)
@@ -64,7 +64,7 @@ def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
     tdesc = txr[DESC]
     tmask = tdesc.shape[0] - 1
     tprod = np.int64(txr[PROD][0])
-    room = tdesc.shape[0] - ((tprod - L.load_acquire32(txr[CONS], 0)) & 0xFFFFFFFF)
+    room = tdesc.shape[0] - ((tprod - L.load_acquire(txr[CONS], 0)) & 0xFFFFFFFF)
     sent = 0
     for j in range(q):
         name = tx.hdr[j, L.H_NAME]  # the request frame's headers: in the UMEM, or a parallel stream's copy
@@ -96,7 +96,7 @@ def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
         sent += 1
     tx.q[0] = 0
     if sent:
-        L.store_release32(txr[PROD], 0, tprod)
+        L.store_release(txr[PROD], 0, tprod)
         L.send(fd, 0, 0, L.MSG_DONTWAIT)  # copy mode sends only when told to
     return nfree
 
@@ -132,7 +132,7 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
     ctl[CTL_SHED] = 0
     while L.load_acquire(ctl, CTL_STOP) == 0:
         draining = L.load_acquire(ctl, CTL_DRAIN) != 0
-        prod = L.load_acquire32(rxr[PROD], 0)
+        prod = L.load_acquire(rxr[PROD], 0)
         cons = np.int64(rxr[CONS][0])
         if prod == cons:
             if parallel:
@@ -166,8 +166,8 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
         fprod = np.int64(fill[PROD][0])
         for i in range(n):
             fdesc[(fprod + i) & fmask] = rdesc[(cons + i) & rmask, 0] & ~np.uint64(FRAME - 1)
-        L.store_release32(fill[PROD], 0, fprod + n)
-        L.store_release32(rxr[CONS], 0, cons + n)
+        L.store_release(fill[PROD], 0, fprod + n)
+        L.store_release(rxr[CONS], 0, cons + n)
         if fill[FLAGS][0] & XDP_RING_NEED_WAKEUP:
             L.recv(fd, 0, 0, L.MSG_DONTWAIT)
         handled += n
@@ -191,12 +191,13 @@ class XdpEndpoint:
         self.fout = np.zeros(F.NUM_F, np.int64)
         self.rings = tuple(ring_tuple(r) for r in (sock.rx, sock.fill, sock.tx, sock.completion))
 
-    def _loop(self, state, tables):
+    def loop(self, state, tables):
+        """``xdp_serve_loop`` on this socket for ``state`` (a ``WorkerState``) and ``tables``."""
         return xdp_serve_loop(self.sock.sock.fileno(), self.port, self.sock.umem, *self.rings, self.free, self.free_n,
                               self.fout, self.batch, tables, state.arrays, state.workspace, state.tx_arrays)
 
     def serve(self, worker) -> None:
-        worker.run_loop(lambda s: self._loop(s, worker.engine.tables))
+        worker.run_loop(lambda s: self.loop(s, worker.engine.tables))
 
     def warm_up(self, worker) -> None:
         """Compile (or load) ``xdp_serve_loop``: run it once with the stop word set."""
@@ -204,7 +205,7 @@ class XdpEndpoint:
         stop = s.ctl[CTL_STOP]
         s.ctl[CTL_STOP] = 1
         try:
-            self._loop(s, worker.engine.tables)
+            self.loop(s, worker.engine.tables)
         finally:
             s.ctl[CTL_STOP] = stop
 
