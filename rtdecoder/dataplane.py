@@ -433,6 +433,19 @@ def _cq_reply(buf, status, result_len, result, name_addr, namelen, src_hi, src_l
     queue_reply(tx, row_addr(tx.buf, q), size, 0, name_addr, namelen)
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def trace_window(state, sid, first_round, rx, checked, decoded):
+    """A decoded window's row in the worker's trace ring (its send time is written by ``flush``)."""
+    row = state.trace[state.tmeta[M_NEXT] % TRACE_LEN]
+    row[TR_SENT] = 0  # first: a scrape reading this row meanwhile skips it as not yet sent
+    row[TR_STREAM] = sid
+    row[TR_FIRST_ROUND] = first_round
+    row[TR_RECEIVED] = rx
+    row[TR_CHECKED] = checked
+    row[TR_DECODED] = decoded
+    state.tmeta[M_NEXT] += 1
+
+
 @njit(cache=True, nogil=True, _nrt=False, inline="always")
 def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws, tx):
     """Handle one received datagram: check it, append its rounds, decode and commit every window
@@ -455,7 +468,7 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         caller sends them at once), else 0.
     """
     st, offs, syn, win = tables.st, tables.offs, tables.syn, tables.win
-    counters, hist, out, trace, tmeta = state.counters, state.hist, state.out, state.trace, state.tmeta
+    counters, hist, out = state.counters, state.hist, state.out
     txbuf = tx.buf
     cap = txbuf.shape[0]
     if tx.q[0] == cap:
@@ -540,32 +553,12 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
         observe(hist, HIST_DECODE + used, t1 - t0)
         observe(hist, HIST_STAGE_DECODE, decoded - checked)
         queue_reply(tx, row_addr(txbuf, q), size, STAMP, name_addr, namelen)
-        row = trace[tmeta[M_NEXT] % TRACE_LEN]
-        row[TR_SENT] = 0  # first: a scrape reading this row meanwhile skips it as not yet sent
-        row[TR_STREAM] = sid
-        row[TR_FIRST_ROUND] = win[k, W_START]
-        row[TR_RECEIVED] = rx
-        row[TR_CHECKED] = checked
-        row[TR_DECODED] = decoded
-        tmeta[M_NEXT] += 1
+        trace_window(state, sid, win[k, W_START], rx, checked, decoded)
 
 
 # --- parallel streams (``StreamConfig.parallel > 1``): the owning worker's side -----------------
 PARALLEL_WAIT_NS = 1_000_000_000
 """How long a worker waits for a helper's jobs of an old shot before it reuses their carry row."""
-
-
-@njit(cache=True, _nrt=False)
-def _par_trace(state, sid, first, rx, now):
-    trace, tmeta = state.trace, state.tmeta
-    row = trace[tmeta[M_NEXT] % TRACE_LEN]
-    row[TR_SENT] = 0
-    row[TR_STREAM] = sid
-    row[TR_FIRST_ROUND] = first
-    row[TR_RECEIVED] = rx
-    row[TR_CHECKED] = now
-    row[TR_DECODED] = now
-    tmeta[M_NEXT] += 1
 
 
 @njit(cache=True, _nrt=False)
@@ -662,7 +655,7 @@ def advance(tables, state, ws, tx, fd, sid):
             queue_reply(tx, row_addr(tx.buf, q), size, STAMP, row_addr(tables.paddr, sid) if alen > 0 else 0, alen)
             now = monotonic_ns()
             observe(state.hist, HIST_STAGE_DECODE, now - st[sid, S_RX_NS])
-            _par_trace(state, sid, first, st[sid, S_RX_NS], now)
+            trace_window(state, sid, first, st[sid, S_RX_NS], now, now)
 
 
 @njit(cache=True, _nrt=False)

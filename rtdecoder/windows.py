@@ -193,32 +193,38 @@ def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, comm
             only when their errors, not only their merged edges, are the same.
     """
     start, end, commit_end = window_schedule(layout.num_rounds, window, commit)
-    off = layout.round_offsets
-    det_round = layout.det_round
-    graphs: list[WindowGraph] = []
-    seen: dict[bytes, int] = {}
-    graph_of = np.empty(len(start), np.int64)
-    for k in range(len(start)):
-        a, b = int(off[start[k]]), int(off[end[k]])
-        c = comps.in_range(a, b)  # DEM order, so that W = all reproduces the offline graph
-        kept = keep[c.d0] != 0
-        c = c.take(kept)
-        p = c.prob
-        u = c.d0 - a
-        v = np.where((c.d1 < 0) | (c.d1 >= b), -1, c.d1 - a)
-        ob = c.obs
-        n = int(b - a)
-        node_round = det_round[a:b] - start[k]
+    gs = _GraphSet(layout, comps, keep, correlations)
+    # Earlier rounds are committed (left out); the future is open (DEM order kept, so that W = all
+    # reproduces the offline graph).
+    graph_of = np.asarray([gs.index(int(s), int(e), False, True) for s, e in zip(start, end)], np.int64)
+    return WindowPlan(layout, window, commit, start, end, commit_end, graph_of, gs.graphs)
+
+
+class _GraphSet:
+    """The distinct window graphs of one stream's plan: ``index`` cuts a window's components
+    (``cut_components``) and returns the index of its graph in ``graphs``, built the first time
+    its signature is seen (with ``errors_dem`` when ``correlations``)."""
+
+    def __init__(self, layout: DetectorLayout, comps: DemComponents, keep: np.ndarray, correlations: bool):
+        self.layout, self.comps, self.keep, self.correlations = layout, comps, keep, correlations
+        self.det_round = layout.det_round
+        self.graphs: list[WindowGraph] = []
+        self._seen: dict[bytes, int] = {}
+
+    def index(self, start: int, end: int, lower_open: bool, upper_open: bool) -> int:
+        off = self.layout.round_offsets
+        n, p, u, v, ob, err = cut_components(self.comps, off, start, end, self.keep, lower_open, upper_open)
+        node_round = self.det_round[off[start]:off[end]] - start
         key = _signature(n, node_round, p, u, v, ob)
-        if correlations:
-            key += _error_signature(p, u, v, ob, c.err)
-        if key not in seen:
-            seen[key] = len(graphs)
-            graphs.append(_graph_from_dem(n, node_round, _window_dem(n, p, u, v, ob)))
-            if correlations:
-                graphs[-1].errors_dem = _errors_dem(n, p, u, v, ob, c.err)
-        graph_of[k] = seen[key]
-    return WindowPlan(layout, window, commit, start, end, commit_end, graph_of, graphs)
+        if self.correlations:
+            key += _error_signature(p, u, v, ob, err)
+        if key not in self._seen:
+            self._seen[key] = len(self.graphs)
+            g = _graph_from_dem(n, node_round, _window_dem(n, p, u, v, ob))
+            if self.correlations:
+                g.errors_dem = _errors_dem(n, p, u, v, ob, err)
+            self.graphs.append(g)
+        return self._seen[key]
 
 
 def _signature(n: int, node_round: np.ndarray, p: np.ndarray, u: np.ndarray, v: np.ndarray,
@@ -347,10 +353,8 @@ def cut_components(comps: DemComponents, off: np.ndarray, start: int, end: int, 
         below = Components(below.prob, below.d1, np.full(len(below.d1), -1, np.int64), below.obs, below.err)
         c = Components(*(np.concatenate([getattr(below, f), getattr(c, f)])
                          for f in ("prob", "d0", "d1", "obs", "err")))
-    past = c.d1 >= b
     if not upper_open:
-        c = c.take(~past)
-        past = np.zeros(len(c.d0), bool)
+        c = c.take(c.d1 < b)
     c = c.take(keep[c.d0] != 0)
     past = c.d1 >= b
     u = c.d0 - a
@@ -366,7 +370,6 @@ def plan_parallel(layout: DetectorLayout, comps: DemComponents, window: int, com
         raise ConfigError(f"parallel windows: commit {commit} must be at least 1 and less than the window {window} "
                           "(the rounds between cores are window - commit)")
     a_start, a_end, cs, ce, b_start, b_end = parallel_schedule(layout.num_rounds, window, commit)
-    off = layout.round_offsets
     det_round = layout.det_round
     if len(b_start):
         span = max((int((det_round[sg.comps.d1[sg.comps.d1 >= 0] + sg.base]
@@ -376,25 +379,10 @@ def plan_parallel(layout: DetectorLayout, comps: DemComponents, window: int, com
             raise ConfigError(f"parallel windows: the DEM has an error spanning {span} rounds, more than the "
                               f"{window - commit} rounds between the cores of window {window} and commit {commit}: "
                               f"use window - commit >= {span}")
-    graphs: list[WindowGraph] = []
-    seen: dict[bytes, int] = {}
-
-    def graph_of(start: int, end: int, lower_open: bool, upper_open: bool) -> int:
-        n, p, u, v, ob, err = cut_components(comps, off, start, end, keep, lower_open, upper_open)
-        node_round = det_round[off[start]:off[end]] - start
-        key = _signature(n, node_round, p, u, v, ob)
-        if correlations:
-            key += _error_signature(p, u, v, ob, err)
-        if key not in seen:
-            seen[key] = len(graphs)
-            graphs.append(_graph_from_dem(n, node_round, _window_dem(n, p, u, v, ob)))
-            if correlations:
-                graphs[-1].errors_dem = _errors_dem(n, p, u, v, ob, err)
-        return seen[key]
-
-    a_graph = np.asarray([graph_of(int(s), int(e), True, True) for s, e in zip(a_start, a_end)], np.int64)
-    b_graph = np.asarray([graph_of(int(s), int(e), False, False) for s, e in zip(b_start, b_end)], np.int64)
-    return ParallelPlan(layout, window, commit, a_start, a_end, cs, ce, a_graph, b_start, b_end, b_graph, graphs)
+    gs = _GraphSet(layout, comps, keep, correlations)
+    a_graph = np.asarray([gs.index(int(s), int(e), True, True) for s, e in zip(a_start, a_end)], np.int64)
+    b_graph = np.asarray([gs.index(int(s), int(e), False, False) for s, e in zip(b_start, b_end)], np.int64)
+    return ParallelPlan(layout, window, commit, a_start, a_end, cs, ce, a_graph, b_start, b_end, b_graph, gs.graphs)
 
 
 def _error_signature(p: np.ndarray, u: np.ndarray, v: np.ndarray, obs: np.ndarray, err: np.ndarray) -> bytes:

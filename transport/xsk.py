@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import socket
 import struct
 
@@ -136,7 +137,7 @@ class XskSocket:
                 return "zerocopy" if flags == XDP_ZEROCOPY else "copy"
             err = ctypes.get_errno()
         raise OSError(err, f"AF_XDP: binding to queue {queue} of interface {ifindex} ({mode} mode): "
-                           f"{ctypes.cast(_libc.strerror(err), ctypes.c_char_p).value.decode()}")
+                           f"{os.strerror(err)}")
 
     def rx_frames(self) -> list[bytes]:
         """Take every frame the RX ring holds, copy it out and give its UMEM frame back through the
