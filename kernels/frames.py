@@ -4,13 +4,20 @@ transport (AF_XDP, which hands user space whole frames) needs between the wire a
 ``parse_udp`` checks one received frame and finds its UDP payload; ``write_reply`` builds the
 reply frame to it (addresses and ports swapped, lengths and checksums set) around a payload the
 caller has written. Formats: Ethernet II with at most one IEEE 802.1Q tag; IPv4 (RFC 791; options
-allowed, fragments refused); IPv6 (RFC 8200; the UDP header must follow the fixed header, so
-extension headers are refused and a fragment header is counted as a fragment); UDP (RFC 768;
+allowed); IPv6 (RFC 8200; the UDP header must follow the fixed header or one fragment header,
+other extension headers are refused); UDP (RFC 768;
 RFC 8200 §8.1 for IPv6). Checksums are the Internet checksum (RFC 1071): a received IPv4 header
 checksum and a UDP checksum must verify (a zero UDP checksum over IPv4 means "none", RFC 768; over
 IPv6 it is invalid); a computed UDP checksum of zero is sent as 0xFFFF. Multi-byte fields are
 big-endian (network order). Nothing here allocates, and no input can make it read outside
 ``frame[:n]``.
+
+Fragments are not reassembled. The first fragment of a UDP datagram to the service's port
+(IPv4: MF set, offset 0; IPv6: a fragment header with offset 0 and M set, then UDP) is reported
+``TOO_LARGE`` with what it holds located, so that the caller can answer the datagram as too
+large, echoing its header, as a socket transport answers one longer than its receive slot; every
+other fragment is ``FRAGMENT``. The UDP checksum of a fragmented datagram covers all of it and is
+not checked.
 """
 
 from __future__ import annotations
@@ -39,16 +46,21 @@ BAD_IP_HEADER = 3
 """A version, header length or total length that does not fit the frame."""
 BAD_IP_CHECKSUM = 4
 FRAGMENT = 5
-"""An IPv4 fragment (MF set or a fragment offset) or an IPv6 fragment header."""
+"""An IPv4 fragment (MF set or a fragment offset) or an IPv6 fragment header, other than the first
+fragment of a datagram to the port."""
 NOT_UDP = 6
 """Another protocol, or IPv6 extension headers before the transport header."""
 OTHER_PORT = 7
 """UDP to another destination port."""
 BAD_UDP_LENGTH = 8
 BAD_UDP_CHECKSUM = 9
-NUM_STATUS = 10
+TOO_LARGE = 10
+"""The first fragment of a UDP datagram to the port: the datagram did not fit one frame. ``out``
+is written as for ``OK``, with ``F_PAYLOAD_LEN`` the length the UDP header announces and
+``F_PRESENT`` the part of it in this frame (less)."""
+NUM_STATUS = 11
 STATUS_NAMES = ("ok", "short", "not_ip", "bad_ip_header", "bad_ip_checksum", "fragment", "not_udp", "other_port",
-                "bad_udp_length", "bad_udp_checksum")
+                "bad_udp_length", "bad_udp_checksum", "too_large")
 
 # --- parse_udp's ``out`` --------------------------------------------------------------------------
 F_L3 = 0
@@ -63,7 +75,9 @@ F_SRC_LO = 5
 """The source address as 128 bits in two big-endian int64 halves, IPv4 mapped to
 ``::ffff:a.b.c.d`` (as ``rtdecoder.transport.libc.source_of``), for the allow-lists."""
 F_SRC_PORT = 6
-NUM_F = 7
+F_PRESENT = 7
+"""Bytes of the payload in this frame: ``F_PAYLOAD_LEN`` for ``OK``, fewer for ``TOO_LARGE``."""
+NUM_F = 8
 V4_MAPPED = 0xFFFF << 32
 
 
@@ -118,10 +132,11 @@ def parse_udp(frame, n, port, out):
         frame: uint8 array holding the frame (at least ``n`` bytes).
         n: the frame's length as received, bytes.
         port: the service's UDP port; a datagram to another port is ``OTHER_PORT``.
-        out: int64 ``(NUM_F,)``, written when the frame is ``OK``.
+        out: int64 ``(NUM_F,)``, written when the frame is ``OK`` or ``TOO_LARGE``.
 
     Returns:
-        ``OK`` or the first reason the frame is not a well-formed UDP datagram to ``port``.
+        ``OK``; ``TOO_LARGE`` for the first fragment of a datagram to ``port``; or the first reason
+        the frame is not a well-formed UDP datagram to ``port``.
     """
     n = min(n, frame.shape[0])
     if n < ETH_HEADER:
@@ -144,10 +159,12 @@ def parse_udp(frame, n, port, out):
             return BAD_IP_HEADER
         if fold(sum16(frame, l3, ihl, np.int64(0))) != 0xFFFF:
             return BAD_IP_CHECKSUM
-        if be16(frame, l3 + 6) & 0x3FFF:  # MF, or a fragment offset
+        frag = be16(frame, l3 + 6) & 0x3FFF
+        first = frag == 0x2000  # MF, offset 0
+        if frag and not first:
             return FRAGMENT
         if frame[l3 + 9] != IPPROTO_UDP:
-            return NOT_UDP
+            return FRAGMENT if first else NOT_UDP
         l4 = l3 + ihl
         end = l3 + total
         family = 4
@@ -162,12 +179,18 @@ def parse_udp(frame, n, port, out):
         if l3 + IPV6_HEADER + plen > n:
             return BAD_IP_HEADER
         nh = frame[l3 + 6]
-        if nh == IPV6_FRAGMENT:
-            return FRAGMENT
-        if nh != IPPROTO_UDP:
-            return NOT_UDP
         l4 = l3 + IPV6_HEADER
         end = l4 + plen
+        first = False
+        if nh == IPV6_FRAGMENT:
+            if l4 + 8 > end:
+                return SHORT
+            if frame[l4] != IPPROTO_UDP or be16(frame, l4 + 2) != 1:  # offset 0, M set
+                return FRAGMENT
+            first = True
+            l4 += 8
+        elif nh != IPPROTO_UDP:
+            return NOT_UDP
         family = 6
         hi = np.int64(0)
         lo = np.int64(0)
@@ -177,10 +200,22 @@ def parse_udp(frame, n, port, out):
     else:
         return NOT_IP
     if l4 + UDP_HEADER > end:
-        return SHORT
+        return FRAGMENT if first else SHORT
     if be16(frame, l4 + 2) != port:
-        return OTHER_PORT
+        return FRAGMENT if first else OTHER_PORT
     ulen = be16(frame, l4 + 4)
+    if first:
+        if ulen <= end - l4:  # a first fragment holding all it announces is no fragment
+            return BAD_UDP_LENGTH
+        out[F_L3] = l3
+        out[F_FAMILY] = family
+        out[F_PAYLOAD] = l4 + UDP_HEADER
+        out[F_PAYLOAD_LEN] = ulen - UDP_HEADER
+        out[F_PRESENT] = end - l4 - UDP_HEADER
+        out[F_SRC_HI] = hi
+        out[F_SRC_LO] = lo
+        out[F_SRC_PORT] = be16(frame, l4)
+        return TOO_LARGE
     if ulen < UDP_HEADER or l4 + ulen > end:
         return BAD_UDP_LENGTH
     csum = be16(frame, l4 + 6)
@@ -192,6 +227,7 @@ def parse_udp(frame, n, port, out):
     out[F_FAMILY] = family
     out[F_PAYLOAD] = l4 + UDP_HEADER
     out[F_PAYLOAD_LEN] = ulen - UDP_HEADER
+    out[F_PRESENT] = ulen - UDP_HEADER
     out[F_SRC_HI] = hi
     out[F_SRC_LO] = lo
     out[F_SRC_PORT] = be16(frame, l4)
@@ -207,8 +243,8 @@ def reply_payload_offset(l3, family):
 
 @njit(cache=True, _nrt=False)
 def write_reply(req, l3, family, out, payload_len):
-    """Build, in ``out``, the reply frame to the request frame ``req`` (``parse_udp`` said ``OK``
-    with ``l3`` and ``family``), around the ``payload_len`` bytes the caller has already written
+    """Build, in ``out``, the reply frame to the request frame ``req`` (``parse_udp`` said ``OK`` or
+    ``TOO_LARGE`` with ``l3`` and ``family``), around the ``payload_len`` bytes the caller has already written
     at ``out[reply_payload_offset(l3, family):]``: Ethernet addresses, IP addresses and UDP ports
     swapped, the VLAN tag kept, an IPv4 header without options (TTL 64, DF set, identification 0)
     or an IPv6 header (hop limit 64, the request's traffic class and flow label), lengths and
@@ -245,7 +281,7 @@ def write_reply(req, l3, family, out, payload_len):
         for i in range(16):
             out[l3 + 8 + i] = req[l3 + 24 + i]
             out[l3 + 24 + i] = req[l3 + 8 + i]
-        src_port_at = l4
+        src_port_at = l4 + (8 if req[l3 + 6] == IPV6_FRAGMENT else 0)  # a first fragment's UDP header
     ulen = UDP_HEADER + payload_len
     put16(out, l4, be16(req, src_port_at + 2))  # our port
     put16(out, l4 + 2, be16(req, src_port_at))  # theirs

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rtdecoder import protocol as P
+from rtdecoder.kernels import frames as F
 
 # --- stream table columns (``st``) --------------------------------------------------------------
 C_CONFIGURED = 0
@@ -209,7 +210,7 @@ helper's ring full)."""
 CNT_FRAMES = CNT_PAR_OWNER + 1
 """``rtdecoder.kernels.frames.NUM_STATUS`` counters: frames a frame transport (AF_XDP) received, by
 ``parse_udp``'s status (``OK``: handed to the data path)."""
-NUM_COUNTERS = CNT_FRAMES + 10
+NUM_COUNTERS = CNT_FRAMES + F.NUM_STATUS
 
 # --- histogram rows -----------------------------------------------------------------------------
 HIST_SERVER = 0

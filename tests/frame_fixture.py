@@ -40,3 +40,26 @@ def udp(src: str, dst: str, sport: int, dport: int, payload: bytes, *, vlan: int
         etype = 0x86DD
     eth = MAC_B + MAC_A + (struct.pack("!HH", 0x8100, vlan) if vlan is not None else b"") + struct.pack("!H", etype)
     return eth + ip + l4
+
+
+def udp_fragments(src: str, dst: str, sport: int, dport: int, payload: bytes, mtu: int = 1500,
+                  ident: int = 0x1234) -> list[bytes]:
+    """The frames of one UDP datagram fragmented to ``mtu`` (IPv4: RFC 791 §3.2; IPv6: a fragment
+    header, RFC 8200 §4.5), in order; the UDP checksum covers the whole datagram."""
+    whole = udp(src, dst, sport, dport, payload)
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    l4 = whole[14 + (20 if s.version == 4 else 40):]
+    room = (mtu - (20 if s.version == 4 else 48)) // 8 * 8
+    out = []
+    for off in range(0, len(l4), room):
+        part, more = l4[off:off + room], off + room < len(l4)
+        if s.version == 4:
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(part), ident, (0x2000 if more else 0) | off // 8, 64,
+                             17, 0, s.packed, d.packed)
+            ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+            out.append(MAC_B + MAC_A + b"\x08\x00" + ip + part)
+        else:
+            frag = struct.pack("!BBHI", 17, 0, off | int(more), ident)
+            ip = struct.pack("!IHBB16s16s", 0x60000000, 8 + len(part), 44, 64, s.packed, d.packed)
+            out.append(MAC_B + MAC_A + b"\x86\xdd" + ip + frag + part)
+    return out

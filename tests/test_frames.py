@@ -15,7 +15,7 @@ from rtdecoder.kernels import frames as F
 from rtdecoder.transport.libc import source_words
 
 sys.path.insert(0, os.path.dirname(__file__))
-from frame_fixture import MAC_A, MAC_B, checksum, udp  # noqa: E402
+from frame_fixture import MAC_A, MAC_B, checksum, udp, udp_fragments  # noqa: E402
 
 PORT = 7700
 
@@ -50,7 +50,8 @@ def test_each_fault_is_named():
     assert parse(good[:12] + b"\x08\x06" + good[14:])[0] == F.NOT_IP  # ARP
     assert parse(good[:14] + b"\x55" + good[15:])[0] == F.BAD_IP_HEADER  # version 5
     assert parse(good[:22] + bytes([good[22] ^ 1]) + good[23:])[0] == F.BAD_IP_CHECKSUM  # TTL changed
-    assert parse(udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"hello", flags_frag=0x2000))[0] == F.FRAGMENT
+    # MF set on a datagram that is all there: no fragment of anything
+    assert parse(udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"hello", flags_frag=0x2000))[0] == F.BAD_UDP_LENGTH
     assert parse(udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"hello", flags_frag=0x0010))[0] == F.FRAGMENT
     assert parse(udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"hello", proto=6))[0] == F.NOT_UDP
     assert parse(six[:20] + bytes([44]) + six[21:])[0] == F.FRAGMENT
@@ -63,6 +64,28 @@ def test_each_fault_is_named():
     assert parse(six[:-1] + bytes([six[-1] ^ 0x40]))[0] == F.BAD_UDP_CHECKSUM
     assert parse(udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"hello", zero_udp_checksum=True))[0] == F.OK
     assert parse(udp("fd00::2", "fd00::1", 40000, PORT, b"hello", zero_udp_checksum=True))[0] == F.BAD_UDP_CHECKSUM
+
+
+@pytest.mark.parametrize("src,dst", [("10.0.0.2", "10.0.0.1"), ("fd00::2", "fd00::1")])
+def test_a_first_fragment_is_too_large_and_the_rest_are_fragments(src, dst):
+    """A datagram larger than a frame arrives fragmented: its first fragment locates the part of
+    the payload it holds and the length announced, so that it can be answered TOO_LARGE."""
+    payload = bytes(range(256)) * 12
+    first, *rest = udp_fragments(src, dst, 40000, PORT, payload, mtu=1500)
+    status, out = parse(first)
+    assert status == F.TOO_LARGE
+    assert out[F.F_PAYLOAD_LEN] == len(payload) and 0 < out[F.F_PRESENT] < len(payload)
+    assert first[out[F.F_PAYLOAD]:out[F.F_PAYLOAD] + out[F.F_PRESENT]] == payload[:out[F.F_PRESENT]]
+    assert (out[F.F_SRC_HI], out[F.F_SRC_LO], out[F.F_SRC_PORT]) == (*source_words(src), 40000)
+    assert len(rest) == 2 and all(parse(f)[0] == F.FRAGMENT for f in rest)
+    assert parse(first, PORT + 1)[0] == F.FRAGMENT  # another port's: only counted
+    reply = np.zeros(256, np.uint8)  # the answer goes back to the sender's port, unfragmented
+    at = F.reply_payload_offset(out[F.F_L3], out[F.F_FAMILY])
+    reply[at:at + 5] = np.frombuffer(b"error", np.uint8)
+    n = F.write_reply(np.frombuffer(first, np.uint8), out[F.F_L3], out[F.F_FAMILY], reply, 5)
+    assert reply[:n].tobytes()[12:] == udp(dst, src, PORT, 40000, b"error")[12:] or ":" not in src
+    status, back = parse(reply[:n].tobytes(), 40000)
+    assert status == F.OK and back[F.F_SRC_PORT] == PORT and back[F.F_PAYLOAD_LEN] == 5
 
 
 @pytest.mark.parametrize("src,dst,vlan,options", [
@@ -103,6 +126,8 @@ def test_any_bytes_are_refused_or_found_inside_the_frame(data, n):
     assert 0 <= status < F.NUM_STATUS
     if status == F.OK:
         assert out[F.F_PAYLOAD] + out[F.F_PAYLOAD_LEN] <= n
+    if status == F.TOO_LARGE:
+        assert out[F.F_PAYLOAD] + out[F.F_PRESENT] <= n and out[F.F_PRESENT] < out[F.F_PAYLOAD_LEN]
 
 
 @settings(max_examples=400, deadline=None)

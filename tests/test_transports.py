@@ -1,9 +1,14 @@
 """One transport test suite, run against every transport this host offers (docs/wire-protocol.md
 §1, §11): UDP always; the §11 ring protocol in memory (``MemoryLink``: the compiled ring loop
-polling ready words that a thread writes the way a NIC would) always; RoCE through pyverbs only
-where an RDMA device with an active port exists, else skipped with the reason."""
+polling ready words that a thread writes the way a NIC would) always; AF_XDP on a veth pair
+between two network namespaces made by the test (root, AF_XDP and BPF needed, else skipped with
+the reason); RoCE through pyverbs only where an RDMA device with an active port exists, else
+skipped with the reason."""
 
+import contextlib
+import os
 import socket
+import sys
 import threading
 import time
 
@@ -12,7 +17,7 @@ import pytest
 
 from rtdecoder.kernels import tables as T
 from rtdecoder import protocol as P
-from rtdecoder.config import StreamConfig
+from rtdecoder.config import LOOPBACK, StreamConfig
 from rtdecoder.engine import Engine
 from rtdecoder.ring import PinnedRing
 from rtdecoder.transport import libc as L
@@ -22,9 +27,16 @@ from rtdecoder.transport.libc import source_words
 from rtdecoder.transport.udp import UdpTransport, serve_loop
 from rtdecoder.worker import WorkerState
 
-CFG = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2)
-FENCED = StreamConfig(id=5, distance=3, rounds=3, p=0.01, decoder="union_find", allow=("10.0.0.0/8",))
-"""A stream whose controllers are elsewhere: loopback may not speak for it."""
+sys.path.insert(0, os.path.dirname(__file__))
+import netns_fixture as N  # noqa: E402
+
+PEERS = LOOPBACK + ("10.9.0.2/32", "fd09::2/128")
+"""Where the channels' clients send from: loopback, or the controller's end of the veth pair
+(``netns_fixture.veth_pair``)."""
+CFG = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", window=4, commit=2, allow=PEERS)
+FENCED = StreamConfig(id=5, distance=3, rounds=3, p=0.01, decoder="union_find", allow=("192.0.2.0/24",))
+"""A stream whose controllers are elsewhere (RFC 5737's documentation range): no client here may
+speak for it."""
 
 
 class UdpChannel:
@@ -157,14 +169,71 @@ class RoceChannel(RingChannel):
         self.link.close()
 
 
-@pytest.fixture(params=["udp", "ring", "roce"])
+class XdpChannel:
+    """``xdp_serve_loop`` (the AF_XDP transport's own ``XdpEndpoint``) on a socket bound to queue 0
+    of ``va``, one end of a veth pair, in namespace ``a``, the redirect program attached in generic
+    mode (veth has no zero-copy); the client a plain UDP socket in namespace ``b`` sending to
+    10.9.0.1 over the pair."""
+
+    PORT = 7711
+
+    def __init__(self, engine):
+        from rtdecoder.transport import xdp as XL
+        from rtdecoder.transport import xdp_prog as XP
+        from rtdecoder.transport import xsk as K
+
+        self.stack = contextlib.ExitStack()
+        try:
+            a, b, ifindex = self.stack.enter_context(N.veth_pair())
+
+            def setup():
+                prog = XP.RedirectProgram(self.PORT, queues=1)
+                self.stack.callback(prog.close)
+                prog.attach(ifindex, "skb")
+                sock = K.XskSocket(ifindex, 0, frames=256, ring=128, mode="copy", xskmap_fd=prog.map_fd)
+                self.stack.callback(sock.close)
+                return sock
+
+            try:
+                sock = N.in_ns(a, setup)
+            except OSError as e:
+                pytest.skip(f"AF_XDP is not available here: {e}")
+            self.state = s = WorkerState(engine)
+            self.ctl = s.ctl
+            ep = XL.XdpEndpoint(sock, self.PORT, 16)
+            self.ctl[T.CTL_STOP] = 1
+            ep.loop(s, engine.tables)  # compile (or load) before the clock starts
+            self.ctl[T.CTL_STOP] = 0
+            self.thread = threading.Thread(target=ep.loop, args=(s, engine.tables))
+            self.thread.start()
+            self.stack.callback(self.thread.join, 30)
+            self.stack.callback(self.ctl.__setitem__, T.CTL_STOP, 1)
+            self.client = N.in_ns(b, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            self.stack.callback(self.client.close)
+            self.client.settimeout(10)
+            self.client.connect(("10.9.0.1", self.PORT))
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def send(self, datagram: bytes) -> None:
+        self.client.send(datagram)
+
+    def recv(self) -> bytes:
+        return self.client.recv(65536)
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+@pytest.fixture(params=["udp", "ring", "xdp", "roce"])
 def channel(request):
     if request.param == "roce":
         st = R.probe()
         if not st.usable:
             pytest.skip(f"RoCE needs an RDMA device: {st.reason}")
     engine = Engine([CFG, FENCED])
-    ch = {"udp": UdpChannel, "ring": RingChannel, "roce": RoceChannel}[request.param](engine)
+    ch = {"udp": UdpChannel, "ring": RingChannel, "xdp": XdpChannel, "roce": RoceChannel}[request.param](engine)
     ch.engine = engine
     yield ch
     ch.close()
@@ -206,6 +275,9 @@ def test_bad_and_oversized_messages_get_their_status(channel):
     big = P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1, num_rounds=1), bytes(9000))
     channel.send(big)
     assert P.decode_error(channel.recv())[1] == P.Status.TOO_LARGE
+    if isinstance(channel, XdpChannel):  # it crossed the veth in fragments: the first one was answered
+        from rtdecoder.kernels import frames as F
+        assert channel.state.counters[T.CNT_FRAMES + F.TOO_LARGE] == 1
 
 
 def marker(channel, shot_id: int) -> None:
@@ -418,7 +490,8 @@ def test_a_parallel_stream_on_every_transport(channel):
     """A stream with parallel windows (its windows on the worker and a helper thread, whose
     results the transport's loop polls and replies with): the same CORRECTIONs, in the same order,
     as the in-process path."""
-    par = StreamConfig(id=0, distance=3, rounds=12, p=0.01, decoder="union_find", window=4, commit=2, parallel=2)
+    par = StreamConfig(id=0, distance=3, rounds=12, p=0.01, decoder="union_find", window=4, commit=2, parallel=2,
+                       allow=PEERS)
     engine = Engine([par])
     ch = type(channel)(engine)
     reference = Engine([par])

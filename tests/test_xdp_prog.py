@@ -16,7 +16,7 @@ from rtdecoder.transport import xdp_prog as X
 
 sys.path.insert(0, os.path.dirname(__file__))
 import netns_fixture as N  # noqa: E402
-from frame_fixture import udp  # noqa: E402
+from frame_fixture import udp, udp_fragments  # noqa: E402
 
 PORT = 7700
 OURS = X.XDP_DROP  # the fallback chosen here: what a service datagram gets while no socket is bound
@@ -45,9 +45,12 @@ def prog():
     udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"x", vlan=12),
     udp("fd00::2", "fd00::1", 40000, PORT, b"syndrome"),
     udp("fd00::2", "fd00::1", 40000, PORT, b"x", vlan=3),
-    udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"x", flags_frag=0x2000),  # a first fragment: the service counts it
+    udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"x", flags_frag=0x2000),  # MF set: the service counts it
+    udp_fragments("10.0.0.2", "10.0.0.1", 40000, PORT, bytes(3000))[0],  # the service answers it TOO_LARGE
+    udp_fragments("fd00::2", "fd00::1", 40000, PORT, bytes(3000))[0],
     udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"x", zero_udp_checksum=True),
-], ids=["v4", "v4-empty", "v4-options", "v4-vlan", "v6", "v6-vlan", "v4-first-fragment", "v4-no-checksum"])
+], ids=["v4", "v4-empty", "v4-options", "v4-vlan", "v6", "v6-vlan", "v4-mf", "v4-first-fragment",
+        "v6-first-fragment", "v4-no-checksum"])
 def test_the_services_datagrams_are_redirected(prog, frame):
     assert prog.test_run(frame) == OURS
 
@@ -60,7 +63,10 @@ def test_the_services_datagrams_are_redirected(prog, frame):
     udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"x")[:30],  # IPv4 header cut short
     udp("10.0.0.2", "10.0.0.1", 40000, PORT, b"x")[:36],  # UDP header cut short
     bytes(14),
-], ids=["other-port", "v6-dns", "tcp", "arp", "short-ip", "short-udp", "bare-ethernet"])
+    udp_fragments("10.0.0.2", "10.0.0.1", 40000, PORT, bytes(3000))[1],  # later fragments: the kernel's
+    udp_fragments("fd00::2", "fd00::1", 40000, PORT, bytes(3000))[2],
+], ids=["other-port", "v6-dns", "tcp", "arp", "short-ip", "short-udp", "bare-ethernet", "v4-later-fragment",
+        "v6-later-fragment"])
 def test_everything_else_passes_to_the_kernel(prog, frame):
     assert prog.test_run(frame) == X.XDP_PASS
 
@@ -78,20 +84,26 @@ def test_ipv6_extension_headers_pass(prog):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(min_size=14, max_size=160), st.integers(0, 3))
+@given(st.binary(min_size=14, max_size=160), st.integers(0, 5))
 def test_what_the_service_accepts_is_redirected(prog, data, kind):
-    """On random frames, and on good ones with random bytes changed: whatever the service's own
-    parser accepts as a datagram to its port the program redirects (nothing of the service's
-    reaches the kernel), and the program never does anything but redirect or pass."""
+    """On random frames, and on good ones (whole datagrams, first fragments) cut short: whatever
+    the service's own parser accepts as a datagram to its port, or as the first fragment of one,
+    the program redirects (nothing of the service's reaches the kernel), and the program never
+    does anything but redirect or pass."""
     if kind:
-        base = udp("10.0.0.2", "10.0.0.1", 40000, PORT, data[:40]) if kind == 1 else \
-            udp("fd00::2", "fd00::1", 40000, PORT, data[:40], vlan=5 if kind == 3 else None)
+        if kind >= 4:
+            base = udp_fragments("10.0.0.2" if kind == 4 else "fd00::2", "10.0.0.1" if kind == 4 else "fd00::1",
+                                 40000, PORT, data * 20, mtu=576)[0]
+        elif kind == 1:
+            base = udp("10.0.0.2", "10.0.0.1", 40000, PORT, data[:40])
+        else:
+            base = udp("fd00::2", "fd00::1", 40000, PORT, data[:40], vlan=5 if kind == 3 else None)
         cut = data[-1] % 4
         data = base[:len(base) - cut] if cut else base
     action = prog.test_run(data)
     assert action in (OURS, X.XDP_PASS)
     out = np.zeros(F.NUM_F, np.int64)
-    if F.parse_udp(np.frombuffer(data, np.uint8).copy(), len(data), PORT, out) == F.OK:
+    if F.parse_udp(np.frombuffer(data, np.uint8).copy(), len(data), PORT, out) in (F.OK, F.TOO_LARGE):
         assert action == OURS
 
 

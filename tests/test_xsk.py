@@ -201,12 +201,13 @@ def test_serve_over_af_xdp_answers_the_emulator_in_another_namespace(pair, tmp_p
 
 def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(pair):
     """Frames sent raw (AF_PACKET) from namespace ``b``: good datagrams to the service's port with
-    one byte changed, cut short, fragment flags set, lengths and header lengths wrong, over IPv4
-    and IPv6. Those the program redirects are counted by status; none crashes the loop, which
+    one byte changed, cut short, lengths and header lengths wrong, and the first fragments of
+    datagrams too large for a frame treated the same way, over IPv4 and IPv6. Those the program redirects are counted by status; none crashes the loop, which
     answers a clean shot afterwards as the in-process path does."""
     import socket
     sys.path.insert(0, os.path.dirname(__file__))
     from frame_fixture import udp as build
+    from frame_fixture import udp_fragments
 
     from rtdecoder import protocol as P
     from rtdecoder.config import StreamConfig
@@ -227,13 +228,14 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
                     P.pack_rounds(dets, lay.round_offsets, lay.round_bytes)[0].tobytes())
     bases = [mac_a + mac_b + build("10.9.0.2", "10.9.0.1", 40000, PORT, good)[12:],
              mac_a + mac_b + build("fd09::2", "fd09::1", 40000, PORT, good)[12:],
-             mac_a + mac_b + build("10.9.0.2", "10.9.0.1", 40000, PORT, good, flags_frag=0x2000)[12:]]
+             mac_a + mac_b + udp_fragments("10.9.0.2", "10.9.0.1", 40000, PORT, good * 30, mtu=576)[0][12:],
+             mac_a + mac_b + udp_fragments("fd09::2", "fd09::1", 40000, PORT, good * 30, mtu=576)[0][12:]]
     raw = N.in_ns(b, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
     client = None
     try:
         raw.bind(("vb", 0))
         for i in range(20_000):
-            f = bytearray(bases[i % 3])
+            f = bytearray(bases[i % 4])
             kind = rng.integers(0, 4)
             if kind == 0:  # one byte changed, past the MAC addresses
                 at = int(rng.integers(12, len(f)))
@@ -241,7 +243,7 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
             elif kind == 1:  # cut short
                 f = f[:int(rng.integers(14, len(f)))]
             elif kind == 2:  # a length field made up
-                at = 16 if i % 3 != 1 else 18  # IPv4 total length, or IPv6 payload length
+                at = 16 if i % 2 == 0 else 18  # IPv4 total length, or IPv6 payload length
                 f[at:at + 2] = int(rng.integers(0, 65536)).to_bytes(2, "big")
             else:  # random bytes after the Ethernet header
                 f[14:] = rng.integers(0, 256, len(f) - 14, dtype=np.uint8).tobytes()
@@ -257,8 +259,8 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
         counted = state.counters[T.CNT_FRAMES:T.CNT_FRAMES + F.NUM_STATUS].copy()
         assert loop.is_alive()
         assert counted.sum() > 5_000, counted  # most of them were the service's to look at
-        assert counted[F.BAD_UDP_CHECKSUM] > 0 and counted[F.FRAGMENT] > 0 and counted[F.SHORT] + \
-            counted[F.BAD_IP_HEADER] > 0, counted
+        assert counted[F.BAD_UDP_CHECKSUM] > 0 and counted[F.TOO_LARGE] > 0 and \
+            counted[F.SHORT] + counted[F.BAD_IP_HEADER] > 0, counted
         client = N.in_ns(b, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         client.settimeout(5)
         client.connect(("10.9.0.1", PORT))

@@ -13,9 +13,13 @@ of those headers for the replies it sends later (``Tables.paddr``).
 Registered as the ``xdp`` transport (``--transport xdp --xdp-interface IF``): ``open`` loads the
 redirect program (``rtdecoder.transport.xdp_prog``) and attaches it natively, else generically,
 and makes one socket (``rtdecoder.transport.xsk``) and worker per receive queue in
-``xdp_queues``; frames are counted by status (``rtdecoder_frames_total{status}``). A datagram
-larger than a UMEM frame (4 KiB, less the headroom and headers) cannot arrive: the kernel drops
-it before the service sees it.
+``xdp_queues``; frames are counted by status (``rtdecoder_frames_total{status}``).
+
+A datagram longer than the link's MTU arrives as IP fragments, which are not reassembled: its
+first fragment is answered ``TOO_LARGE`` (docs/wire-protocol.md §7) from the header it holds, and
+the rest go to the kernel, which drops them when reassembly times out. A frame longer than a UMEM
+frame (4 KiB, less the kernel's headroom) cannot arrive at all (an MTU above about 3,500 bytes):
+the kernel drops it before the service sees it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from rtdecoder import protocol as P
 from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, poll_parallel, process_datagram,
                                  settle_parallel)
+from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import frames as F
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.kernels.tables import CNT_BATCHES, CNT_FRAMES, CNT_SEND_DROPPED, CTL_DRAIN, CTL_SHED, CTL_STOP
@@ -33,6 +39,9 @@ from rtdecoder.transport import libc as L
 from rtdecoder.transport.xsk import FRAME, XDP_RING_NEED_WAKEUP
 
 PROD, CONS, FLAGS, DESC = 0, 1, 2, 3
+MIN_ECHO = max(P.HEADER_LEN, CQ.HEADER_BYTES)
+"""A first fragment holding fewer payload bytes than this has no header to echo in a TOO_LARGE
+reply: it is only counted."""
 """A ring as the loop takes it: ``(producer, consumer, flags, desc)`` (``xsk.Ring``'s arrays)."""
 
 
@@ -152,14 +161,15 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
             frame = umem[addr:addr + length]
             status = F.parse_udp(frame, length, port, out)
             counters[CNT_FRAMES + status] += 1
-            if status != F.OK:
+            if status != F.OK and (status != F.TOO_LARGE or out[F.F_PRESENT] < MIN_ECHO):
                 continue
             p = addr + out[F.F_PAYLOAD]
-            plen = out[F.F_PAYLOAD_LEN]
             if tx.q[0] == tx.buf.shape[0]:
                 nfree = xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx)
-            process_datagram(umem[p:p + plen], plen, rx, ub + addr, out[F.F_PAYLOAD], out[F.F_SRC_HI],
-                             out[F.F_SRC_LO], out[F.F_SRC_PORT], ctl[CTL_SHED], FLUSH_NONE, tables, state, ws, tx)
+            # a first fragment: the part present, and the length announced (longer: TOO_LARGE)
+            process_datagram(umem[p:p + out[F.F_PRESENT]], out[F.F_PAYLOAD_LEN], rx, ub + addr, out[F.F_PAYLOAD],
+                             out[F.F_SRC_HI], out[F.F_SRC_LO], out[F.F_SRC_PORT], ctl[CTL_SHED], FLUSH_NONE, tables,
+                             state, ws, tx)
         if parallel:
             poll_parallel(tables, state, ws, tx, FLUSH_NONE)
         nfree = xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx)  # before the frames go back

@@ -5,8 +5,9 @@ The program is a few dozen eBPF instructions, written here (the instruction set:
 kernel's Documentation/bpf/standardization/instruction-set.rst; the XDP context, ``struct
 xdp_md``, and the helper ``bpf_redirect_map``: include/uapi/linux/bpf.h), so that nothing has to
 be compiled to BPF on the host. For each frame: Ethernet (at most one 802.1Q tag), then IPv4 (any
-header length) or IPv6 (UDP right after the fixed header), then UDP; a datagram to the service's
-port is redirected to the AF_XDP socket bound to the receive queue it arrived on
+header length; no later fragment) or IPv6 (UDP right after the fixed header, or after the fragment
+header of a first fragment), then UDP; a datagram (or a datagram's first fragment) to the
+service's port is redirected to the AF_XDP socket bound to the receive queue it arrived on
 (``bpf_redirect_map`` on an ``XSKMAP`` indexed by ``rx_queue_index``), and when no socket is
 bound there, the map lookup fails and the frame gets the program's ``fallback`` action (default
 ``XDP_PASS``: the kernel's own stack). Everything else gets ``XDP_PASS``. The program checks
@@ -103,6 +104,9 @@ def program(port: int, map_fd: int, fallback: int = XDP_PASS) -> bytes:
     op(JGT_X, 4, 3, "pass")
     op(LDX_B, 5, 2, 9)                              # protocol
     op(JNE_K, 5, off="pass", imm=17)
+    op(LDX_H, 5, 2, 6)                              # flags and fragment offset
+    op(AND64_K, 5, imm=0xFF1F)                      # the offset (little-endian load)
+    op(JNE_K, 5, off="pass", imm=0)                 # a later fragment: no UDP header here
     op(LDX_B, 5, 2, 0)
     op(AND64_K, 5, imm=0x0F)
     op(LSH64_K, 5, imm=2)                           # header length, bytes
@@ -114,8 +118,17 @@ def program(port: int, map_fd: int, fallback: int = XDP_PASS) -> bytes:
     op(ADD64_K, 4, imm=40)
     op(JGT_X, 4, 3, "pass")
     op(LDX_B, 5, 2, 6)                              # next header
-    op(JNE_K, 5, off="pass", imm=17)
     op(ADD64_K, 2, imm=40)
+    op(JEQ_K, 5, off="udp", imm=17)
+    op(JNE_K, 5, off="pass", imm=44)                # a fragment header: the first fragment's UDP header
+    op(MOV64_X, 4, 2)
+    op(ADD64_K, 4, imm=8)
+    op(JGT_X, 4, 3, "pass")
+    op(LDX_B, 5, 2, 0)                              # its next header
+    op(JNE_K, 5, off="pass", imm=17)
+    op(LDX_H, 5, 2, 2)                              # offset 0, M set
+    op(JNE_K, 5, off="pass", imm=_le16(1))
+    op(ADD64_K, 2, imm=8)
     at("udp")
     op(MOV64_X, 4, 2)
     op(ADD64_K, 4, imm=8)
