@@ -112,11 +112,10 @@ class Server:
                               "pick from those, or check taskset/cgroup limits")
         backend, why = choose_backend(cfg.backend)
         print(f"rtdecoder: {why}", file=log)
-        if echo:
+        spec, transport_why = transport.choose(cfg.transport, cfg)
+        if echo and not spec.echo:
+            transport_why = f"transport udp: {spec.name} has no echo mode (echo runs over UDP or AF_XDP)"
             spec = transport.get("udp")
-            transport_why = "transport udp (echo runs over UDP)"
-        else:
-            spec, transport_why = transport.choose(cfg.transport, cfg)
         self.transport_name = spec.name
         print(f"rtdecoder: {transport_why}", file=log)
         cpus: list[int | None] = list(cfg.cpus) or [None]

@@ -45,7 +45,7 @@ def _open_xsk(a, ifindex, mode="copy"):
     return N.in_ns(a, setup)
 
 
-def _start_loop(engine, sock):
+def _start_loop(engine, sock, echo=False):
     """``xdp_serve_loop`` on ``sock`` for ``engine`` in a thread (compiled first), through the
     transport's own endpoint; returns (worker state, thread)."""
     import threading
@@ -55,7 +55,7 @@ def _start_loop(engine, sock):
     from rtdecoder.worker import WorkerState
 
     state = WorkerState(engine)
-    ep = XL.XdpEndpoint(sock, PORT, 16)
+    ep = XL.XdpEndpoint(sock, PORT, 16, echo)
     state.ctl[T.CTL_STOP] = 1
     ep.loop(state, engine.tables)
     state.ctl[T.CTL_STOP] = 0
@@ -158,6 +158,46 @@ def test_the_compiled_loop_answers_over_af_xdp_as_the_in_process_path(pair):
             got = [c.recv(2048) for _ in range(nwin)]
             assert [strip(g) for g in got] == [strip(w) for w in reference.handle(msg)]
         assert state.counters[T.CNT_FRAMES + F.OK] == len(dets)
+    finally:
+        state.ctl[T.CTL_STOP] = 1
+        loop.join(30)
+        for c in clients:
+            c.close()
+        sock.close()
+        prog.close()
+
+
+def test_echo_mode_sends_every_datagram_back_unchanged_over_af_xdp(pair):
+    """The transport floor: in echo mode the loop sends each datagram to its port back to its
+    sender, payload unchanged (any bytes, any length up to the MTU, IPv4 and IPv6), and decodes
+    nothing."""
+    import socket
+
+    from rtdecoder.config import StreamConfig
+    from rtdecoder.engine import Engine
+    from rtdecoder.kernels import tables as T
+
+    a, b, ifindex = pair
+    engine = Engine([StreamConfig(id=0, distance=3, rounds=3, p=0.01, decoder="union_find")])
+    prog, sock = _open_xsk(a, ifindex)
+    state, loop = _start_loop(engine, sock, echo=True)
+    rng = np.random.default_rng(3)
+    clients = []
+    try:
+        for host, fam in (("10.9.0.1", socket.AF_INET), ("fd09::1", socket.AF_INET6)):
+            c = N.in_ns(b, lambda fam=fam: socket.socket(fam, socket.SOCK_DGRAM))
+            c.settimeout(5)
+            c.connect((host, PORT))
+            clients.append(c)
+        sent = 0
+        for c in clients:
+            for n in (0, 1, 31, 200, 1400):
+                data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+                c.send(data)
+                assert c.recv(4096) == data
+                sent += 1
+        assert state.counters[T.CNT_FRAMES + F.OK] == sent
+        assert state.counters[T.CNT_PACKETS] == 0  # nothing reached the data path
     finally:
         state.ctl[T.CTL_STOP] = 1
         loop.join(30)

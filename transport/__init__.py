@@ -82,6 +82,9 @@ class TransportSpec:
     serves: Callable[[Any], str | None] | None = None
     """Optional: whether it can serve this ``ServerConfig`` (None), or why not (a transport that
     needs settings, like AF_XDP's interface)."""
+    echo: bool = False
+    """Whether its ``open`` honours ``ServeContext.echo`` (``rtdecoder serve --echo``, the
+    transport floor); ``--echo`` on one that does not runs over UDP."""
 
 
 _REGISTRY: dict[str, TransportSpec] = {}

@@ -312,4 +312,4 @@ class UdpController:
 SPEC = register(TransportSpec(
     name="udp", summary="UDP datagrams, busy-polled with recvmmsg/sendmmsg, one socket per worker",
     probe=lambda: Probe(True, "UDP sockets (always available)"), open=_open, controller=UdpController,
-    auto=2, remote=True))
+    auto=2, remote=True, echo=True))

@@ -50,11 +50,8 @@ def ring_tuple(ring) -> tuple:
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
-    """Turn the queued replies into frames on the TX ring and kick the kernel; returns the free
-    frames left. Send times are stamped and traces closed first (``dataplane.flush``)."""
-    q = tx.q[0]
-    # completed TX frames come back to the free list
+def reclaim(comp, free, nfree):
+    """Completed TX frames (the completion ring) back to the free list; returns its length."""
     cprod = L.load_acquire(comp[PROD], 0)
     ccons = np.int64(comp[CONS][0])
     cdesc = comp[DESC]
@@ -64,6 +61,59 @@ def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
         nfree += 1
         ccons = (ccons + 1) & 0xFFFFFFFF
     L.store_release(comp[CONS], 0, ccons)
+    return nfree
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def xdp_echo(fd, port, umem, rdesc, cons, n, txr, comp, free, nfree, out, counters):
+    """Echo mode, the transport floor: each of the ``n`` RX frames from ``cons`` that
+    ``parse_udp`` accepts goes back to its sender with its payload unchanged, in a reply frame
+    built in a free TX frame; nothing is decoded. One kick for the batch. Returns the free TX
+    frames left."""
+    nfree = reclaim(comp, free, nfree)
+    rmask = rdesc.shape[0] - 1
+    tdesc = txr[DESC]
+    tmask = tdesc.shape[0] - 1
+    tprod = np.int64(txr[PROD][0])
+    room = tdesc.shape[0] - ((tprod - L.load_acquire(txr[CONS], 0)) & 0xFFFFFFFF)
+    sent = 0
+    for i in range(n):
+        d = rdesc[(cons + i) & rmask]
+        addr = np.int64(d[0])
+        length = np.int64(d[1] & 0xFFFFFFFF)
+        frame = umem[addr:addr + length]
+        status = F.parse_udp(frame, length, port, out)
+        counters[CNT_FRAMES + status] += 1
+        if status != F.OK:
+            continue
+        if nfree == 0 or room == 0:
+            counters[CNT_SEND_DROPPED] += 1
+            continue
+        nfree -= 1
+        at = free[nfree]
+        dst = umem[at:at + FRAME]
+        off = F.reply_payload_offset(out[F.F_L3], out[F.F_FAMILY])
+        p = out[F.F_PAYLOAD]
+        for k in range(out[F.F_PAYLOAD_LEN]):
+            dst[off + k] = frame[p + k]
+        flen = F.write_reply(frame, out[F.F_L3], out[F.F_FAMILY], dst, out[F.F_PAYLOAD_LEN])
+        tdesc[tprod & tmask, 0] = at
+        tdesc[tprod & tmask, 1] = flen
+        tprod = (tprod + 1) & 0xFFFFFFFF
+        room -= 1
+        sent += 1
+    if sent:
+        L.store_release(txr[PROD], 0, tprod)
+        L.send(fd, 0, 0, L.MSG_DONTWAIT)
+    return nfree
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
+    """Turn the queued replies into frames on the TX ring and kick the kernel; returns the free
+    frames left. Send times are stamped and traces closed first (``dataplane.flush``)."""
+    q = tx.q[0]
+    nfree = reclaim(comp, free, nfree)
     if q == 0:
         return nfree
     flush(FLUSH_NONE, tx, state)
@@ -111,7 +161,7 @@ def xdp_flush(fd, umem, txr, comp, free, nfree, tables, state, tx):
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, batch, tables, state, ws, tx):
+def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, batch, echo, tables, state, ws, tx):
     """Busy-poll the RX ring until ``state.ctl[CTL_STOP]`` is set (or, draining, until nothing is in
     flight): every frame checked and counted by status (``CNT_FRAMES``), every datagram to
     ``port`` through ``process_datagram``, the replies sent as frames (``xdp_flush``) after each
@@ -123,6 +173,8 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
         free: int64, room for every TX frame: the free TX frames' UMEM addresses, the first
             ``free_n[0]`` of them (kept up to date on return).
         fout: int64 ``(frames.NUM_F,)``, scratch for ``parse_udp``.
+        echo: send each datagram back unchanged and do nothing else (``xdp_echo``: the
+            transport floor).
 
     Returns:
         Frames received.
@@ -154,7 +206,12 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
         n = min((prod - cons) & 0xFFFFFFFF, batch)
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
-        for i in range(n):
+        if echo:
+            nfree = xdp_echo(fd, port, umem, rdesc, cons, n, txr, comp, free, nfree, out, counters)
+            n_decoded = 0
+        else:
+            n_decoded = n
+        for i in range(n_decoded):
             d = rdesc[(cons + i) & rmask]
             addr = np.int64(d[0])
             length = np.int64(d[1] & 0xFFFFFFFF)
@@ -192,8 +249,8 @@ class XdpEndpoint:
     """One worker's side of the AF_XDP transport: its socket (one receive queue), the socket's TX
     frames (the UMEM's second half) and the loop's scratch."""
 
-    def __init__(self, sock, port: int, batch: int):
-        self.sock, self.port, self.batch = sock, port, batch
+    def __init__(self, sock, port: int, batch: int, echo: bool = False):
+        self.sock, self.port, self.batch, self.echo = sock, port, batch, echo
         first = sock.rx_frames_n
         self.free = np.zeros(sock.frames, np.int64)
         self.free[:sock.frames - first] = np.arange(first, sock.frames, dtype=np.int64) * FRAME
@@ -204,7 +261,8 @@ class XdpEndpoint:
     def loop(self, state, tables):
         """``xdp_serve_loop`` on this socket for ``state`` (a ``WorkerState``) and ``tables``."""
         return xdp_serve_loop(self.sock.sock.fileno(), self.port, self.sock.umem, *self.rings, self.free, self.free_n,
-                              self.fout, self.batch, tables, state.arrays, state.workspace, state.tx_arrays)
+                              self.fout, self.batch, self.echo, tables, state.arrays, state.workspace,
+                              state.tx_arrays)
 
     def serve(self, worker) -> None:
         worker.run_loop(lambda s: self.loop(s, worker.engine.tables))
@@ -288,7 +346,7 @@ def _open(ctx: ServeContext) -> Opened:
         for i, s in enumerate(socks):
             cpu = ctx.cpus[i % len(ctx.cpus)]
             slot = gpu.slot_arrays(i + 1) if gpu is not None else None
-            out.append(Worker(engine, XdpEndpoint(s, cfg.port, cfg.recv_batch), cpu, f"rtdecoder-xdp-{i}",
+            out.append(Worker(engine, XdpEndpoint(s, cfg.port, cfg.recv_batch, ctx.echo), cpu, f"rtdecoder-xdp-{i}",
                               gpu_slot=slot, error_limit=(cfg.error_replies_per_s, cfg.error_burst)))
             owned = sorted(x for x in engine.streams if x % len(socks) == i)
             where = f"pinned to CPU {cpu}" if cpu is not None else "not pinned (give --cpus to pin)"
@@ -312,4 +370,4 @@ def _controller(host: str, port: int, stream_id: int = 0):
 SPEC = register(TransportSpec(
     name="xdp", summary="AF_XDP: whole frames from the driver's queue in shared rings, busy-polled, no system call "
                         "per datagram (the controller speaks plain UDP)",
-    probe=_probe, open=_open, controller=_controller, auto=1, remote=True, serves=_serves))
+    probe=_probe, open=_open, controller=_controller, auto=1, remote=True, serves=_serves, echo=True))
