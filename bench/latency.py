@@ -3,6 +3,7 @@
     .venv/bin/python bench/latency.py                  # d = 5, 7, 13; 20,000 timed round trips each, 10 blocks
     .venv/bin/python bench/latency.py --quick          # d = 5 only, 3,000 round trips
     .venv/bin/python bench/latency.py --dialects       # CUQR against rtdecoder's own dialect, d = 5
+    .venv/bin/python bench/latency.py --transport xdp  # kernel UDP against AF_XDP on a veth pair (root), d = 5
 
 For each distance d (rotated surface-code Z memory, p = 0.001, d rounds, whole-shot windows),
 one stim-sampled shot per round trip is framed as a single SYNDROME datagram (all its rounds)
@@ -108,15 +109,20 @@ def stage_quantiles(metrics: str) -> dict[str, dict[str, float]]:
 
 
 def measure(service_argv: list[str], warm_up: np.ndarray, datagrams: np.ndarray, length: int, echo: bool,
-            client_cpu: int | None) -> tuple[np.ndarray, dict]:
+            client_cpu: int | None, netns: tuple[str, str] | None = None) -> tuple[np.ndarray, dict]:
     """Round trips of ``datagrams`` (after ``warm_up``, untimed) through a fresh service:
     int64 ``(2, n)`` ns (round trip, the server's rx → tx stamps; -1: lost) and its stage
-    quantiles (``stage_quantiles``; empty for the echo)."""
+    quantiles (``stage_quantiles``; empty for the echo). With ``netns`` (the service's namespace,
+    the client's), the service runs in the first and the client's socket is made in the second."""
     from rtdecoder.cli import ServiceProcess
+    from rtdecoder.transport import netns as N
     from clients import round_trips
 
-    with ServiceProcess(service_argv) as svc, pinned(client_cpu):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    prefix = ["ip", "netns", "exec", netns[0]] if netns else None
+    in_service = (lambda fn: N.in_ns(netns[0], fn)) if netns else (lambda fn: fn())
+    in_client = (lambda fn: N.in_ns(netns[1], fn)) if netns else (lambda fn: fn())
+    with ServiceProcess(service_argv, prefix=prefix) as svc, pinned(client_cpu):
+        sock = in_client(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         sock.connect((svc.host, svc.port))
         sock.setblocking(False)
@@ -125,9 +131,9 @@ def measure(service_argv: list[str], warm_up: np.ndarray, datagrams: np.ndarray,
         out = np.zeros((2, len(datagrams)), np.int64)
         round_trips(sock.fileno(), warm_up, length, 1, echo, 100_000_000, rx, warm[0], warm[1])
         round_trips(sock.fileno(), datagrams, length, 1 + len(warm_up), echo, 100_000_000, rx, out[0], out[1])
-        stages = stage_quantiles(svc.scrape()) if not echo else {}
+        stages = in_service(svc.scrape) if not echo else ""
         sock.close()
-    return out, stages
+    return out, stage_quantiles(stages)
 
 
 def pct(ns: np.ndarray) -> dict[str, float]:
@@ -288,6 +294,95 @@ def dialects(args, console, client_cpu, pin) -> int:
     return 0
 
 
+def over_veth(args, console, client_cpu, pin) -> int:
+    """``--transport xdp``: the kernel's UDP stack against AF_XDP on the same veth pair.
+
+    ``rtdecoder.transport.netns`` makes two namespaces joined by a veth pair (the service's end
+    10.9.0.1, the controller's 10.9.0.2, the sender's checksum offload off as on a wire); the
+    service runs in one (``ip netns exec``), the compiled client's socket is made in the other.
+    In each of ``--blocks`` turns, four fresh services: ``--transport udp --echo``,
+    ``--transport xdp --echo`` (the redirect program attached generically, copy mode: veth has no
+    zero-copy), and the same two with ``--decoder union_find``. Round trip as above. Prints
+    p50/p99/p99.9 of each, AF_XDP's against UDP's, and the target: AF_XDP's echo floor p50 at or
+    below UDP's, judged on the median of the per-turn differences and on the pooled p50s. Writes
+    ``latency-xdp.json``."""
+    from rich.table import Table
+
+    from rtdecoder.transport import netns as N
+    from rtdecoder.transport.xdp import SPEC as XDP
+
+    probe = XDP.probe()
+    if not probe.usable:
+        console.print(f"[red]--transport xdp: {probe.reason}")
+        return 2
+    port = "7720"
+    rows = []
+    try:
+        pair = N.veth_pair()
+        a, b, _ = pair.__enter__()
+    except N.Unavailable as e:
+        console.print(f"[red]--transport xdp: {e}")
+        return 2
+    try:
+        for d in args.distances:
+            datagrams, length, layout = shots_as_datagrams(d, d, args.shots + args.warmup, seed=d)
+            base = ["--distance", str(d), "--rounds", str(d), "--p", "0.001", "--window", "all", "--metrics-port",
+                    "0", "--host", "10.9.0.1", "--port", port, "--allow", "10.9.0.2/32"] + pin
+            xdp = ["--transport", "xdp", "--xdp-interface", "va", "--xdp-mode", "copy"]
+            services = (("udp", "echo", ["--transport", "udp", "--echo"], True),
+                        ("xdp", "echo", xdp + ["--echo"], True),
+                        ("udp", "union_find", ["--transport", "udp", "--decoder", "union_find"], False),
+                        ("xdp", "union_find", xdp + ["--decoder", "union_find"], False))
+            blocks = np.array_split(np.arange(args.warmup, args.warmup + args.shots), max(1, args.blocks))
+            parts: dict[tuple, list[np.ndarray]] = {(t, s): [] for t, s, _, _ in services}
+            for k, idx in enumerate(blocks):
+                for t, svc, extra, echo in services:
+                    with console.status(f"d={d}: {t} {svc}, block {k + 1} of {len(blocks)}"):
+                        ns, _ = measure(base + extra, datagrams[:args.warmup], datagrams[idx], length, echo,
+                                        client_cpu, netns=(a, b))
+                    parts[(t, svc)].append(ns[0])
+            for svc in ("echo", "union_find"):
+                u, x = parts[("udp", svc)], parts[("xdp", svc)]
+                pu, px = pct(np.concatenate(u)), pct(np.concatenate(x))
+                turns = [pct(bx)["p50"] - pct(bu)["p50"] for bu, bx in zip(u, x)]
+                rows.append({"distance": d, "datagram_bytes": length, "service": svc, "udp": pu, "xdp": px,
+                             "xdp_over_udp_p50": px["p50"] / pu["p50"], "xdp_over_udp_p99": px["p99"] / pu["p99"],
+                             "xdp_minus_udp_p50_turns": {"median": float(np.median(turns)),
+                                                         "per_turn": np.round(turns, 3).tolist()}})
+    finally:
+        pair.__exit__(None, None, None)
+    table = Table(title="round trip over one veth pair between two namespaces (µs): the kernel's UDP stack against "
+                        "AF_XDP (copy mode, generic XDP), send → answer received")
+    for col in ("d", "bytes", "service", "transport", "p50", "p99", "p99.9", "lost", "xdp/udp p50", "xdp/udp p99",
+                "xdp − udp p50 (median of turns)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        for t in ("udp", "xdp"):
+            q = r[t]
+            extra = (f"{r['xdp_over_udp_p50']:.2f}x", f"{r['xdp_over_udp_p99']:.2f}x",
+                     f"{r['xdp_minus_udp_p50_turns']['median']:+.2f}") if t == "xdp" else ("", "", "")
+            table.add_row(str(r["distance"]), str(r["datagram_bytes"]), r["service"], t, f"{q['p50']:.2f}",
+                          f"{q['p99']:.2f}", f"{q['p999']:.2f}", str(q["lost"]), *extra)
+    console.print(table)
+    for r in rows:
+        if r["service"] == "echo":
+            med = r["xdp_minus_udp_p50_turns"]["median"]
+            ok = med <= 0 and r["xdp"]["p50"] <= r["udp"]["p50"]
+            console.print(f"target: d={r['distance']}: AF_XDP's echo floor p50 at or below UDP's: {r['xdp']['p50']:.2f} "
+                          f"against {r['udp']['p50']:.2f} µs pooled, {med:+.2f} µs the median of {args.blocks} turns "
+                          f"-> {'MET' if ok else 'MISSED'}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": "latency --transport xdp",
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+           "parameters": {"distances": args.distances, "shots": args.shots, "warmup": args.warmup,
+                          "blocks": args.blocks, "p": 0.001, "rounds": "d", "window": "all", "link": "veth",
+                          "xdp": "generic attach, copy mode", "client_cpu": client_cpu, "server_cpus": pin[1:]},
+           "results": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (args.out / "latency-xdp.json").write_text(json.dumps(doc, indent=1))
+    console.print(f"wrote {args.out / 'latency-xdp.json'}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--distances", type=int, nargs="+", default=[5, 7, 13])
@@ -298,7 +393,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--dialects", action="store_true",
                     help="CUQR against rtdecoder's own dialect on the same shots (d = 5 unless --distances)")
+    ap.add_argument("--transport", choices=["udp", "xdp"], default="udp",
+                    help="xdp: the kernel's UDP stack against AF_XDP over one veth pair between two network "
+                         "namespaces (root; d = 5 unless --distances)")
     args = ap.parse_args()
+    if args.transport == "xdp" and "--distances" not in sys.argv:
+        args.distances = [5]
     if args.quick:
         args.distances, args.shots, args.warmup, args.blocks = [5], 3_000, 300, 4
     if args.dialects and "--distances" not in sys.argv:
@@ -314,6 +414,8 @@ def main() -> int:
     console.print(f"client on CPU {client_cpu}, server worker on CPU {server_cpus} ({os.cpu_count()} CPUs)")
     if args.dialects:
         return dialects(args, console, client_cpu, pin)
+    if args.transport == "xdp":
+        return over_veth(args, console, client_cpu, pin)
     rows = []
     for d in args.distances:
         datagrams, length, layout = shots_as_datagrams(d, d, args.shots + args.warmup, seed=d)
