@@ -109,11 +109,13 @@ def stage_quantiles(metrics: str) -> dict[str, dict[str, float]]:
 
 
 def measure(service_argv: list[str], warm_up: np.ndarray, datagrams: np.ndarray, length: int, echo: bool,
-            client_cpu: int | None, netns: tuple[str, str] | None = None) -> tuple[np.ndarray, dict]:
+            client_cpu: int | None, netns: tuple[str, str] | None = None,
+            log: list | None = None) -> tuple[np.ndarray, dict]:
     """Round trips of ``datagrams`` (after ``warm_up``, untimed) through a fresh service:
     int64 ``(2, n)`` ns (round trip, the server's rx → tx stamps; -1: lost) and its stage
     quantiles (``stage_quantiles``; empty for the echo). With ``netns`` (the service's namespace,
-    the client's), the service runs in the first and the client's socket is made in the second."""
+    the client's), the service runs in the first and the client's socket is made in the second;
+    ``log`` gets the service's log lines."""
     from rtdecoder.cli import ServiceProcess
     from rtdecoder.transport import netns as N
     from clients import round_trips
@@ -133,6 +135,8 @@ def measure(service_argv: list[str], warm_up: np.ndarray, datagrams: np.ndarray,
         round_trips(sock.fileno(), datagrams, length, 1 + len(warm_up), echo, 100_000_000, rx, out[0], out[1])
         stages = in_service(svc.scrape) if not echo else ""
         sock.close()
+        if log is not None:
+            log += svc.stderr().splitlines()
     return out, stage_quantiles(stages)
 
 
@@ -301,8 +305,9 @@ def over_veth(args, console, client_cpu, pin) -> int:
     10.9.0.1, the controller's 10.9.0.2, the sender's checksum offload off as on a wire); the
     service runs in one (``ip netns exec``), the compiled client's socket is made in the other.
     In each of ``--blocks`` turns, four fresh services: ``--transport udp --echo``,
-    ``--transport xdp --echo`` (the redirect program attached generically, copy mode: veth has no
-    zero-copy), and the same two with ``--decoder union_find``. Round trip as above. Prints
+    ``--transport xdp --echo`` (copy mode: veth has no zero-copy; the redirect program attached
+    natively where the driver allows, as veth does, which the table's title says), and the same two
+    with ``--decoder union_find``. Round trip as above. Prints
     p50/p99/p99.9 of each, AF_XDP's against UDP's, and the target: AF_XDP's echo floor p50 at or
     below UDP's, judged on the median of the per-turn differences and on the pooled p50s. Writes
     ``latency-xdp.json``."""
@@ -317,6 +322,7 @@ def over_veth(args, console, client_cpu, pin) -> int:
         return 2
     port = "7720"
     rows = []
+    log: list[str] = []
     try:
         pair = N.veth_pair()
         a, b, _ = pair.__enter__()
@@ -339,7 +345,7 @@ def over_veth(args, console, client_cpu, pin) -> int:
                 for t, svc, extra, echo in services:
                     with console.status(f"d={d}: {t} {svc}, block {k + 1} of {len(blocks)}"):
                         ns, _ = measure(base + extra, datagrams[:args.warmup], datagrams[idx], length, echo,
-                                        client_cpu, netns=(a, b))
+                                        client_cpu, netns=(a, b), log=log)
                     parts[(t, svc)].append(ns[0])
             for svc in ("echo", "union_find"):
                 u, x = parts[("udp", svc)], parts[("xdp", svc)]
@@ -351,8 +357,9 @@ def over_veth(args, console, client_cpu, pin) -> int:
                                                          "per_turn": np.round(turns, 3).tolist()}})
     finally:
         pair.__exit__(None, None, None)
+    how = next((ln.split(": ", 2)[-1] for ln in log if "program attached in" in ln), "?")
     table = Table(title="round trip over one veth pair between two namespaces (µs): the kernel's UDP stack against "
-                        "AF_XDP (copy mode, generic XDP), send → answer received")
+                        f"AF_XDP ({how}), send → answer received")
     for col in ("d", "bytes", "service", "transport", "p50", "p99", "p99.9", "lost", "xdp/udp p50", "xdp/udp p99",
                 "xdp − udp p50 (median of turns)"):
         table.add_column(col, justify="right")
@@ -376,7 +383,7 @@ def over_veth(args, console, client_cpu, pin) -> int:
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
            "parameters": {"distances": args.distances, "shots": args.shots, "warmup": args.warmup,
                           "blocks": args.blocks, "p": 0.001, "rounds": "d", "window": "all", "link": "veth",
-                          "xdp": "generic attach, copy mode", "client_cpu": client_cpu, "server_cpus": pin[1:]},
+                          "xdp": how, "client_cpu": client_cpu, "server_cpus": pin[1:]},
            "results": rows, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     (args.out / "latency-xdp.json").write_text(json.dumps(doc, indent=1))
     console.print(f"wrote {args.out / 'latency-xdp.json'}")

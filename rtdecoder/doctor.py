@@ -105,7 +105,7 @@ def check_kernel() -> list[Finding]:
     total = int(hp.get("HugePages_Total", "0"))
     out.append(Finding("hugepages", OK if total else INFO,
                        f"{total} of {hp.get('Hugepagesize', '?')} kB, {hp.get('HugePages_Free', '?')} free",
-                       "" if total else "optional: reserve hugepages for the rings (vm.nr_hugepages)"))
+                       "" if total else "optional: reserve hugepages for the rings and the AF_XDP UMEM (vm.nr_hugepages)"))
     thp = _read("/sys/kernel/mm/transparent_hugepage/enabled")
     out.append(Finding("transparent hugepages", INFO, thp or "not exposed"))
     cs = _read("/sys/devices/system/clocksource/clocksource0/current_clocksource")
@@ -148,6 +148,27 @@ def check_irqs() -> list[Finding]:
     return out
 
 
+def check_xdp() -> list[Finding]:
+    """Which XDP attach modes and AF_XDP bind modes each interface's driver allows (the kernel's
+    netdev netlink family: ``rtdecoder.transport.netdev``), for ``--transport xdp``."""
+    from rtdecoder.transport.netdev import xdp_features
+
+    try:
+        feats = xdp_features()
+    except OSError as e:
+        return [Finding("xdp features", INFO, f"not reported here: {e.strerror or e}",
+                        "AF_XDP still works in copy mode on any interface; Linux 6.3 and later say which "
+                        "interfaces allow native XDP and zero-copy")]
+    out = []
+    for f in feats:
+        if f.name == "lo":
+            continue
+        out.append(Finding(f"xdp {f.name}", OK if f.zerocopy else INFO, f.describe(),
+                           "" if f.zerocopy else "--xdp-mode copy (zero-copy needs a driver that declares it: "
+                                                 "mlx5, ice, i40e, ixgbe, virtio_net on recent kernels)"))
+    return out or [Finding("xdp features", INFO, "no interface but loopback")]
+
+
 def check_plugins() -> list[Finding]:
     """Every registered decoder and transport (built in and plug-in), and whether each
     transport can run here."""
@@ -186,7 +207,7 @@ def choices() -> list[Finding]:
 
 def run_checks() -> list[Finding]:
     out: list[Finding] = []
-    for check in (check_rdma, check_gpu, check_cpus, check_kernel, check_irqs, check_plugins, choices):
+    for check in (check_rdma, check_gpu, check_cpus, check_kernel, check_irqs, check_xdp, check_plugins, choices):
         try:
             out += check()
         except Exception as e:  # noqa: BLE001 - a check that cannot run says so; the others go on

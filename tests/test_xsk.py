@@ -321,3 +321,57 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
             client.close()
         sock.close()
         prog.close()
+
+
+def test_the_xdp_features_of_each_interface_are_read_from_the_kernel(pair):
+    """``rtdecoder.transport.netdev`` in namespace ``a``: the veth's driver runs XDP natively but
+    has no AF_XDP zero-copy, loopback neither; ``rtdecoder doctor`` says so for va."""
+    from rtdecoder.transport import netdev
+
+    a, _, ifindex = pair
+    try:
+        feats = {f.name: f for f in N.in_ns(a, netdev.xdp_features)}
+    except OSError as e:
+        pytest.skip(f"this kernel does not report XDP features: {e}")
+    assert feats["va"].ifindex == ifindex and feats["va"].native and not feats["va"].zerocopy
+    assert not feats["lo"].native and not feats["lo"].zerocopy
+    r = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-m", "rtdecoder", "doctor"], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(ln for ln in r.stdout.splitlines() if "xdp va" in ln)
+    assert "native and generic" in line and "copy only" in line, line
+
+
+def test_the_umem_is_on_huge_pages_when_the_host_has_them(pair):
+    """With 2 MiB pages reserved (vm.nr_hugepages, put back afterwards) the UMEM takes them
+    (``pages == "hugetlb"``) and the socket still receives; without, it falls back."""
+    from rtdecoder.transport import xsk as K
+
+    def free_huge() -> int:
+        return int(next(ln for ln in open("/proc/meminfo") if ln.startswith("HugePages_Free")).split()[1])
+
+    a, b, ifindex = pair
+    knob = "/proc/sys/vm/nr_hugepages"
+    before = open(knob).read().strip()
+    try:
+        try:
+            with open(knob, "w") as f:
+                f.write(str(int(before) + 2))
+        except OSError as e:
+            pytest.skip(f"cannot reserve huge pages here: {e}")
+        if free_huge() < 1:
+            pytest.skip("the kernel reserved no huge page (memory too fragmented)")
+        prog, sock = _open_xsk(a, ifindex)
+        try:
+            assert sock.pages == "hugetlb" and free_huge() < int(before) + 2
+            _send(b, "10.9.0.1", PORT, b"on huge pages")
+            assert any(b"on huge pages" in f for f in _wait(sock, 1))
+        finally:
+            sock.close()
+            prog.close()
+        m, pages = K.allocate_umem(1 << 20, huge_pages=False)
+        assert pages == "4k" and len(m) == 1 << 20
+        m.close()
+    finally:
+        with open(knob, "w") as f:
+            f.write(before)

@@ -278,6 +278,10 @@ class XdpEndpoint:
             s.ctl[CTL_STOP] = stop
 
 
+PAGES = {"hugetlb": "2 MiB huge pages", "thp": "4 KiB pages with transparent huge pages asked for (reserve "
+         "huge pages, vm.nr_hugepages, to be sure of them)", "4k": "4 KiB pages"}
+
+
 def _probe() -> Probe:
     import os
     import socket
@@ -339,7 +343,8 @@ def _open(ctx: ServeContext) -> Opened:
         prog.close()
         raise
     print(f"rtdecoder: xdp on {cfg.xdp_interface} (index {ifindex}) port {cfg.port}, queues "
-          f"{list(cfg.xdp_queues)}: program attached in {attach} mode, sockets in {socks[0].mode} mode", file=ctx.log)
+          f"{list(cfg.xdp_queues)}: program attached in {attach} mode, sockets in {socks[0].mode} mode, each UMEM "
+          f"{socks[0].umem.nbytes >> 20} MiB on {PAGES[socks[0].pages]}", file=ctx.log)
 
     def workers(engine, gpu) -> list:
         out = []
