@@ -323,6 +323,21 @@ def test_twenty_thousand_hostile_frames_are_counted_and_the_loop_still_answers(p
         prog.close()
 
 
+def test_zero_copy_on_a_driver_without_it_says_what_to_do(pair):
+    a, _, ifindex = pair
+
+    def bind():
+        prog = X.RedirectProgram(PORT, queues=1)
+        try:
+            prog.attach(ifindex, "native")
+            with pytest.raises(OSError, match="driver of va has no AF_XDP zero-copy.*--xdp-mode copy"):
+                K.XskSocket(ifindex, 0, frames=64, ring=32, mode="zerocopy", xskmap_fd=prog.map_fd)
+        finally:
+            prog.close()
+
+    N.in_ns(a, bind)
+
+
 def test_the_xdp_features_of_each_interface_are_read_from_the_kernel(pair):
     """``rtdecoder.transport.netdev`` in namespace ``a``: the veth's driver runs XDP natively but
     has no AF_XDP zero-copy, loopback neither; ``rtdecoder doctor`` says so for va."""

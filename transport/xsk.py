@@ -21,6 +21,7 @@ does the same in compiled code.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import socket
@@ -162,8 +163,18 @@ class XskSocket:
             if _libc.bind(self.sock.fileno(), buf, len(sa)) == 0:
                 return "zerocopy" if flags == XDP_ZEROCOPY else "copy"
             err = ctypes.get_errno()
-        raise OSError(err, f"AF_XDP: binding to queue {queue} of interface {ifindex} ({mode} mode): "
-                           f"{os.strerror(err)}")
+        try:
+            name = socket.if_indextoname(ifindex)
+        except OSError:
+            name = f"index {ifindex}"
+        hint = ""
+        if err == errno.EOPNOTSUPP and mode == "zerocopy":
+            hint = (f": the driver of {name} has no AF_XDP zero-copy (rtdecoder doctor lists the interfaces that "
+                    "do); use --xdp-mode copy or auto")
+        elif err == errno.EBUSY:
+            hint = ": another AF_XDP socket holds this queue"
+        raise OSError(err, f"AF_XDP: binding to queue {queue} of interface {name} ({mode} mode): "
+                           f"{os.strerror(err)}{hint}")
 
     def rx_frames(self) -> list[bytes]:
         """Take every frame the RX ring holds, copy it out and give its UMEM frame back through the
