@@ -43,6 +43,10 @@ MAX_LENGTH = (1 << 16) - 1
 MAX_INDEX = (1 << 24) - 1
 
 
+NO_HERALDS = (np.zeros(1, np.int32), 0, np.zeros(1, np.int32), 0)
+"""``decode``'s ``erased, n_erased, quiet, n_quiet`` for a window without heralds."""
+
+
 def max_length(graph) -> int:
     """The longest edge length in a ``build_graph`` graph (what ``Workspace`` needs to know)."""
     slot = graph[1]
@@ -297,13 +301,20 @@ def _schedule_list(first, root, now, m, ptr, slot, nd, in_cluster, es, seen, buc
 
 
 @njit(_nrt=False, cache=True)
-def decode(ptr, slot, eu, ev, events, nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next, count,
-           chosen):
-    """Decode one window with weighted union-find and peeling.
+def decode(ptr, slot, eu, ev, events, erased, n_erased, quiet, n_quiet, nd, in_cluster, touched, es, seen, bucket,
+           entry_edge, entry_next, count, chosen):
+    """Decode one window with weighted union-find and peeling, heralded erasures first.
 
     Args:
         ptr, slot, eu, ev: the graph (see the module docstring).
         events: uint8 ``(num_nodes,)``, detection events (0 or 1).
+        erased: int32, the edges ``erased[:n_erased]`` are erased (a herald made them as likely as
+            not): they are complete before anything grows, their clusters formed first (Delfosse
+            and Zémor, arXiv:1703.01517, the erasure decoder, here inside weighted growth); listed
+            twice or forming a cycle is fine. ``n_erased = 0`` (any int32 array): plain weighted
+            union-find.
+        quiet: int32, the nodes ``quiet[:n_quiet]`` are heralds: their detection events are not
+            defects (``rtdecoder.heralds``).
         nd ... chosen: a ``Workspace``'s arrays (``Workspace.arrays()`` order), all-clear on entry
             and on return.
 
@@ -347,15 +358,67 @@ def decode(ptr, slot, eu, ev, events, nd, in_cluster, touched, es, seen, bucket,
         in_cluster[v] = 1
         nd[v, ODD] = 1
         nd[v, DEFECT] = 1
-    nactive = nt
+    for i in range(n_quiet):  # a herald's event: an even cluster of one node, not a defect
+        v = quiet[i]
+        if in_cluster[v]:
+            nd[v, ODD] = 0
+            nd[v, DEFECT] = 0
+    for i in range(n_erased):  # erased edges: complete at time 0, their clusters merged now
+        e = erased[i]
+        if es[e, DONE]:
+            continue
+        es[e, DONE] = 1
+        if es[e, DUE] == -1:
+            seen[count[0]] = e
+            count[0] += 1
+            es[e, DUE] = -2
+        a = eu[e]
+        b = ev[e]
+        if not in_cluster[a]:
+            in_cluster[a] = 1
+            touched[nt] = a
+            nt += 1
+        ra = _find(nd, a)
+        if b < 0:
+            if nd[ra, BNODE] < 0:
+                nd[ra, BNODE] = a
+                nd[ra, BEDGE] = e
+            continue
+        if not in_cluster[b]:
+            in_cluster[b] = 1
+            touched[nt] = b
+            nt += 1
+        rb = _find(nd, b)
+        if ra == rb:
+            continue  # a cycle of erased edges: not a tree edge
+        nd[a, DEG] += 1
+        nd[b, DEG] += 1
+        nd[a, XEDGE] ^= e
+        nd[b, XEDGE] ^= e
+        if nd[ra, SIZE] < nd[rb, SIZE]:
+            ra, rb = rb, ra
+        nd[rb, PARENT] = ra
+        nd[ra, SIZE] += nd[rb, SIZE]
+        nd[ra, ODD] ^= nd[rb, ODD]
+        if nd[ra, BNODE] < 0 and nd[rb, BNODE] >= 0:
+            nd[ra, BNODE] = nd[rb, BNODE]
+            nd[ra, BEDGE] = nd[rb, BEDGE]
+        t = nd[ra, NXT]
+        nd[ra, NXT] = nd[rb, NXT]
+        nd[rb, NXT] = t
+    nactive = 0
     nev = nt
     wake = MAX_LENGTH
-    for i in range(nt):  # edges between events now; frontiers at the wake (see the module docstring)
+    for i in range(nt):  # edges between growing clusters now; frontiers at the wake (module docstring)
         v = touched[i]
+        r = _find(nd, v)
+        if nd[r, ODD] == 0 or nd[r, BNODE] >= 0:
+            continue
+        nactive += r == v
         if ptr[v + 1] > ptr[v] and (slot[ptr[v]] & 0xFFFF) < wake:
             wake = slot[ptr[v]] & 0xFFFF
-        _schedule_edges(v, 0, 0, v, ptr, slot, nd, in_cluster, es, seen, bucket, entry_edge, entry_next, count)
-    if nt > 0:
+        _schedule_edges(v, 0, 0, r, ptr, slot, nd, in_cluster, es, seen, bucket, entry_edge, entry_next, count)
+    if nactive > 0:
         _enqueue(m + n, wake, es, seen, bucket, entry_edge, entry_next, count)
     ok = True
     now = 0
@@ -546,7 +609,7 @@ def decode_batch(ptr, slot, eu, ev, emask, events, counts, obs,
     observable masks (``emask`` int64 per edge, bit ``i`` = observable ``i``). The CPU side of
     ``rtdecoder decode``; the GPU's is ``rtdecoder.kernels.uf_cuda.batch_kernel``."""
     for s in range(events.shape[0]):
-        n = decode(ptr, slot, eu, ev, events[s], nd, in_cluster, touched, es, seen, bucket, entry_edge,
+        n = decode(ptr, slot, eu, ev, events[s], eu, 0, eu, 0, nd, in_cluster, touched, es, seen, bucket, entry_edge,
                    entry_next, count, chosen)
         counts[s] = n
         mask = np.int64(0)

@@ -334,10 +334,10 @@ def cmd_decode(a: argparse.Namespace) -> int:
             raise ConfigError("--measurements takes the circuit from the stream flags (--circuit, --distance, "
                               "--rounds, --p) and its observables from the measurements: drop --dem and "
                               "--append-observables")
-        from rtdecoder.dem import make_circuit
+        from rtdecoder.dem import circuit_dem, make_circuit
 
         circuit = make_circuit(_stream_from_args(a))
-        dem = circuit.detector_error_model(decompose_errors=True)
+        dem = circuit_dem(circuit)
     else:
         dem = load_dem(a.dem, None if a.dem else _stream_from_args(a))
     if a.parallel_windows < 0:

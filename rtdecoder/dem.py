@@ -67,6 +67,14 @@ def make_circuit(cfg: StreamConfig) -> stim.Circuit:
         raise ConfigError(f"stream {cfg.id}: cannot read circuit file {cfg.circuit!r}: {e}") from None
 
 
+def circuit_dem(circuit: stim.Circuit) -> stim.DetectorErrorModel:
+    """The circuit's DEM as every stream uses it: graphlike components (``decompose_errors``), and
+    heralded and disjoint channels (``HERALDED_ERASE``, ``HERALDED_PAULI_CHANNEL_1``,
+    ``PAULI_CHANNEL_1``) taken as independent errors (``approximate_disjoint_errors``; a circuit
+    without them gets the same DEM either way)."""
+    return circuit.detector_error_model(decompose_errors=True, approximate_disjoint_errors=True)
+
+
 @dataclass(frozen=True)
 class DetectorLayout:
     """Which detectors belong to which round.

@@ -37,7 +37,7 @@ from numba import njit
 
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
-from rtdecoder.dem import detector_layout, make_circuit, measurement_layout
+from rtdecoder.dem import circuit_dem, detector_layout, make_circuit, measurement_layout
 from rtdecoder.kernels import wire as K
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.transport import libc as L
@@ -437,7 +437,7 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
                                 "circuit: run both with the same --circuit")
         service = _service_view(cfg, info)
         differs = [f"{k} {service[k]} (asked for: {v})" for k, v in opts.expect.items() if service[k] != v]
-        if fingerprint != P.dem_fingerprint(circuit.detector_error_model(decompose_errors=True)):
+        if fingerprint != P.dem_fingerprint(circuit_dem(circuit)):
             differs.append("its detector error model (another p, noise model or circuit: the DEM fingerprints differ)")
         if differs:
             print(f"rtdecoder emulate: warning: stream {cfg.id} on the service differs from the emulator's: "
@@ -494,7 +494,7 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
         sampler = circuit.compile_detector_sampler(seed=opts.seed)
     else:
         sampler, m2d = circuit.compile_sampler(seed=opts.seed), circuit.compile_m2d_converter()
-    matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
+    matching = pymatching.Matching.from_detector_error_model(circuit_dem(circuit))
     chunk = max(1, min(nshots, 20_000_000 // max(int(bounds[-1]), 1)))
     busy_ns = 0
     done = 0
@@ -683,7 +683,7 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Repo
         sampler = circuit.compile_detector_sampler(seed=opts.seed)
     else:  # raw measurements: the reference decodes stim's own conversion of them
         sampler, m2d = circuit.compile_sampler(seed=opts.seed), circuit.compile_m2d_converter()
-    matching = pymatching.Matching.from_detector_error_model(circuit.detector_error_model(decompose_errors=True))
+    matching = pymatching.Matching.from_detector_error_model(circuit_dem(circuit))
     chunk = max(1, min(nshots, 20_000_000 // max(layout.num_detectors, 1)))  # about 20 MB of samples at a time
 
     progress = None

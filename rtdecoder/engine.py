@@ -24,7 +24,7 @@ from rtdecoder import decoders
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig, format_ids
 from rtdecoder.decoders import CompiledWindowDecoder, DecoderSpec
-from rtdecoder.dem import (DetectorLayout, MeasurementLayout, dem_components, detector_layout, make_circuit,
+from rtdecoder.dem import (DetectorLayout, MeasurementLayout, circuit_dem, dem_components, detector_layout, make_circuit,
                            measurement_layout, measurement_layout_from_rows, observable_detectors)
 from rtdecoder.kernels import tables as K
 from rtdecoder.kernels import union_find as uf
@@ -127,7 +127,7 @@ def build_stream(cfg: StreamConfig, step=None, circuit: stim.Circuit | None = No
     step("circuit")
     circuit = circuit if circuit is not None else make_circuit(cfg)
     step("detector error model")
-    return stream_for_dem(cfg, circuit.detector_error_model(decompose_errors=True), circuit, step)
+    return stream_for_dem(cfg, circuit_dem(circuit), circuit, step)
 
 
 def _measurements(cfg: StreamConfig, circuit: stim.Circuit | None, layout: DetectorLayout, keep: np.ndarray):

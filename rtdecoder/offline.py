@@ -65,9 +65,9 @@ def load_dem(dem_path: str | None, cfg: StreamConfig | None) -> stim.DetectorErr
             return stim.DetectorErrorModel.from_file(dem_path)
         except (OSError, ValueError) as e:
             raise ConfigError(f"--dem {dem_path}: {e}") from None
-    from rtdecoder.dem import make_circuit
+    from rtdecoder.dem import circuit_dem, make_circuit
 
-    return make_circuit(cfg).detector_error_model(decompose_errors=True)
+    return circuit_dem(make_circuit(cfg))
 
 
 def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str):

@@ -70,7 +70,7 @@ def test_batch_corrections_are_the_cpu_kernels(d):
         g = wg[w]
         nn = base[g, 1]
         ev = events[wo[w]:wo[w] + nn]
-        n = uf.decode(*graphs[g], ev, *ws)
+        n = uf.decode(*graphs[g], ev, *uf.NO_HERALDS, *ws)
         assert counts[w] == n, f"d={d} window {w}: {counts[w]} edges on the device, {n} on the CPU"
         assert np.array_equal(chosen[w, :n], ws[-1][:n]), f"d={d} window {w}: different edges"
         eb = base[g, 4]

@@ -14,7 +14,7 @@ def _decode(num_nodes, edges, weights, events):
     ev = np.array([e[1] for e in edges])
     g = uf.build_graph(num_nodes, eu, ev, np.asarray(weights, float))
     ws = uf.Workspace(num_nodes, len(edges))
-    k = uf.decode(*g, np.array(events, np.uint8), *ws.arrays())
+    k = uf.decode(*g, np.array(events, np.uint8), *uf.NO_HERALDS, *ws.arrays())
     return k, sorted(ws.chosen[:max(k, 0)].tolist())
 
 
@@ -61,8 +61,8 @@ def test_odd_component_without_boundary_is_reported():
 def test_workspace_is_clear_after_a_failed_decode():
     g = uf.build_graph(3, np.array([0, 1]), np.array([1, 2]), np.ones(2))
     ws = uf.Workspace(3, 2)
-    assert uf.decode(*g, np.array([1, 0, 0], np.uint8), *ws.arrays()) == -1
-    assert uf.decode(*g, np.array([1, 1, 0], np.uint8), *ws.arrays()) == 1
+    assert uf.decode(*g, np.array([1, 0, 0], np.uint8), *uf.NO_HERALDS, *ws.arrays()) == -1
+    assert uf.decode(*g, np.array([1, 1, 0], np.uint8), *uf.NO_HERALDS, *ws.arrays()) == 1
     assert ws.chosen[0] == 0
 
 
@@ -140,7 +140,7 @@ def test_random_graphs_are_explained_or_refused(data):
     events = np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8)
     g = uf.build_graph(n, eu, ev, weights)
     ws = uf.Workspace(n, m, int(uf.quantise_weights(weights).max()))
-    k = uf.decode(*g, events, *ws.arrays())
+    k = uf.decode(*g, events, *uf.NO_HERALDS, *ws.arrays())
     # the components, by a plain union over all edges
     comp = list(range(n))
 
@@ -168,7 +168,7 @@ def test_random_graphs_are_explained_or_refused(data):
     fresh = uf.Workspace(n, m, int(uf.quantise_weights(weights).max()))
     for name in ("nd", "in_cluster", "es", "bucket", "count"):
         assert np.array_equal(getattr(ws, name), getattr(fresh, name)), name
-    assert uf.decode(*g, np.zeros(n, np.uint8), *ws.arrays()) == 0
+    assert uf.decode(*g, np.zeros(n, np.uint8), *uf.NO_HERALDS, *ws.arrays()) == 0
 
 
 def test_each_nodes_state_is_one_cache_line():
@@ -205,8 +205,57 @@ def test_queue_rebuild_when_the_entry_pool_runs_out():
     small.entry_next = np.zeros(len(eu) + n + 1, np.int32)
     for _ in range(20):
         events = (rng.random(n) < 0.3).astype(np.uint8)
-        k1 = uf.decode(*g, events, *big.arrays())
-        k2 = uf.decode(*g, events, *small.arrays())
+        k1 = uf.decode(*g, events, *uf.NO_HERALDS, *big.arrays())
+        k2 = uf.decode(*g, events, *uf.NO_HERALDS, *small.arrays())
         assert k1 == k2 >= 0
         assert sorted(big.chosen[:k1].tolist()) == sorted(small.chosen[:k2].tolist())
         assert np.array_equal(_syndrome(n, eu, ev, small.chosen[:k2]), events)
+
+
+def test_erased_edges_are_complete_first_and_the_correction_stays_inside_them():
+    """Delfosse and Zémor's erasure decoder inside the weighted kernel: when every error is in the
+    erasure, the correction is made of erased edges and explains the events, whatever the
+    erased edges' weights; a herald's own event (``quiet``) is no defect."""
+    import stim
+
+    from rtdecoder.dem import circuit_dem, dem_components, detector_layout
+    from rtdecoder.windows import plan_windows
+
+    c = stim.Circuit.generated("surface_code:rotated_memory_z", distance=5, rounds=5, after_clifford_depolarization=0.002,
+                               before_round_data_depolarization=0.002, before_measure_flip_probability=0.002,
+                               after_reset_flip_probability=0.002)
+    lay = detector_layout(c)
+    graph = plan_windows(lay, dem_components(circuit_dem(c)), 0, 0, np.ones(lay.num_detectors, np.uint8)).graphs[0]
+    g = uf.build_graph(graph.num_nodes, graph.edge_u, graph.edge_v, graph.edge_weight)
+    ws = uf.Workspace(graph.num_nodes, graph.num_edges, uf.max_length(g))
+    rng = np.random.default_rng(11)
+    nothing = np.zeros(1, np.int32)
+    for trial in range(200):
+        erased = rng.choice(graph.num_edges, size=int(rng.integers(1, 40)), replace=False).astype(np.int32)
+        flipped = erased[rng.random(len(erased)) < 0.5]
+        events = np.zeros(graph.num_nodes, np.uint8)
+        for e in flipped:
+            events[graph.edge_u[e]] ^= 1
+            if graph.edge_v[e] >= 0:
+                events[graph.edge_v[e]] ^= 1
+        k = uf.decode(*g, events, erased, len(erased), nothing, 0, *ws.arrays())
+        assert k >= 0
+        chosen = ws.chosen[:k].copy()
+        assert set(chosen.tolist()) <= set(erased.tolist()), trial
+        back = np.zeros(graph.num_nodes, np.uint8)
+        for e in chosen:
+            back[graph.edge_u[e]] ^= 1
+            if graph.edge_v[e] >= 0:
+                back[graph.edge_v[e]] ^= 1
+        assert np.array_equal(back, events), trial
+    # a herald's event alone: nothing to correct
+    events = np.zeros(graph.num_nodes, np.uint8)
+    events[3] = 1
+    assert uf.decode(*g, events, nothing, 0, np.array([3], np.int32), 1, *ws.arrays()) == 0
+    # and the workspace was left all-clear: a plain decode afterwards is what it always was
+    events[3] = 0
+    events[graph.edge_u[0]] = 1
+    if graph.edge_v[0] >= 0:
+        events[graph.edge_v[0]] = 1
+    plain = uf.decode(*g, events, *uf.NO_HERALDS, *ws.arrays())
+    assert plain >= 1

@@ -127,7 +127,7 @@ def test_window_graphs_leave_out_the_parts_that_cannot_flip_an_observable():
         for events in dets[:, lo:hi]:
             pairs = []
             for x, graph in zip((g, f), graphs):
-                n = uf.decode(*graph, np.ascontiguousarray(events), *ws)
+                n = uf.decode(*graph, np.ascontiguousarray(events), *uf.NO_HERALDS, *ws)
                 pairs.append(x.edge_keys[ws[-1][:n]].tolist())
             assert pairs[0] == pairs[1], k
             nonempty += len(pairs[0]) > 0

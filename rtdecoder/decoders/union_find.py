@@ -34,6 +34,7 @@ class CompiledUnionFind:
         from rtdecoder.kernels import union_find as uf
 
         self._decode = uf.decode
+        self._none = uf.NO_HERALDS
         self.graphs = [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in plan.graphs]
         ws = uf.Workspace(max(g.num_nodes for g in plan.graphs), max(g.num_edges for g in plan.graphs),
                           max(uf.max_length(g) for g in self.graphs))
@@ -44,7 +45,7 @@ class CompiledUnionFind:
 
     def decode_window(self, graph: int, events: np.ndarray) -> tuple[np.ndarray, int]:
         """See ``rtdecoder.decoders.CompiledWindowDecoder``."""
-        n = self._decode(*self.graphs[graph], events, *self.workspace)
+        n = self._decode(*self.graphs[graph], events, *self._none, *self.workspace)
         if n < 0:
             raise ValueError(f"union-find found no correction for window graph {graph}: "
                              "a component with an odd number of detection events and no boundary")
