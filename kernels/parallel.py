@@ -121,8 +121,8 @@ def uf_layer(layer, next_window, at, count, wlo, wc0, wc1, wg, ub, ptr, slot, ue
         else:
             gap_events(syn, keep, lo, nn, carry_up, carry_down, scratch)
         events = scratch[:nn]
-        n = uf.decode(ptr[pb:pb + nn + 1], slot[sb:sb + ns], ueu[ebu:ebu + m], uev[ebu:ebu + m], events, ueu, 0,
-                      ueu, 0, nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next, cnt, chosen)
+        n = uf.decode(ptr[pb:pb + nn + 1], slot[sb:sb + ns], ueu[ebu:ebu + m], uev[ebu:ebu + m], events, ueu[:0],
+                      ptr, ueu, nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next, cnt, chosen)
         if n < 0:
             return np.int64(0), j
         flips ^= commit_edges(layer, chosen, n, edges, node_round, gb[g, 0], gb[g, 1], wc0[j], wc1[j], lo,
@@ -213,7 +213,7 @@ def decode_region(tables, sid, k, gen, scratch, nd, in_cluster, touched, es, see
         gap_events(syn, tables.keep, lo, nn, up, down, scratch)
         events = scratch[:nn]
     n = uf.decode(tables.uf_ptr[pb:pb + nn + 1], tables.uf_slot[sb:sb + ns], tables.uf_eu[eb:eb + m],
-                  tables.uf_ev[eb:eb + m], events, tables.uf_eu, 0, tables.uf_eu, 0, nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next,
+                  tables.uf_ev[eb:eb + m], events, tables.uf_eu[:0], tables.uf_ptr, tables.uf_eu, nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next,
                   cnt, chosen)
     if n < 0:
         return np.int64(0), np.int64(0)

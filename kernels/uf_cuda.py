@@ -67,7 +67,7 @@ def batch_kernel(uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, emask, win_graph, win_e
         pb, nn, sb, ns, eb, m = uf_base[g, 0], uf_base[g, 1], uf_base[g, 2], uf_base[g, 3], uf_base[g, 4], uf_base[g, 5]
         lo = win_events[w]
         n = _decode(uf_ptr[pb:pb + nn + 1], uf_slot[sb:sb + ns], uf_eu[eb:eb + m], uf_ev[eb:eb + m],
-                    events[lo:lo + nn], uf_eu, 0, uf_eu, 0, p0[t], p1[t], p2[t], p3[t], p4[t], p5[t], p6[t], p7[t], p8[t], p9[t])
+                    events[lo:lo + nn], uf_eu[:0], uf_ptr, uf_eu, p0[t], p1[t], p2[t], p3[t], p4[t], p5[t], p6[t], p7[t], p8[t], p9[t])
         counts[w] = n
         mask = int64(0)
         ch = p9[t]
@@ -128,7 +128,7 @@ def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev
         cuda.syncthreads()
         if lane == 0:
             n = _decode(uf_ptr[pb:pb + nn + 1], uf_slot[sb:sb + ns], uf_eu[eb:eb + m], uf_ev[eb:eb + m], ev[:nn],
-                        uf_eu, 0, uf_eu, 0, p0[s], p1[s], p2[s], p3[s], p4[s], p5[s], p6[s], p7[s], p8[s], p9[s])
+                        uf_eu[:0], uf_ptr, uf_eu, p0[s], p1[s], p2[s], p3[s], p4[s], p5[s], p6[s], p7[s], p8[s], p9[s])
             out = chosen[s]
             ch = p9[s]
             for i in range(n if n > 0 else 0):

@@ -43,8 +43,8 @@ MAX_LENGTH = (1 << 16) - 1
 MAX_INDEX = (1 << 24) - 1
 
 
-NO_HERALDS = (np.zeros(1, np.int32), 0, np.zeros(1, np.int32), 0)
-"""``decode``'s ``erased, n_erased, quiet, n_quiet`` for a window without heralds."""
+NO_HERALDS = (np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(1, np.int32))
+"""``decode``'s ``hidx, hptr, hedge`` for a graph without heralds."""
 
 
 def max_length(graph) -> int:
@@ -145,7 +145,7 @@ class Workspace:
         self.bucket = np.full(p, -1, i32)        # queue: first entry of each time bucket
         self.entry_edge = np.zeros(2 * (m + n + 1) + 64, i32)
         self.entry_next = np.zeros(2 * (m + n + 1) + 64, i32)
-        self.count = np.zeros(3, np.int64)       # [edges seen, entries used, entries queued]
+        self.count = np.zeros(4, np.int64)       # [edges seen, entries used, entries queued, scratch]
         self.chosen = np.zeros(2 * n + 1, np.int64)  # a tree edge per node, a boundary edge per cluster
 
     def arrays(self):
@@ -300,21 +300,72 @@ def _schedule_list(first, root, now, m, ptr, slot, nd, in_cluster, es, seen, buc
             break
 
 
+@njit(_nrt=False, cache=True, inline="always")
+def _erase(e, eu, ev, nd, in_cluster, touched, es, seen, count, nt):
+    """Make edge ``e`` complete at time 0: its ends join the clusters (``touched`` grows from
+    ``nt``; the new length goes to ``count[3]``) and their clusters merge along it as a tree edge
+    (a boundary edge makes the cluster meet the boundary)."""
+    count[3] = nt
+    if es[e, DONE]:
+        return
+    es[e, DONE] = 1
+    if es[e, DUE] == -1:
+        seen[count[0]] = e
+        count[0] += 1
+        es[e, DUE] = -2
+    a = eu[e]
+    b = ev[e]
+    if not in_cluster[a]:
+        in_cluster[a] = 1
+        touched[nt] = a
+        nt += 1
+    ra = _find(nd, a)
+    if b < 0:
+        count[3] = nt
+        if nd[ra, BNODE] < 0:
+            nd[ra, BNODE] = a
+            nd[ra, BEDGE] = e
+        return
+    if not in_cluster[b]:
+        in_cluster[b] = 1
+        touched[nt] = b
+        nt += 1
+    count[3] = nt
+    rb = _find(nd, b)
+    if ra == rb:
+        return  # a cycle of erased edges: not a tree edge
+    nd[a, DEG] += 1
+    nd[b, DEG] += 1
+    nd[a, XEDGE] ^= e
+    nd[b, XEDGE] ^= e
+    if nd[ra, SIZE] < nd[rb, SIZE]:
+        ra, rb = rb, ra
+    nd[rb, PARENT] = ra
+    nd[ra, SIZE] += nd[rb, SIZE]
+    nd[ra, ODD] ^= nd[rb, ODD]
+    if nd[ra, BNODE] < 0 and nd[rb, BNODE] >= 0:
+        nd[ra, BNODE] = nd[rb, BNODE]
+        nd[ra, BEDGE] = nd[rb, BEDGE]
+    t = nd[ra, NXT]
+    nd[ra, NXT] = nd[rb, NXT]
+    nd[rb, NXT] = t
+
+
 @njit(_nrt=False, cache=True)
-def decode(ptr, slot, eu, ev, events, erased, n_erased, quiet, n_quiet, nd, in_cluster, touched, es, seen, bucket,
+def decode(ptr, slot, eu, ev, events, hidx, hptr, hedge, nd, in_cluster, touched, es, seen, bucket,
            entry_edge, entry_next, count, chosen):
     """Decode one window with weighted union-find and peeling, heralded erasures first.
 
     Args:
         ptr, slot, eu, ev: the graph (see the module docstring).
         events: uint8 ``(num_nodes,)``, detection events (0 or 1).
-        erased: int32, the edges ``erased[:n_erased]`` are erased (a herald made them as likely as
-            not): they are complete before anything grows, their clusters formed first (Delfosse
-            and Zémor, arXiv:1703.01517, the erasure decoder, here inside weighted growth); listed
-            twice or forming a cycle is fine. ``n_erased = 0`` (any int32 array): plain weighted
-            union-find.
-        quiet: int32, the nodes ``quiet[:n_quiet]`` are heralds: their detection events are not
-            defects (``rtdecoder.heralds``).
+        hidx, hptr, hedge: the graph's heralds (``rtdecoder.heralds``): ``hidx`` int32
+            ``(num_nodes,)``, -1 or the node's herald index ``i``; a detection event at such a
+            node is no defect, and erases the edges ``hedge[hptr[i]:hptr[i + 1]]`` (int64 /
+            int32): they are complete before anything grows, their clusters formed first (the
+            erasure decoder of Delfosse and Zémor, arXiv:1703.01517, inside weighted growth); an
+            edge erased twice, or erased edges forming a cycle, is fine. ``hidx`` empty
+            (``NO_HERALDS``): plain weighted union-find, at no cost.
         nd ... chosen: a ``Workspace``'s arrays (``Workspace.arrays()`` order), all-clear on entry
             and on return.
 
@@ -358,54 +409,17 @@ def decode(ptr, slot, eu, ev, events, erased, n_erased, quiet, n_quiet, nd, in_c
         in_cluster[v] = 1
         nd[v, ODD] = 1
         nd[v, DEFECT] = 1
-    for i in range(n_quiet):  # a herald's event: an even cluster of one node, not a defect
-        v = quiet[i]
-        if in_cluster[v]:
-            nd[v, ODD] = 0
-            nd[v, DEFECT] = 0
-    for i in range(n_erased):  # erased edges: complete at time 0, their clusters merged now
-        e = erased[i]
-        if es[e, DONE]:
+    nev = nt
+    for k in range(nev if hidx.shape[0] > 0 else 0):  # heralds: their events erase edges
+        h = hidx[touched[k]]
+        if h < 0:
             continue
-        es[e, DONE] = 1
-        if es[e, DUE] == -1:
-            seen[count[0]] = e
-            count[0] += 1
-            es[e, DUE] = -2
-        a = eu[e]
-        b = ev[e]
-        if not in_cluster[a]:
-            in_cluster[a] = 1
-            touched[nt] = a
-            nt += 1
-        ra = _find(nd, a)
-        if b < 0:
-            if nd[ra, BNODE] < 0:
-                nd[ra, BNODE] = a
-                nd[ra, BEDGE] = e
-            continue
-        if not in_cluster[b]:
-            in_cluster[b] = 1
-            touched[nt] = b
-            nt += 1
-        rb = _find(nd, b)
-        if ra == rb:
-            continue  # a cycle of erased edges: not a tree edge
-        nd[a, DEG] += 1
-        nd[b, DEG] += 1
-        nd[a, XEDGE] ^= e
-        nd[b, XEDGE] ^= e
-        if nd[ra, SIZE] < nd[rb, SIZE]:
-            ra, rb = rb, ra
-        nd[rb, PARENT] = ra
-        nd[ra, SIZE] += nd[rb, SIZE]
-        nd[ra, ODD] ^= nd[rb, ODD]
-        if nd[ra, BNODE] < 0 and nd[rb, BNODE] >= 0:
-            nd[ra, BNODE] = nd[rb, BNODE]
-            nd[ra, BEDGE] = nd[rb, BEDGE]
-        t = nd[ra, NXT]
-        nd[ra, NXT] = nd[rb, NXT]
-        nd[rb, NXT] = t
+        v = touched[k]
+        nd[v, ODD] = 0  # an even cluster of one node, not a defect
+        nd[v, DEFECT] = 0
+        for i in range(hptr[h], hptr[h + 1]):  # its erased edges: complete at time 0, merged now
+            _erase(hedge[i], eu, ev, nd, in_cluster, touched, es, seen, count, nt)
+            nt = count[3]
     nactive = 0
     nev = nt
     wake = MAX_LENGTH
@@ -602,15 +616,16 @@ def decode(ptr, slot, eu, ev, events, erased, n_erased, quiet, n_quiet, nd, in_c
 
 
 @njit(_nrt=False, cache=True)
-def decode_batch(ptr, slot, eu, ev, emask, events, counts, obs,
+def decode_batch(ptr, slot, eu, ev, emask, events, hidx, hptr, hedge, counts, obs,
                  nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next, count, chosen):
-    """``decode`` on every row of ``events`` (uint8 ``(shots, num_nodes)``) with one graph:
+    """``decode`` on every row of ``events`` (uint8 ``(shots, num_nodes)``) with one graph and its
+    heralds (``hidx, hptr, hedge``; ``NO_HERALDS`` for none):
     ``counts[s]`` the edges chosen (-1: none explains the events) and ``obs[s]`` the XOR of their
     observable masks (``emask`` int64 per edge, bit ``i`` = observable ``i``). The CPU side of
     ``rtdecoder decode``; the GPU's is ``rtdecoder.kernels.uf_cuda.batch_kernel``."""
     for s in range(events.shape[0]):
-        n = decode(ptr, slot, eu, ev, events[s], eu, 0, eu, 0, nd, in_cluster, touched, es, seen, bucket, entry_edge,
-                   entry_next, count, chosen)
+        n = decode(ptr, slot, eu, ev, events[s], hidx, hptr, hedge, nd, in_cluster, touched, es, seen, bucket,
+                   entry_edge, entry_next, count, chosen)
         counts[s] = n
         mask = np.int64(0)
         for i in range(n):

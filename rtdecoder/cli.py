@@ -45,7 +45,7 @@ def _transport_names() -> list[str]:
 
 
 STREAM_FLAGS = ("--stream-id", "--circuit", "--distance", "--rounds", "--p", "--decoder", "--window", "--commit",
-                "--parallel-windows",
+                "--parallel-windows", "--erasure",
                 "--allow", "--input", "--deadline-us")
 
 
@@ -61,6 +61,9 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
     g.add_argument("--distance", type=int, default=5, help="code distance (default 5)")
     g.add_argument("--rounds", type=int, default=None, help="syndrome rounds (default 5 * distance)")
     g.add_argument("--p", type=float, default=0.001, help="circuit-level noise strength (default 0.001)")
+    g.add_argument("--erasure", type=float, default=0.0,
+                   help="generated circuits: heralded erasure of every data qubit at the start of each round with "
+                        "this probability, the heralds sent as detection events (default 0: none)")
     if role == "emulate":
         g.add_argument("--decoder", default=None, choices=_decoder_names(),
                        help="the decoder the service's stream should have (default: whichever it has; a "
@@ -129,6 +132,7 @@ def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
         decoder=a.decoder or "matching", window=getattr(a, "window", None), commit=getattr(a, "commit", None),
         input=getattr(a, "input", None) or "detection_events", deadline_us=getattr(a, "deadline_us", 0.0) or 0.0,
         parallel=(getattr(a, "parallel_windows", 1) or 1) if getattr(a, "command", None) in ("serve", "demo") else 1,
+        erasure=getattr(a, "erasure", 0.0) or 0.0,
         **({"allow": tuple(x.strip() for x in allow.split(",") if x.strip())} if allow else {}),
     )
 
@@ -145,7 +149,8 @@ def _stream_argv(cfg: StreamConfig) -> list[str]:
             ["--commit", str(cfg.commit)] if cfg.window != WINDOW_ALL else []) + ["--allow", ",".join(cfg.allow),
                                                                                    "--input", cfg.input] + (
             ["--deadline-us", repr(cfg.deadline_us)] if cfg.deadline_us > 0 else []) + (
-            ["--parallel-windows", str(cfg.parallel)] if cfg.parallel > 1 else [])
+            ["--parallel-windows", str(cfg.parallel)] if cfg.parallel > 1 else []) + (
+            ["--erasure", repr(cfg.erasure)] if cfg.erasure > 0 else [])
 
 
 def _cpus(value: str) -> tuple[int, ...]:

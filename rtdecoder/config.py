@@ -126,6 +126,11 @@ class StreamConfig:
             measurement → detector map given as matrices (a CUDA-Q YAML decoder) instead of a
             circuit; ``circuit``, ``distance``, ``rounds`` and ``p`` are then not used, ``input`` is
             ``"measurements"`` and ``window`` defaults to ``"all"``.
+        erasure: generated circuits only: a heralded erasure (``HERALDED_ERASE``) of every data
+            qubit at the start of each round with this probability, each with a herald detector
+            (``rtdecoder.heralds.with_erasure``); the controller sends the heralds as detection
+            events (docs/wire-protocol.md §5.2) and the decoder uses them (union_find erases,
+            matching_correlated reweights). Circuit files declare their own. 0 (default): none.
         allow: the controller addresses or subnets (CIDR, IPv4 or IPv6) this stream accepts
             datagrams from; default loopback only. Datagrams from elsewhere get no reply and are
             counted (``rtdecoder_packets_rejected_total{reason="not_allowed"}``).
@@ -147,6 +152,7 @@ class StreamConfig:
     input: str = "detection_events"
     deadline_us: float = 0.0
     parallel: int = 1
+    erasure: float = 0.0
     model: Any = None
 
     def __post_init__(self) -> None:
@@ -170,6 +176,11 @@ class StreamConfig:
             raise ConfigError(f"stream {self.id}: {e}") from None
         if self.rounds is None:
             object.__setattr__(self, "rounds", 5 * self.distance)
+        if not 0.0 <= self.erasure < 1.0:
+            raise ConfigError(f"stream {self.id}: erasure {self.erasure} must be in [0, 1) (0: none)")
+        if self.erasure > 0 and not self.is_generated:
+            raise ConfigError(f"stream {self.id}: erasure is for generated circuits; a circuit file declares its own "
+                              "HERALDED_ERASE instructions, each with a DETECTOR on its record")
         if not 0.0 <= self.deadline_us <= 1e6:
             raise ConfigError(f"stream {self.id}: deadline_us {self.deadline_us} must be in 0..1000000 µs (0: none)")
         if self.deadline_us > 0 and decoders.get(self.decoder).call != "escape":
@@ -231,7 +242,8 @@ class StreamConfig:
         sandwich = self.parallel > 1  # the parallel-window plan, not sliding windows
         if self.model is not None:
             return (self.model.digest, self.decoder, self.window, self.commit, self.input, fallback, sandwich)
-        gen = (self.distance, self.rounds, self.p) if self.is_generated else (os.path.realpath(self.circuit),)
+        gen = (self.distance, self.rounds, self.p, self.erasure) if self.is_generated else \
+            (os.path.realpath(self.circuit),)
         return (self.circuit, *gen, self.decoder, self.window, self.commit, self.input, fallback, sandwich)
 
     @property
@@ -246,6 +258,7 @@ class StreamConfig:
             return (f"stream {self.id}: {self.model.source}, decoder={self.decoder}, window/commit={w}, "
                     f"measurements in{dl}")
         src = f"{self.circuit} d={self.distance} rounds={self.rounds} p={self.p}" if self.is_generated else self.circuit
+        src += f" erasure={self.erasure}" if self.erasure > 0 else ""
         sends = ", measurements in" if self.input == "measurements" else ""
         return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}{sends}{dl}"
 

@@ -38,14 +38,15 @@ def make_circuit(cfg: StreamConfig) -> stim.Circuit:
 
     Generated circuits use stim's standard circuit-level noise with every strength equal to
     ``cfg.p``: ``after_clifford_depolarization``, ``before_round_data_depolarization``,
-    ``before_measure_flip_probability`` and ``after_reset_flip_probability``.
+    ``before_measure_flip_probability`` and ``after_reset_flip_probability``; with
+    ``cfg.erasure``, heralded erasures with their herald detectors (``rtdecoder.heralds``).
 
     Raises:
         ConfigError: stim does not know the circuit name, or the file does not parse.
     """
     if cfg.is_generated:
         try:
-            return stim.Circuit.generated(
+            c = stim.Circuit.generated(
                 cfg.circuit,
                 distance=cfg.distance,
                 rounds=cfg.rounds,
@@ -60,6 +61,11 @@ def make_circuit(cfg: StreamConfig) -> stim.Circuit:
                 "Known names include surface_code:rotated_memory_z, surface_code:rotated_memory_x, "
                 "repetition_code:memory"
             ) from None
+        if cfg.erasure > 0:
+            from rtdecoder.heralds import with_erasure
+
+            c = with_erasure(c, cfg.erasure)
+        return c
     try:
         with open(cfg.circuit) as f:
             return stim.Circuit(f.read())

@@ -64,15 +64,18 @@ def _records(inst: stim.CircuitInstruction) -> int:
     return stim.Circuit(str(inst)).num_measurements
 
 
-def with_erasure(circuit: stim.Circuit, rate: float) -> stim.Circuit:
-    """``circuit`` with ``HERALDED_ERASE(rate)`` on its data qubits at the start of each round, and a
-    herald detector for each (coordinates: the qubit's, then the round's time: one after the last
-    detector declared before it, 0 before any).
+def with_erasure(circuit: stim.Circuit, rate: float, everywhere: bool = True) -> stim.Circuit:
+    """``circuit`` with ``HERALDED_ERASE(rate)`` where its gates' noise is, and a herald detector for
+    each target (coordinates: the qubit's, then the round's time: one after the last detector
+    declared before it, 0 before any).
 
-    The start of a round is where stim's generated memory circuits put the data qubits'
-    ``DEPOLARIZE1`` (``before_round_data_depolarization``), right after a ``TICK``; the erasure
-    goes after it. Works on the flattened circuit (``REPEAT`` blocks unrolled), rewriting every
-    ``rec[-k]`` lookback for the records the heralds add.
+    Where: after every two-qubit gate's ``DEPOLARIZE2`` (``after_clifford_depolarization``), on
+    both qubits, and after every ``DEPOLARIZE1``: the erasure-conversion model, in which a
+    fraction of each gate's errors is heralded (Wu, Kolkowitz, Puri and Thompson,
+    arXiv:2201.03540). With ``everywhere`` false, only the data qubits' ``DEPOLARIZE1`` at the
+    start of each round (``before_round_data_depolarization``, right after a ``TICK``). Works on
+    the flattened circuit (``REPEAT`` blocks unrolled), rewriting every ``rec[-k]`` lookback for
+    the records the heralds add.
 
     Raises:
         ConfigError: ``rate`` outside ``(0, 1)``, or no round start found (not a generated memory
@@ -108,8 +111,9 @@ def with_erasure(circuit: stim.Circuit, rate: float) -> stim.Circuit:
             for _ in range(_records(inst)):
                 new_of_old.append(n_new)
                 n_new += 1
-        qs = [t.value for t in inst.targets_copy() if t.is_qubit_target] if name == "DEPOLARIZE1" else []
-        if name == "DEPOLARIZE1" and prev == "TICK" and qs and set(qs) <= data:
+        qs = [t.value for t in inst.targets_copy() if t.is_qubit_target] if name in ("DEPOLARIZE1", "DEPOLARIZE2") \
+            else []
+        if qs and (name == "DEPOLARIZE2" or everywhere or (prev == "TICK" and set(qs) <= data)):
             out.append("HERALDED_ERASE", qs, [rate])
             for i, q in enumerate(qs):
                 xy = list(coords.get(q, [0.0, 0.0]))[:2]
@@ -216,3 +220,54 @@ def herald_map(graph, u: np.ndarray, v: np.ndarray, p: np.ndarray, err: np.ndarr
         eptr[h + 1] = len(erase)
     return HeraldMap(is_herald.astype(np.uint8), ptr, np.asarray(edges, np.int32), np.asarray(probs, np.float64),
                      eptr, np.asarray(erase, np.int32))
+
+
+def kernel_arrays(hm: HeraldMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Union-find's ``hidx, hptr, hedge`` (``rtdecoder.kernels.union_find.decode``) from a
+    ``HeraldMap``: herald ``i`` is the ``i``-th herald detector of the graph, its erased edges
+    those with a conditional probability of at least ``ERASE_AT``."""
+    hnode = np.flatnonzero(hm.is_herald)
+    hidx = np.full(len(hm.is_herald), -1, np.int32)
+    hidx[hnode] = np.arange(len(hnode), dtype=np.int32)
+    hptr = np.zeros(len(hnode) + 1, np.int64)
+    hptr[1:] = np.cumsum(hm.erase_ptr[hnode + 1] - hm.erase_ptr[hnode])
+    hedge = np.concatenate([hm.erase_edge[hm.erase_ptr[h]:hm.erase_ptr[h + 1]] for h in hnode] or
+                           [np.zeros(0, np.int32)]).astype(np.int32)
+    return (hidx if len(hnode) else hidx[:0]), hptr, (hedge if len(hedge) else np.zeros(1, np.int32))
+
+
+@dataclass
+class WholeShot:
+    """A circuit's whole-shot decoding graph with its heralds (``whole_shot``).
+
+    Attributes:
+        graph: the ``rtdecoder.windows.WindowGraph`` of all rounds, every detector kept, with
+            ``errors_dem`` (correlated matching).
+        heralds: its ``HeraldMap``.
+        hnode: int64, the herald detectors.
+        kernel: union-find's ``(hidx, hptr, hedge)`` (``kernel_arrays``).
+    """
+
+    graph: object
+    heralds: HeraldMap
+    hnode: np.ndarray
+    kernel: tuple
+
+
+def whole_shot(circuit: stim.Circuit) -> WholeShot:
+    """The whole-shot graph and herald map of ``circuit`` (its DEM: ``rtdecoder.dem.circuit_dem``).
+
+    Raises:
+        ConfigError: the circuit's detectors have no round layout (``rtdecoder.dem.detector_layout``).
+    """
+    from rtdecoder.dem import circuit_dem, dem_components, detector_layout
+    from rtdecoder.windows import cut_components, plan_windows
+
+    layout = detector_layout(circuit)
+    comps = dem_components(circuit_dem(circuit))
+    keep = np.ones(layout.num_detectors, np.uint8)
+    graph = plan_windows(layout, comps, 0, 0, keep, correlations=True).graphs[0]
+    n, p, u, v, _, err = cut_components(comps, layout.round_offsets, 0, layout.num_rounds, keep, False, True)
+    is_h = herald_detectors(circuit)
+    hm = herald_map(graph, u, v, p, err, is_h)
+    return WholeShot(graph, hm, np.flatnonzero(is_h), kernel_arrays(hm))

@@ -213,9 +213,10 @@ def test_queue_rebuild_when_the_entry_pool_runs_out():
 
 
 def test_erased_edges_are_complete_first_and_the_correction_stays_inside_them():
-    """Delfosse and Zémor's erasure decoder inside the weighted kernel: when every error is in the
-    erasure, the correction is made of erased edges and explains the events, whatever the
-    erased edges' weights; a herald's own event (``quiet``) is no defect."""
+    """Delfosse and Zémor's erasure decoder inside the weighted kernel: a herald node's event
+    erases its edges; when every error is in the erasure, the correction is made of erased edges
+    and explains the events, whatever the erased edges' weights, and the herald's own event is no
+    defect."""
     import stim
 
     from rtdecoder.dem import circuit_dem, dem_components, detector_layout
@@ -226,36 +227,36 @@ def test_erased_edges_are_complete_first_and_the_correction_stays_inside_them():
                                after_reset_flip_probability=0.002)
     lay = detector_layout(c)
     graph = plan_windows(lay, dem_components(circuit_dem(c)), 0, 0, np.ones(lay.num_detectors, np.uint8)).graphs[0]
-    g = uf.build_graph(graph.num_nodes, graph.edge_u, graph.edge_v, graph.edge_weight)
-    ws = uf.Workspace(graph.num_nodes, graph.num_edges, uf.max_length(g))
+    n, m = graph.num_nodes, graph.num_edges
+    h = n  # one herald node more, with its own edge to the boundary
+    g = uf.build_graph(n + 1, np.append(graph.edge_u, h), np.append(graph.edge_v, -1),
+                       np.append(graph.edge_weight, 4.0))
+    ws = uf.Workspace(n + 1, m + 1, uf.max_length(g))
+    hidx = np.full(n + 1, -1, np.int32)
+    hidx[h] = 0
     rng = np.random.default_rng(11)
-    nothing = np.zeros(1, np.int32)
     for trial in range(200):
-        erased = rng.choice(graph.num_edges, size=int(rng.integers(1, 40)), replace=False).astype(np.int32)
+        erased = rng.choice(m, size=int(rng.integers(1, 40)), replace=False).astype(np.int32)
         flipped = erased[rng.random(len(erased)) < 0.5]
-        events = np.zeros(graph.num_nodes, np.uint8)
+        events = np.zeros(n + 1, np.uint8)
         for e in flipped:
             events[graph.edge_u[e]] ^= 1
             if graph.edge_v[e] >= 0:
                 events[graph.edge_v[e]] ^= 1
-        k = uf.decode(*g, events, erased, len(erased), nothing, 0, *ws.arrays())
+        events[h] = 1
+        k = uf.decode(*g, events, hidx, np.array([0, len(erased)], np.int64), erased, *ws.arrays())
         assert k >= 0
         chosen = ws.chosen[:k].copy()
         assert set(chosen.tolist()) <= set(erased.tolist()), trial
-        back = np.zeros(graph.num_nodes, np.uint8)
+        back = np.zeros(n + 1, np.uint8)
         for e in chosen:
             back[graph.edge_u[e]] ^= 1
             if graph.edge_v[e] >= 0:
                 back[graph.edge_v[e]] ^= 1
+        back[h] = 1
         assert np.array_equal(back, events), trial
-    # a herald's event alone: nothing to correct
-    events = np.zeros(graph.num_nodes, np.uint8)
-    events[3] = 1
-    assert uf.decode(*g, events, nothing, 0, np.array([3], np.int32), 1, *ws.arrays()) == 0
-    # and the workspace was left all-clear: a plain decode afterwards is what it always was
-    events[3] = 0
-    events[graph.edge_u[0]] = 1
-    if graph.edge_v[0] >= 0:
-        events[graph.edge_v[0]] = 1
-    plain = uf.decode(*g, events, *uf.NO_HERALDS, *ws.arrays())
-    assert plain >= 1
+        # without its herald's event nothing is erased: the same events decode as plain union-find
+        events[h] = 0
+        k2 = uf.decode(*g, events, hidx, np.array([0, len(erased)], np.int64), erased, *ws.arrays())
+        plain = uf.decode(*g, events, *uf.NO_HERALDS, *ws.arrays())
+        assert k2 == plain

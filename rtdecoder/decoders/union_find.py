@@ -74,7 +74,7 @@ def _decode_batch(graph, events: np.ndarray, backend: str, chunk: int) -> tuple[
             counts[a:b], obs[a:b] = c, o
     else:
         ws = uf.Workspace(graph.num_nodes, graph.num_edges, uf.max_length(g)).arrays()
-        uf.decode_batch(*g, emask, events, counts, obs, *ws)
+        uf.decode_batch(*g, emask, events, *uf.NO_HERALDS, counts, obs, *ws)
     return obs, counts < 0
 
 
