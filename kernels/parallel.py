@@ -201,6 +201,7 @@ def decode_region(tables, sid, k, gen, scratch, nd, in_cluster, touched, es, see
     g = win[k, W_GRAPH]
     ub = tables.uf_base
     pb, nn, sb, ns, eb, m = ub[g, 0], ub[g, 1], ub[g, 2], ub[g, 3], ub[g, 4], ub[g, 5]
+    hb = tables.uf_hbase[g]
     start = win[k, W_START]
     lo = st[sid, C_SYN_BASE] + tables.offs[st[sid, C_OFF_BASE] + start]
     par = gen & 1
@@ -213,7 +214,8 @@ def decode_region(tables, sid, k, gen, scratch, nd, in_cluster, touched, es, see
         gap_events(syn, tables.keep, lo, nn, up, down, scratch)
         events = scratch[:nn]
     n = uf.decode(tables.uf_ptr[pb:pb + nn + 1], tables.uf_slot[sb:sb + ns], tables.uf_eu[eb:eb + m],
-                  tables.uf_ev[eb:eb + m], events, tables.uf_eu[:0], tables.uf_ptr, tables.uf_eu, nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next,
+                  tables.uf_ev[eb:eb + m], events, tables.uf_hidx[hb[0]:hb[0] + hb[1]], tables.uf_hptr[hb[2]:],
+                  tables.uf_hedge[hb[3]:], nd, in_cluster, touched, es, seen, bucket, entry_edge, entry_next,
                   cnt, chosen)
     if n < 0:
         return np.int64(0), np.int64(0)

@@ -318,6 +318,13 @@ class Tables(NamedTuple):
     paddr: np.ndarray
     """uint8 ``(max stream id + 1, 128)``: parallel streams' controller address (a
     ``sockaddr_storage``) for the replies that leave after their datagram's slot is reused."""
+    uf_hbase: np.ndarray
+    """``(graphs, 4)``: each union-find graph's heralds (``rtdecoder.heralds``) in the three arrays
+    below: (``uf_hidx`` start, its length: the graph's nodes, or 0 for a graph without heralds,
+    ``uf_hptr`` start, ``uf_hedge`` start), as ``union_find.decode`` takes them."""
+    uf_hidx: np.ndarray
+    uf_hptr: np.ndarray
+    uf_hedge: np.ndarray
 
 
 class WorkerArrays(NamedTuple):

@@ -67,7 +67,8 @@ def batch_kernel(uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, emask, win_graph, win_e
         pb, nn, sb, ns, eb, m = uf_base[g, 0], uf_base[g, 1], uf_base[g, 2], uf_base[g, 3], uf_base[g, 4], uf_base[g, 5]
         lo = win_events[w]
         n = _decode(uf_ptr[pb:pb + nn + 1], uf_slot[sb:sb + ns], uf_eu[eb:eb + m], uf_ev[eb:eb + m],
-                    events[lo:lo + nn], uf_eu[:0], uf_ptr, uf_eu, p0[t], p1[t], p2[t], p3[t], p4[t], p5[t], p6[t], p7[t], p8[t], p9[t])
+                    events[lo:lo + nn], uf_eu[:0], uf_ptr, uf_eu, p0[t], p1[t], p2[t], p3[t], p4[t], p5[t], p6[t],
+                    p7[t], p8[t], p9[t])
         counts[w] = n
         mask = int64(0)
         ch = p9[t]
@@ -80,8 +81,8 @@ def batch_kernel(uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, emask, win_graph, win_e
 
 
 @cuda.jit
-def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, evbuf,
-                      p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, chosen, last):
+def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev, uf_hbase, uf_hidx, uf_hptr,
+                      uf_hedge, evbuf, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, chosen, last):
     """Resident decoder: block ``b`` serves slots ``b, b + grid, b + 2 grid, ...`` until
     ``ctl[CTL_STOP]`` is set (on a GPU the grid is one block per slot; numba's simulator, which
     runs one kernel at a time and its blocks one after another, gets one block for all slots).
@@ -92,7 +93,9 @@ def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev
     sequence number answered before), the block's threads copy the window's events from ``syn``
     to ``evbuf[s]`` (coalesced reads over the bus), thread 0 decodes, writes the chosen edges to
     ``chosen[s]`` and ``res[s*WORDS + RS_COUNT]``, fences (``threadfence_system``) and writes
-    ``RS_SEQ`` last. No launch per window. Workspace row ``s`` belongs to slot ``s``.
+    ``RS_SEQ`` last. No launch per window. Workspace row ``s`` belongs to slot ``s``. A graph's
+    heralds (``uf_hbase`` and the three arrays after it, ``rtdecoder.engine.Engine``'s) erase
+    edges as on the CPU.
     """
     lane = cuda.threadIdx.x
     sh = cuda.shared.array(2, int64)
@@ -127,8 +130,10 @@ def persistent_kernel(ctl, req, res, syn, uf_base, uf_ptr, uf_slot, uf_eu, uf_ev
             ev[i] = syn[lo + i]
         cuda.syncthreads()
         if lane == 0:
+            h0, hn, h2, h3 = uf_hbase[g, 0], uf_hbase[g, 1], uf_hbase[g, 2], uf_hbase[g, 3]
             n = _decode(uf_ptr[pb:pb + nn + 1], uf_slot[sb:sb + ns], uf_eu[eb:eb + m], uf_ev[eb:eb + m], ev[:nn],
-                        uf_eu[:0], uf_ptr, uf_eu, p0[s], p1[s], p2[s], p3[s], p4[s], p5[s], p6[s], p7[s], p8[s], p9[s])
+                        uf_hidx[h0:h0 + hn], uf_hptr[h2:], uf_hedge[h3:], p0[s], p1[s], p2[s], p3[s], p4[s], p5[s],
+                        p6[s], p7[s], p8[s], p9[s])
             out = chosen[s]
             ch = p9[s]
             for i in range(n if n > 0 else 0):

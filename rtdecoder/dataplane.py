@@ -528,9 +528,10 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
             ub = tables.uf_base
             pb, nn, sb, ns, eb, m = ub[g, 0], ub[g, 1], ub[g, 2], ub[g, 3], ub[g, 4], ub[g, 5]
             lo = sbase + offs[obase + win[k, W_START]]
+            hb = tables.uf_hbase[g]  # the graph's heralds (none: an empty hidx)
             nchosen = uf.decode(tables.uf_ptr[pb:pb + nn + 1], tables.uf_slot[sb:sb + ns], tables.uf_eu[eb:eb + m],
-                                tables.uf_ev[eb:eb + m], syn[lo:lo + nn], tables.uf_eu[:0], tables.uf_ptr,
-                                tables.uf_eu, *ws)
+                                tables.uf_ev[eb:eb + m], syn[lo:lo + nn], tables.uf_hidx[hb[0]:hb[0] + hb[1]],
+                                tables.uf_hptr[hb[2]:], tables.uf_hedge[hb[3]:], *ws)
             chosen = ws[-1]
             t1 = monotonic_ns()
         else:

@@ -26,6 +26,7 @@ from rtdecoder.config import StreamConfig, format_ids
 from rtdecoder.decoders import CompiledWindowDecoder, DecoderSpec
 from rtdecoder.dem import (DetectorLayout, MeasurementLayout, circuit_dem, dem_components, detector_layout, make_circuit,
                            measurement_layout, measurement_layout_from_rows, observable_detectors)
+from rtdecoder.heralds import herald_detectors
 from rtdecoder.kernels import tables as K
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels import wire
@@ -155,11 +156,17 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
     # A decoder that reads correlations needs the other basis's detection events too.
     keep = np.ones(layout.num_detectors, np.uint8) if spec.correlations else \
         observable_detectors(comps, layout.num_detectors)
+    heralds = herald_detectors(circuit) if circuit is not None else None
+    if heralds is not None and heralds.any():
+        keep[heralds] = 1  # a herald changes no observable, but says where an error was
+    else:
+        heralds = None
     step("window graphs")
     if cfg.parallel > 1:  # the sandwich schedule, its windows in round order of their commit regions
-        plan = plan_parallel(layout, comps, cfg.window, cfg.commit, keep, spec.correlations).as_window_plan()
+        plan = plan_parallel(layout, comps, cfg.window, cfg.commit, keep, spec.correlations, heralds).as_window_plan()
     else:
-        plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep, correlations=spec.correlations)
+        plan = plan_windows(layout, comps, cfg.window, cfg.commit, keep, correlations=spec.correlations,
+                            heralds=heralds)
     mlayout = _measurements(cfg, circuit, layout, keep)
     step(f"{spec.name} decoder")
     return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep, mlayout)
@@ -374,7 +381,8 @@ class Engine:
         self.tables = K.Tables(self.st, self.offs, self.syn, self.keep, self.win, self.gbase, self.node_round,
                                self.edges, self.uf_base, self.uf_ptr, self.uf_slot, self.uf_eu, self.uf_ev, self.allow,
                                self.moffs, self.meas, self.dptr, self.drec, self.dflip, self.dkept, self.dkptr,
-                               self.dshift, self.cqbits, self.pres, self.pcarry, self.paddr)
+                               self.dshift, self.cqbits, self.pres, self.pcarry, self.paddr, self.uf_hbase,
+                               self.uf_hidx, self.uf_hptr, self.uf_hedge)
         self.max_edges = max(g.num_edges for rt in rts for g in rt.plan.graphs)
         self.max_nodes = max(g.num_nodes for rt in rts for g in rt.plan.graphs)
         self.max_windows = max(rt.plan.num_windows for rt in rts)
@@ -409,7 +417,10 @@ class Engine:
         decoders' streams with a deadline (their fallback), concatenated in global graph order,
         with ``uf_base[g] = (ptr start, nodes, slot start, slots, edge start, edges)`` (zeros for
         the graphs of the other streams whose decoder escapes)."""
+        from rtdecoder.heralds import kernel_arrays
+
         parts: list[tuple] = []
+        hparts: list[tuple] = []
         for rt in rts:
             if rt.spec.call == "compiled":
                 parts += rt.decoder.graphs
@@ -417,6 +428,24 @@ class Engine:
                 parts += [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in rt.plan.graphs]
             else:
                 parts += [None] * len(rt.plan.graphs)
+            hparts += [kernel_arrays(g.heralds) if g.heralds is not None else None for g in rt.plan.graphs]
+        # heralds: uf_hbase[g] = (hidx start, nodes with heralds (0: none), hptr start, hedge start)
+        hbase = np.zeros((len(parts), 4), np.int64)
+        hidxs, hptrs, hedges = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)], [np.zeros(1, np.int32)]
+        ib, pb_, hb = 0, 0, 1
+        for g, h in enumerate(hparts):
+            if h is None or parts[g] is None or len(h[0]) == 0:
+                continue
+            hidx, hptr, hedge = h
+            hbase[g] = (ib, len(hidx), pb_, hb)
+            hidxs.append(hidx)
+            hptrs.append(hptr)
+            hedges.append(hedge)
+            ib, pb_, hb = ib + len(hidx), pb_ + len(hptr), hb + len(hedge)
+        self.uf_hbase = hbase
+        self.uf_hidx = np.concatenate(hidxs).astype(np.int32)
+        self.uf_hptr = np.concatenate(hptrs + [np.zeros(1, np.int64)]).astype(np.int64)
+        self.uf_hedge = np.concatenate(hedges).astype(np.int32)
         base = np.zeros((len(parts), 6), np.int64)
         ptrs, slots, eus, evs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0, np.int32)]
         pb = sb = eb = 0

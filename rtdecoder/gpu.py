@@ -198,7 +198,8 @@ class PersistentDecoder:
         if not hasattr(engine, "syn_device"):
             raise ValueError("the engine's syn is not in mapped memory: build it with Engine(host_alloc=mapped_zeros)")
         self.graph = tuple(cuda.to_device(np.ascontiguousarray(a)) for a in
-                           (engine.uf_base, engine.uf_ptr, engine.uf_slot, engine.uf_eu, engine.uf_ev))
+                           (engine.uf_base, engine.uf_ptr, engine.uf_slot, engine.uf_eu, engine.uf_ev, engine.uf_hbase,
+                            engine.uf_hidx, engine.uf_hptr, engine.uf_hedge))
         self._ctl, self.ctl = mapped_zeros(S.WORDS, np.int64)
         self._req, self.req = mapped_zeros(slots * S.WORDS, np.int64)
         self._res, self.res = mapped_zeros(slots * S.WORDS, np.int64)

@@ -77,6 +77,9 @@ class WindowGraph:
     edge_prob: np.ndarray
     edge_keys: np.ndarray
     errors_dem: stim.DetectorErrorModel | None = None
+    heralds: object = None
+    """With heralds (``plan_windows(..., heralds=...)``), the graph's
+    ``rtdecoder.heralds.HeraldMap``; None otherwise."""
 
     @property
     def num_edges(self) -> int:
@@ -179,7 +182,7 @@ def window_schedule(num_rounds: int, window: int, commit: int) -> tuple[np.ndarr
 
 
 def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, commit: int,
-                 keep: np.ndarray, correlations: bool = False) -> WindowPlan:
+                 keep: np.ndarray, correlations: bool = False, heralds: np.ndarray | None = None) -> WindowPlan:
     """Build the window schedule and every distinct window graph (done once per stream).
 
     Args:
@@ -191,9 +194,12 @@ def plan_windows(layout: DetectorLayout, comps: DemComponents, window: int, comm
             past the window's top are edges to its boundary), joined by ``^``: the correlation
             among them is used, the one with the parts outside is not. Windows then share a graph
             only when their errors, not only their merged edges, are the same.
+        heralds: bool ``(num_detectors,)``, the herald detectors (``rtdecoder.heralds``), or None:
+            each graph then gets its ``heralds`` map (``rtdecoder.heralds.herald_map``), and
+            windows share a graph only when their errors are the same.
     """
     start, end, commit_end = window_schedule(layout.num_rounds, window, commit)
-    gs = _GraphSet(layout, comps, keep, correlations)
+    gs = _GraphSet(layout, comps, keep, correlations, heralds)
     # Earlier rounds are committed (left out); the future is open (DEM order kept, so that W = all
     # reproduces the offline graph).
     graph_of = np.asarray([gs.index(int(s), int(e), False, True) for s, e in zip(start, end)], np.int64)
@@ -205,8 +211,10 @@ class _GraphSet:
     (``cut_components``) and returns the index of its graph in ``graphs``, built the first time
     its signature is seen (with ``errors_dem`` when ``correlations``)."""
 
-    def __init__(self, layout: DetectorLayout, comps: DemComponents, keep: np.ndarray, correlations: bool):
+    def __init__(self, layout: DetectorLayout, comps: DemComponents, keep: np.ndarray, correlations: bool,
+                 heralds: np.ndarray | None = None):
         self.layout, self.comps, self.keep, self.correlations = layout, comps, keep, correlations
+        self.heralds = heralds if heralds is not None and heralds.any() else None
         self.det_round = layout.det_round
         self.graphs: list[WindowGraph] = []
         self._seen: dict[bytes, int] = {}
@@ -216,13 +224,19 @@ class _GraphSet:
         n, p, u, v, ob, err = cut_components(self.comps, off, start, end, self.keep, lower_open, upper_open)
         node_round = self.det_round[off[start]:off[end]] - start
         key = _signature(n, node_round, p, u, v, ob)
-        if self.correlations:
+        if self.correlations or self.heralds is not None:
             key += _error_signature(p, u, v, ob, err)
+        if self.heralds is not None:
+            key += np.packbits(self.heralds[off[start]:off[end]]).tobytes()
         if key not in self._seen:
             self._seen[key] = len(self.graphs)
             g = _graph_from_dem(n, node_round, _window_dem(n, p, u, v, ob))
             if self.correlations:
                 g.errors_dem = _errors_dem(n, p, u, v, ob, err)
+            if self.heralds is not None:
+                from rtdecoder.heralds import herald_map
+
+                g.heralds = herald_map(g, u, v, p, err, self.heralds[off[start]:off[end]])
             self.graphs.append(g)
         return self._seen[key]
 
@@ -363,7 +377,7 @@ def cut_components(comps: DemComponents, off: np.ndarray, start: int, end: int, 
 
 
 def plan_parallel(layout: DetectorLayout, comps: DemComponents, window: int, commit: int, keep: np.ndarray,
-                  correlations: bool = False) -> ParallelPlan:
+                  correlations: bool = False, heralds: np.ndarray | None = None) -> ParallelPlan:
     """Build the parallel-window schedule and its distinct window graphs (once per stream); the
     arguments are ``plan_windows``'s."""
     if window and not 1 <= commit < window:
@@ -379,7 +393,7 @@ def plan_parallel(layout: DetectorLayout, comps: DemComponents, window: int, com
             raise ConfigError(f"parallel windows: the DEM has an error spanning {span} rounds, more than the "
                               f"{window - commit} rounds between the cores of window {window} and commit {commit}: "
                               f"use window - commit >= {span}")
-    gs = _GraphSet(layout, comps, keep, correlations)
+    gs = _GraphSet(layout, comps, keep, correlations, heralds)
     a_graph = np.asarray([gs.index(int(s), int(e), True, True) for s, e in zip(a_start, a_end)], np.int64)
     b_graph = np.asarray([gs.index(int(s), int(e), False, False) for s, e in zip(b_start, b_end)], np.int64)
     return ParallelPlan(layout, window, commit, a_start, a_end, cs, ce, a_graph, b_start, b_end, b_graph, gs.graphs)

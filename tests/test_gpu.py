@@ -124,8 +124,10 @@ def _gpu_engine(cfgs, slots=2):
 
 
 def test_persistent_decoder_answers_as_the_cpu_does():
+    """Stream 2 has heralded erasures: the device erases the same edges as the CPU."""
     cfgs = [StreamConfig(id=0, distance=3, rounds=9, p=0.01, decoder="union_find", window=6, commit=3),
-            StreamConfig(id=1, distance=5, rounds=5, p=0.005, decoder="union_find")]
+            StreamConfig(id=1, distance=5, rounds=5, p=0.005, decoder="union_find"),
+            StreamConfig(id=2, distance=3, rounds=6, p=0.004, erasure=0.006, decoder="union_find", window=4, commit=2)]
     ref = Engine(cfgs)
     e, pd = _gpu_engine(cfgs)
     try:
@@ -226,7 +228,7 @@ NVVM_CHECK = """
     ptx, _ = cuda.compile_ptx(G.batch_kernel.py_func, tuple(batch), cc=(9, 0))
     print("batch", ptx.count("ld.global"))
     pers = [a(i64, 1), a(i64, 1), a(i64, 1), a(u8, 1), a(i64, 2), a(i64, 1), a(i64, 1), a(i32, 1), a(i32, 1),
-            a(u8, 2)] + ws + [a(i64, 2), a(i64, 1)]
+            a(i64, 2), a(i32, 1), a(i64, 1), a(i32, 1), a(u8, 2)] + ws + [a(i64, 2), a(i64, 1)]
     ptx, _ = cuda.compile_ptx(G.persistent_kernel.py_func, tuple(pers), cc=(9, 0))
     print("persistent", ptx.count("membar.sys"))
 """

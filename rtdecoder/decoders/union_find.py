@@ -26,6 +26,8 @@ class CompiledUnionFind:
     Attributes:
         graphs: per window graph, the kernel's CSR arrays (``union_find.build_graph``); the
             engine concatenates them for the compiled loop.
+        heralds: per window graph, its heralds as the kernel takes them (``hidx, hptr, hedge``:
+            ``rtdecoder.heralds.kernel_arrays``; ``union_find.NO_HERALDS`` for none).
         workspace: the kernel's scratch arrays (``Workspace.arrays()``), sized for the largest graph.
         chosen: the workspace's int64 output array (the chosen edges).
     """
@@ -33,9 +35,11 @@ class CompiledUnionFind:
     def __init__(self, plan):
         from rtdecoder.kernels import union_find as uf
 
+        from rtdecoder.heralds import kernel_arrays
+
         self._decode = uf.decode
-        self._none = uf.NO_HERALDS
         self.graphs = [uf.build_graph(g.num_nodes, g.edge_u, g.edge_v, g.edge_weight) for g in plan.graphs]
+        self.heralds = [kernel_arrays(g.heralds) if g.heralds is not None else uf.NO_HERALDS for g in plan.graphs]
         ws = uf.Workspace(max(g.num_nodes for g in plan.graphs), max(g.num_edges for g in plan.graphs),
                           max(uf.max_length(g) for g in self.graphs))
         self.workspace = ws.arrays()
@@ -45,7 +49,7 @@ class CompiledUnionFind:
 
     def decode_window(self, graph: int, events: np.ndarray) -> tuple[np.ndarray, int]:
         """See ``rtdecoder.decoders.CompiledWindowDecoder``."""
-        n = self._decode(*self.graphs[graph], events, *self._none, *self.workspace)
+        n = self._decode(*self.graphs[graph], events, *self.heralds[graph], *self.workspace)
         if n < 0:
             raise ValueError(f"union-find found no correction for window graph {graph}: "
                              "a component with an odd number of detection events and no boundary")
