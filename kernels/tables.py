@@ -82,50 +82,52 @@ the parallel-window plan, its windows dealt to the owning worker and its helpers
 C_PRES_BASE = 28
 """Parallel streams: the stream's first row in ``pres`` (one row per window of its plan; streams
 sharing a plan share its window rows, not their results)."""
-S_HAS_SHOT = 29
-S_SHOT = 30
-S_NEXT_ROUND = 31
-S_POISONED = 32
-S_DONE = 33
-S_NEXT_WIN = 34
-S_CUM = 35
-S_RX_NS = 36
-S_TS = 37
-S_CQ_POS = 38
+C_HERALDS = 29
+"""Herald detectors per shot (``rtdecoder.heralds``; HELLO_REPLY's ``HERALDS`` flag when not 0)."""
+S_HAS_SHOT = 30
+S_SHOT = 31
+S_NEXT_ROUND = 32
+S_POISONED = 33
+S_DONE = 34
+S_NEXT_WIN = 35
+S_CUM = 36
+S_RX_NS = 37
+S_TS = 38
+S_CQ_POS = 39
 """CUQR: bits of the current shot enqueued so far."""
-S_CQ_ROUNDS = 39
+S_CQ_ROUNDS = 40
 """CUQR: rounds of the current shot handed to the data path so far."""
-S_CQ_STATE = 40
+S_CQ_STATE = 41
 """CUQR: ``CQ_COLLECTING``, ``CQ_READY`` (the shot's correction can be read) or ``CQ_FAILED``."""
-S_CQ_DROPPED = 41
+S_CQ_DROPPED = 42
 """CUQR: 1 once an enqueue was dropped (overload), until ``reset_decoder``."""
-S_CQ_SHOT = 42
+S_CQ_SHOT = 43
 """CUQR: the shot id under which the current shot's rounds go through the data path."""
-S_CQ_RESULT = 43
+S_CQ_RESULT = 44
 """CUQR: the observable flips of the last decoded shot (a mask, observable ``i`` at bit ``i``)."""
-S_ESCAPE_NS = 44
+S_ESCAPE_NS = 45
 """Streams with a deadline: a running estimate of the escape decoder's time per window, ns
 (``rtdecoder.dataplane.process_native``: an exponential average, weight 1/8)."""
-S_FAST_NS = 45
+S_FAST_NS = 46
 """Streams with a fast mode: a running estimate of its time per window, ns (as ``S_ESCAPE_NS``)."""
-S_PGEN = 46
+S_PGEN = 47
 """Shots begun on the stream (``ingest.reset_shot``): tags a parallel stream's jobs and results."""
-S_PA_NEXT = 47
+S_PA_NEXT = 48
 """Parallel streams: the next A window to dispatch (a window index local to the stream)."""
-S_PB_NEXT = 48
+S_PB_NEXT = 49
 """Parallel streams: the next B window to dispatch (local index)."""
-S_PREPLY = 49
+S_PREPLY = 50
 """Parallel streams: the next window whose CORRECTION is due (local index; replies go in round
 order)."""
-S_PIN = 50
+S_PIN = 51
 """Parallel streams: jobs with a helper for shots of even ``S_PGEN``; ``S_PIN + 1`` (``S_PIN_ODD``)
 for odd ones (a column per parity: ``S_PIN + (S_PGEN & 1)``)."""
-S_PIN_ODD = 51
-S_PCLEAN = 52
+S_PIN_ODD = 52
+S_PCLEAN = 53
 """Parallel streams: the shot (``S_PGEN``) whose carry rows were cleared."""
-S_PADDRLEN = 53
+S_PADDRLEN = 54
 """Parallel streams: length of the controller's address in ``paddr`` (0: replies stay queued)."""
-NUM_COLS = 54
+NUM_COLS = 55
 
 CQ_COLLECTING = 0
 CQ_READY = 1

@@ -52,7 +52,13 @@ class StreamRuntime:
     keep: np.ndarray
     mlayout: MeasurementLayout | None = None
     """Where the controller sends measurements: how they become detection events."""
+    heralds: np.ndarray | None = None
+    """bool per detector: the herald detectors (``rtdecoder.heralds``), or None: none."""
     _fingerprint: int | None = None
+
+    @property
+    def num_heralds(self) -> int:
+        return int(self.heralds.sum()) if self.heralds is not None else 0
 
     @property
     def round_bytes(self) -> int:
@@ -169,7 +175,7 @@ def stream_for_dem(cfg: StreamConfig, dem: stim.DetectorErrorModel, circuit: sti
                             heralds=heralds)
     mlayout = _measurements(cfg, circuit, layout, keep)
     step(f"{spec.name} decoder")
-    return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep, mlayout)
+    return StreamRuntime(cfg, circuit, dem, layout, plan, spec, spec.compile(plan), keep, mlayout, heralds)
 
 
 def _build_checked(cfg: StreamConfig, max_stream_gib: float, log) -> StreamRuntime:
@@ -256,6 +262,10 @@ class Engine:
             if rt.cfg.window != 0 and rt.plan.num_windows == 1:
                 lines.append(f"  note: window {rt.cfg.window} covers the whole shot ({rt.layout.num_rounds} round "
                              "blocks): each shot is decoded whole, as with --window all")
+            if rt.num_heralds:
+                use = {"union_find": "erased by union-find", "matching_correlated": "reweighted by correlated matching"}
+                how = use.get(rt.spec.name, f"not used by {rt.spec.name}: union_find or matching_correlated use them")
+                lines.append(f"  heralds: {rt.num_heralds} herald detectors per shot, {how}")
         return lines
 
     def _build_tables(self) -> None:
@@ -316,6 +326,7 @@ class Engine:
             row[K.C_DEADLINE] = int(round(rt.cfg.deadline_us * 1000))
             row[K.C_FAST] = decoders.get(rt.spec.fast).wire_id + 1 if rt.spec.fast and rt.cfg.deadline_us > 0 else 0
             row[K.C_PARALLEL] = rt.cfg.parallel
+            row[K.C_HERALDS] = rt.num_heralds
             if rt.cfg.parallel > 1:
                 row[K.C_PRES_BASE] = pres_rows
                 pres_rows += plan.num_windows

@@ -95,6 +95,8 @@ INPUT_MEASUREMENTS = 1
 FLAG_FINAL = 0x0001
 """CORRECTION flag (§4.4): this correction ends the shot; its cumulative flips are the shot's
 observable prediction."""
+FLAG_HERALDS = 0x0002
+"""HELLO_REPLY flag (§5.2): some of the stream's detectors are herald detectors."""
 
 DEFAULT_MAX_DATAGRAM = 4096
 """Largest datagram the server accepts unless configured otherwise (§7), in bytes."""
