@@ -398,10 +398,13 @@ def decode(ptr, slot, eu, ev, events, hidx, hptr, hedge, nd, in_cluster, touched
     for v in range(w, n):
         touched[nt] = v
         nt += events[v] != 0
+    heralded = hidx.shape[0] > 0
     for i in range(nt):  # start every event's row and adjacency loading before using any (misses overlap)
         v = touched[i]
         prefetch(ptr, v)
         prefetch(nd[v], 0)
+        if heralded:
+            prefetch(hidx, v)
     for i in range(nt):
         v = touched[i]
         prefetch(slot, ptr[v])
@@ -410,7 +413,7 @@ def decode(ptr, slot, eu, ev, events, hidx, hptr, hedge, nd, in_cluster, touched
         nd[v, ODD] = 1
         nd[v, DEFECT] = 1
     nev = nt
-    for k in range(nev if hidx.shape[0] > 0 else 0):  # heralds: their events erase edges
+    for k in range(nev if heralded else 0):  # heralds: their events erase edges
         h = hidx[touched[k]]
         if h < 0:
             continue
