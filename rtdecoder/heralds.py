@@ -172,7 +172,9 @@ class HeraldMap:
 
 
 def herald_map(graph, u: np.ndarray, v: np.ndarray, p: np.ndarray, err: np.ndarray, is_herald: np.ndarray) -> HeraldMap:
-    """The ``HeraldMap`` of a window graph from its components.
+    """The ``HeraldMap`` of a window graph from its components. A conditional probability above
+    1/2 (a Pauli channel whose herald makes a flip more likely than not) is taken as 1/2: a
+    negative weight has no place in either decoder.
 
     Args:
         graph: the ``WindowGraph`` (its ``num_nodes`` and ``edge_key``/``edge_keys``).

@@ -108,7 +108,7 @@ def test_the_service_corrects_far_more_with_the_heralds_than_without(decoder):
 
 
 def test_the_erasure_flag_reaches_the_circuit_and_the_command_line():
-    from rtdecoder.cli import _stream_argv, main  # noqa: F401 - the flag's round trip
+    from rtdecoder.cli import _stream_argv
 
     cfg = StreamConfig(distance=3, rounds=3, erasure=0.002)
     assert herald_detectors(make_circuit(cfg)).sum() > 0
