@@ -16,8 +16,8 @@ graphlike components ``A`` that share a DEM error with ``H`` have the conditiona
 
 - Union-find erases them: edges whose conditional probability is at least ``ERASE_AT`` grow
   first, complete before any other (Delfosse and Zémor, arXiv:1703.01517), in the same kernel
-  (``rtdecoder.kernels.union_find.decode``'s ``erased``); the herald detectors themselves are not
-  defects.
+  (``rtdecoder.kernels.union_find.decode``'s ``hidx, hptr, hedge``: ``kernel_arrays``); the
+  herald detectors themselves are not defects.
 - Correlated matching reweights them: PyMatching's two-pass correlated matching
   (``enable_correlations``) matches each fired herald detector to the boundary through its own
   component in the first pass, then sets the weights of the components correlated with it from
@@ -25,8 +25,8 @@ graphlike components ``A`` that share a DEM error with ``H`` have the conditiona
   PyMatching's per-shot reweighting; plain ``matching`` sees the herald detectors as isolated
   nodes and gains nothing from them.
 
-``with_erasure(circuit, rate)`` adds a heralded erasure of every data qubit at the start of each
-round of one of stim's generated memory circuits, with its herald detectors.
+``with_erasure(circuit, rate)`` adds heralded erasures to one of stim's generated memory circuits
+(after each noisy gate), with their herald detectors.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def with_erasure(circuit: stim.Circuit, rate: float, everywhere: bool = True) ->
     the records the heralds add.
 
     Raises:
-        ConfigError: ``rate`` outside ``(0, 1)``, or no round start found (not a generated memory
-            circuit, or one generated without ``before_round_data_depolarization``).
+        ConfigError: ``rate`` outside ``(0, 1)``, or no place found (a circuit without stim's
+            generated noise: no ``DEPOLARIZE2``, nor, with ``everywhere`` false, a round start).
     """
     if not 0.0 < rate < 1.0:
         raise ConfigError(f"erasure rate {rate} must be in (0, 1)")
