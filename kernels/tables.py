@@ -212,7 +212,10 @@ helper's ring full)."""
 CNT_FRAMES = CNT_PAR_OWNER + 1
 """``rtdecoder.kernels.frames.NUM_STATUS`` counters: frames a frame transport (AF_XDP) received, by
 ``parse_udp``'s status (``OK``: handed to the data path)."""
-NUM_COUNTERS = CNT_FRAMES + F.NUM_STATUS
+CNT_POLLS = CNT_FRAMES + F.NUM_STATUS
+"""Turns of a worker's receive loop (busy or idle): a worker whose count stops is not polling
+(``rtdecoder_worker_polls_total``)."""
+NUM_COUNTERS = CNT_POLLS + 1
 
 # --- histogram rows -----------------------------------------------------------------------------
 HIST_SERVER = 0

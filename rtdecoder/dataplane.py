@@ -256,7 +256,7 @@ def flush(fd, tx, state):
     for i in range(tmeta[M_PENDING], tmeta[M_NEXT]):
         row = trace[i % TRACE_LEN]
         row[TR_SENT] = t_sent
-        observe(hist, HIST_SERVER, t_sent - row[TR_RECEIVED])
+        observe(hist, HIST_SERVER, now - row[TR_RECEIVED])  # as the reply's own stamps say (§9)
         observe(hist, HIST_SEND, t_sent - row[TR_DECODED])
     tmeta[M_PENDING] = tmeta[M_NEXT]
 

@@ -94,7 +94,9 @@ class EngineCollector(Collector):
         buckets, total = _buckets(hist[K.HIST_SERVER])
         yield HistogramMetricFamily(
             "rtdecoder_server_latency_seconds",
-            "Receive of the syndrome packet that completed a window to its correction sent, seconds.",
+            "Receive of the syndrome packet that completed a window to its correction's send stamp (the "
+            "server_tx_ns - server_rx_ns a CORRECTION carries), seconds; the send call itself is in "
+            "rtdecoder_stage_seconds{stage=\"send\"}.",
             buckets=buckets, sum_value=total)
         dec = HistogramMetricFamily("rtdecoder_decode_seconds", "Time inside the window decoder per window, seconds.",
                                     labels=["decoder"])
@@ -185,7 +187,18 @@ class EngineCollector(Collector):
         pw.add_metric(["helper"], float(c[K.CNT_PAR_HELPER]))
         pw.add_metric(["owner"], float(c[K.CNT_PAR_OWNER]))
         yield pw
+        polls = CounterMetricFamily("rtdecoder_worker_polls", "Turns of each data-plane worker's receive loop, "
+                                    "busy or idle: one that stops rising is a worker not polling (stuck in a "
+                                    "decode, or not scheduled).", labels=["worker"])
+        for i, st in enumerate(self.states[1:]):
+            polls.add_metric([str(i)], float(st.counters[K.CNT_POLLS]))
+        yield polls
         yield self._backlog()
+        dl = GaugeMetricFamily("rtdecoder_stream_deadline_seconds", "Per stream, its deadline_us in seconds (0: "
+                               "none): the bound the alert on the service's p99 compares with.", labels=["stream"])
+        for sid in sorted(self.engine.streams):
+            dl.add_metric([str(sid)], self.engine.streams[sid].cfg.deadline_us * 1e-6)
+        yield dl
         yield GaugeMetricFamily("rtdecoder_streams", "Configured streams.", value=len(self.engine.streams))
         yield GaugeMetricFamily("rtdecoder_workers", "Data-plane workers.", value=len(self.states) - 1)
         yield InfoMetricFamily("rtdecoder_build", "Versions of rtdecoder and what it decodes with.", value=self._info)

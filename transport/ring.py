@@ -23,7 +23,7 @@ from numba import njit, objmode
 from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, poll_parallel, post_replies,
                                  process_datagram, settle_parallel)
 from rtdecoder.kernels.clock import monotonic_ns
-from rtdecoder.kernels.tables import CNT_SEND_DROPPED, CTL_DRAIN, CTL_STOP
+from rtdecoder.kernels.tables import CNT_POLLS, CNT_SEND_DROPPED, CTL_DRAIN, CTL_STOP
 from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
 from rtdecoder.transport import libc as L
 
@@ -137,11 +137,13 @@ def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tabl
         Messages handled.
     """
     ctl = state.ctl
+    counters = state.counters
     handled = 0
     mask = slots - 1
     body = slot_bytes - READY_BYTES
     parallel = state.pjobs.shape[0] > 0  # the engine has parallel streams: poll their helpers
     while L.load_acquire(ctl, CTL_STOP) == 0:
+        counters[CNT_POLLS] += 1
         draining = L.load_acquire(ctl, CTL_DRAIN) != 0  # read first: see ``drained``
         seq = rstate[RS_NEXT]
         i = (seq - 1) & mask

@@ -29,8 +29,8 @@ from numba import njit
 from rtdecoder.dataplane import (PARALLEL_WAIT_NS, drained, flush, poll_parallel, process_datagram, queue_reply,
                                  row_addr, settle_parallel)
 from rtdecoder.kernels.clock import monotonic_ns
-from rtdecoder.kernels.tables import CNT_BATCHES, CNT_OVERLOADED, CNT_RECV_ERRORS, CTL_BUSY_BATCHES, CTL_DRAIN, \
-    CTL_BEHIND, CTL_SHED, CTL_STOP
+from rtdecoder.kernels.tables import CNT_BATCHES, CNT_OVERLOADED, CNT_POLLS, CNT_RECV_ERRORS, CTL_BUSY_BATCHES, \
+    CTL_DRAIN, CTL_BEHIND, CTL_SHED, CTL_STOP
 from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
 from rtdecoder.transport import libc as L
 
@@ -168,6 +168,7 @@ def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
     full = 0
     ctl[CTL_SHED] = 0
     while L.load_acquire(ctl, CTL_STOP) == 0:
+        counters[CNT_POLLS] += 1
         draining = L.load_acquire(ctl, CTL_DRAIN) != 0  # read first: see ``drained``
         if slots - slot < batch:  # every read asks for a whole batch, so a full one means a backlog
             slot = 0

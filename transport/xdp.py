@@ -33,7 +33,8 @@ from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, p
 from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import frames as F
 from rtdecoder.kernels.clock import monotonic_ns
-from rtdecoder.kernels.tables import CNT_BATCHES, CNT_FRAMES, CNT_SEND_DROPPED, CTL_DRAIN, CTL_SHED, CTL_STOP
+from rtdecoder.kernels.tables import CNT_BATCHES, CNT_FRAMES, CNT_POLLS, CNT_SEND_DROPPED, CTL_DRAIN, CTL_SHED, \
+    CTL_STOP
 from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
 from rtdecoder.transport import libc as L
 from rtdecoder.transport.xsk import FRAME, XDP_RING_NEED_WAKEUP
@@ -192,6 +193,7 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
     handled = 0
     ctl[CTL_SHED] = 0
     while L.load_acquire(ctl, CTL_STOP) == 0:
+        counters[CNT_POLLS] += 1
         draining = L.load_acquire(ctl, CTL_DRAIN) != 0
         prod = L.load_acquire(rxr[PROD], 0)
         cons = np.int64(rxr[CONS][0])
