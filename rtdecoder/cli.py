@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
-from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, load_config, parse_cpu_list
+from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, format_ids, load_config, parse_cpu_list
 
 
 def _window(value: str) -> int:
@@ -372,6 +373,65 @@ def cmd_doctor(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shard(a: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rtdecoder.shard import shard, write
+
+    server, assignments, costs = shard(a.config, a.nodes)
+    paths = write(server, assignments, a.out, kubernetes=a.kubernetes)
+    hosts = [h.strip() for h in a.hosts.split(",")] if a.hosts else [f"node-{i}" for i in range(a.nodes)]
+    if len(hosts) != a.nodes:
+        raise ConfigError(f"--hosts names {len(hosts)} hosts for --nodes {a.nodes}")
+    port = server.get("port", 7700)
+    t = Table(title=f"{sum(len(x.ids) for x in assignments)} streams over {a.nodes} nodes, by estimated decode cost "
+                    "(µs of CPU per round cycle)")
+    for c in ("node", "streams", "helper threads", "est. µs per round", "config"):
+        t.add_column(c, justify="right")
+    for x in assignments:
+        t.add_row(hosts[x.node], format_ids(x.ids), str(x.helpers), f"{x.cost_us:.2f}",
+                  str(Path(a.out) / f"node-{x.node}.toml"))
+    Console(width=150).print(t)
+    print("controllers:")
+    cfg_of = {s.id: s for s in load_config(a.config).streams}
+    for x in assignments:
+        for sid in x.ids:
+            allow = ", ".join(cfg_of[sid].allow)
+            print(f"  stream {sid} (controllers {allow}; {costs[sid][1]} detectors per round) -> {hosts[x.node]}:{port}")
+    print(f"wrote {len(paths)} files to {a.out}")
+    return 0
+
+
+def cmd_hello(a: argparse.Namespace) -> int:
+    """HELLO to every stream of a configuration (or the ones given) at ``--host:--port``: 0 when each
+    answers HELLO_REPLY within ``--timeout`` s (a readiness probe), 1 otherwise."""
+    import socket
+
+    from rtdecoder import protocol as P
+
+    ids = [int(x) for x in a.stream.split(",")] if a.stream else [s.id for s in load_config(a.config).streams] \
+        if a.config else [0]
+    port = a.port if a.port else (load_config(a.config).port if a.config else 7700)
+    fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(a.timeout)
+        s.connect((a.host, port))
+        for sid in ids:
+            s.send(P.encode(P.Header(P.MsgType.HELLO, stream_id=sid, shot_id=sid)))
+            try:
+                reply = s.recv(2048)
+            except (TimeoutError, OSError) as e:
+                print(f"stream {sid}: no answer from {a.host}:{port} ({e})", file=sys.stderr)
+                return 1
+            h = P.decode_header(reply)
+            if h.msg_type != P.MsgType.HELLO_REPLY or h.stream_id != sid:
+                print(f"stream {sid}: answered {P.MsgType(h.msg_type).name}, not HELLO_REPLY", file=sys.stderr)
+                return 1
+    print(f"{len(ids)} stream(s) ready at {a.host}:{port}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rtdecoder import __version__
 
@@ -438,6 +498,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where union-find runs (default auto: gpu where a usable GPU is)")
     _add_stream_flags(x, "decode")
     x.set_defaults(func=cmd_decode)
+    sh = sub.add_parser("shard", help="split a configuration's streams over nodes by estimated decode cost; one "
+                                      "config per node, and which controller talks to which node")
+    sh.add_argument("config", help="the TOML configuration ([server] and [[streams]])")
+    sh.add_argument("--nodes", type=int, required=True, help="nodes to spread the streams over")
+    sh.add_argument("--out", default="shards", help="directory for node-<i>.toml (default ./shards)")
+    sh.add_argument("--hosts", default=None, help="the nodes' names or addresses, comma-separated, for the listing")
+    sh.add_argument("--kubernetes", action="store_true",
+                    help="also write a ConfigMap per node (rtdecoder-shard-<i>) for deploy/kubernetes/rtdecoder.yaml")
+    sh.set_defaults(func=cmd_shard)
+    he = sub.add_parser("hello", help="HELLO every stream of a service: exit 0 when all answer (a readiness probe)")
+    he.add_argument("--host", default="127.0.0.1")
+    he.add_argument("--port", type=int, default=0, help="the service's port (default: the config's, else 7700)")
+    he.add_argument("--config", default=None, help="ask every stream of this configuration")
+    he.add_argument("--stream", default=None, help="stream ids, comma-separated (default: the config's, else 0)")
+    he.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for each answer (default 1)")
+    he.set_defaults(func=cmd_hello)
     dr = sub.add_parser("doctor", help="what this host offers (RDMA, GPU, cores, kernel settings) and what to tune")
     dr.add_argument("--json", action="store_true", help="print the findings as JSON")
     dr.set_defaults(func=cmd_doctor)
