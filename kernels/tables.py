@@ -370,6 +370,10 @@ class WorkerArrays(NamedTuple):
     line of its own (job head, job tail, result head, result tail)."""
     pscratch: np.ndarray
     """uint8: the worker's B-window events (as long as the largest window graph)."""
+    rec: np.ndarray
+    """uint8: the worker's record ring (``rtdecoder.kernels.record``; 8 bytes when not recording)."""
+    recw: np.ndarray
+    """int64 ``(record.REC_WORDS,)``: the record ring's counters."""
     wid: int
     """The key under which the escapes find the worker's ``WorkerState``."""
 

@@ -171,7 +171,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
                               ("error_replies_per_s", a.error_replies_per_s), ("error_burst", a.error_burst),
                               ("drain_s", a.drain_s), ("busy_batches", a.busy_batches), ("transport", a.transport),
                               ("max_stream_gib", a.max_stream_gib), ("xdp_interface", a.xdp_interface),
-                              ("xdp_queues", a.xdp_queues), ("xdp_mode", a.xdp_mode))
+                              ("xdp_queues", a.xdp_queues), ("xdp_mode", a.xdp_mode), ("record_dir", a.record),
+                              ("record_files", a.record_files), ("record_file_mb", a.record_file_mb))
             if v is not None}
     if a.config:
         cfg = load_config(a.config)
@@ -403,6 +404,23 @@ def cmd_shard(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(a: argparse.Namespace) -> int:
+    from rtdecoder.record import replay
+
+    try:
+        rep = replay(a.dir, a.host, a.port, paced=not a.fast, timeout_s=a.timeout)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(rep.line())
+    if a.json:
+        Path(a.json).write_text(json.dumps({"datagrams": rep.datagrams, "corrections_recorded": rep.corrections_recorded,
+                                            "reproduced": rep.reproduced, "differ": len(rep.differ),
+                                            "missing": rep.missing, "seconds": rep.seconds}, indent=1))
+    for k in rep.differ[:10]:
+        print(f"  differs: stream {k[0]} shot {k[1]} rounds {k[2]}..{k[2] + k[3] - 1}", file=sys.stderr)
+    return 0 if rep.reproduced == rep.corrections_recorded else 1
+
+
 def cmd_hello(a: argparse.Namespace) -> int:
     """HELLO to every stream of a configuration (or the ones given) at ``--host:--port``: 0 when each
     answers HELLO_REPLY within ``--timeout`` s (a readiness probe), 1 otherwise."""
@@ -466,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --transport xdp: the sockets' mode (default auto: zero-copy where the driver has it)")
     s.add_argument("--busy-batches", type=int, default=None,
                    help="overload threshold: consecutive full receive batches before new shots get BUSY (default 4)")
+    s.add_argument("--record", metavar="DIR", default=None,
+                   help="record every datagram received and every reply sent (with their times) into DIR, for "
+                        "rtdecoder replay DIR")
+    s.add_argument("--record-files", type=int, default=None, help="with --record: files kept (default 16)")
+    s.add_argument("--record-file-mb", type=int, default=None, help="with --record: MiB per file (default 64)")
     s.add_argument("--drain-s", type=float, default=None,
                    help="on SIGTERM, seconds to wait for the shots in flight to finish (default 2)")
     s.add_argument("--max-stream-gib", type=float, default=None,
@@ -507,6 +530,15 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--kubernetes", action="store_true",
                     help="also write a ConfigMap per node (rtdecoder-shard-<i>) for deploy/kubernetes/rtdecoder.yaml")
     sh.set_defaults(func=cmd_shard)
+    rp = sub.add_parser("replay", help="play a recording (serve --record DIR) back against a service and compare "
+                                       "its corrections with the recorded ones")
+    rp.add_argument("dir", help="the recording's directory")
+    rp.add_argument("--host", default="127.0.0.1")
+    rp.add_argument("--port", type=int, default=7700)
+    rp.add_argument("--fast", action="store_true", help="as fast as the datagrams go (default: the recorded pace)")
+    rp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the last corrections (default 5)")
+    rp.add_argument("--json", metavar="PATH", help="write the comparison as JSON")
+    rp.set_defaults(func=cmd_replay)
     he = sub.add_parser("hello", help="HELLO every stream of a service: exit 0 when all answer (a readiness probe)")
     he.add_argument("--host", default="127.0.0.1")
     he.add_argument("--port", type=int, default=0, help="the service's port (default: the config's, else 7700)")

@@ -299,6 +299,10 @@ class ServerConfig:
             ``rtdecoder.transport.xdp``): the network interface, its receive queues (one worker
             and socket each) and the sockets' mode, ``copy``, ``zerocopy`` or ``auto`` (zero-copy
             where the driver has it).
+        record_dir: record every datagram received and every reply sent into this directory
+            (``rtdecoder.record``; empty: no recording), in at most ``record_files`` files of
+            ``record_file_mb`` MiB (the oldest deleted first), through a ring of
+            ``record_ring_mb`` MiB per worker (entries that find it full are dropped and counted).
         streams: the streams, with distinct ids.
     """
 
@@ -320,6 +324,10 @@ class ServerConfig:
     xdp_interface: str = ""
     xdp_queues: tuple[int, ...] = (0,)
     xdp_mode: str = "auto"
+    record_dir: str = ""
+    record_files: int = 16
+    record_file_mb: int = 64
+    record_ring_mb: int = 16
     streams: tuple[StreamConfig, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -331,6 +339,11 @@ class ServerConfig:
             raise ConfigError(f"ring_slots {self.ring_slots} must be a power of two, at least 2")
         if self.xdp_mode not in ("auto", "copy", "zerocopy"):
             raise ConfigError(f"xdp_mode {self.xdp_mode!r} must be auto, copy or zerocopy")
+        if not (1 <= self.record_files <= 100_000 and 1 <= self.record_file_mb <= 65_536
+                and 1 <= self.record_ring_mb <= 4096):
+            raise ConfigError(f"record_files {self.record_files}, record_file_mb {self.record_file_mb} and "
+                              f"record_ring_mb {self.record_ring_mb} must be positive (and at most 100000, 65536 and "
+                              "4096)")
         if not isinstance(self.xdp_queues, tuple) or not self.xdp_queues or \
                 not all(isinstance(q, int) and 0 <= q < 1024 for q in self.xdp_queues):
             raise ConfigError(f"xdp_queues {self.xdp_queues!r} must be a list of receive queue numbers, e.g. [0, 1]")

@@ -47,6 +47,7 @@ from rtdecoder.kernels import parallel as KP
 from rtdecoder.kernels import slots as GS
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.clock import monotonic_ns
+from rtdecoder.kernels.record import KIND_RX, KIND_TX, record
 from rtdecoder.kernels.histogram import observe
 from rtdecoder.kernels.ingest import allowed, ingest
 from rtdecoder.kernels.tables import (
@@ -236,6 +237,8 @@ def flush(fd, tx, state):
     for j in range(q):
         if tx.flag[j] == STAMP:
             wr(tx.buf[j], STAMP_OFFSET, 8, now)
+        if tx.iov[j, 0] == row_addr(tx.buf, j):  # a reply built here (not an echo)
+            record(state.rec, state.recw, KIND_TX, now, tx.buf[j], min(tx.iov[j, 1], tx.buf.shape[1]))
     if fd >= 0:
         sent = 0
         tries = 0
@@ -266,6 +269,7 @@ def process_datagram(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, s
     """Handle one received datagram of either dialect: CUQR (``process_cuqr``) when it begins
     with CUQR's request magic, else the service's own (``process_native``). Arguments and result
     as ``process_native``'s."""
+    record(state.rec, state.recw, KIND_RX, rx, buf, min(n, buf.shape[0]))
     if CQ.is_cuqr(buf, n):
         return process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed, fd, tables, state, ws,
                             tx)

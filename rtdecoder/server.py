@@ -163,6 +163,16 @@ class Server:
         t2 = time.perf_counter()
         self.workers[0].endpoint.warm_up(self.workers[0])
         print(f"rtdecoder: data plane compiled in {time.perf_counter() - t2:.1f} s", file=log)
+        self.recorder = None
+        if cfg.record_dir:
+            from rtdecoder.record import Recorder, ring_bytes
+
+            for w in self.workers:
+                w.state.enable_recording(ring_bytes(cfg.record_ring_mb))
+            self.recorder = Recorder([w.state for w in self.workers], cfg.record_dir, cfg.record_file_mb << 20,
+                                     cfg.record_files, meta={"streams": self.engine.describe()})
+            print(f"rtdecoder: recording every datagram and reply into {cfg.record_dir} ({cfg.record_files} files of "
+                  f"{cfg.record_file_mb} MiB at most; rtdecoder replay {cfg.record_dir})", file=log)
         if self._httpd is not None:
             self.collector = EngineCollector(self.engine, [w.state for w in self.workers], self.opened.fds)
             registry.register(self.collector)
@@ -196,6 +206,8 @@ class Server:
         Returns:
             0, or 1 if a worker failed (its exception is printed).
         """
+        if self.recorder is not None:
+            self.recorder.start()
         for w in self.workers:
             w.start()
         while any(w.thread.is_alive() for w in self.workers):
@@ -206,6 +218,10 @@ class Server:
             if self._reload_pending and not self._draining:
                 self._reload_pending = False
                 self.reload()
+        if self.recorder is not None:
+            self.recorder.stop()
+            print(f"rtdecoder: recorded {self.recorder.entries:,} entries ({self.recorder.drops:,} dropped: ring "
+                  "full)", file=self.log)
         failed = [w for w in self.workers if w.error is not None]
         for w in failed:
             print(f"rtdecoder: worker on CPU {w.cpu} failed: {w.error!r}", file=self.log)

@@ -18,6 +18,7 @@ import numpy as np
 
 from rtdecoder import dataplane as D
 from rtdecoder.kernels import parallel as KP
+from rtdecoder.kernels import record as KR
 from rtdecoder.kernels import union_find as uf
 from rtdecoder.kernels.histogram import NUM_BUCKETS
 from rtdecoder.kernels.tables import (
@@ -87,6 +88,19 @@ class WorkerState:
         self.tx_arrays = TxArrays(self.tx.buf, self.tx.hdr, self.tx.iov, self.txflag, self.txq)
         self._cuqr_scratch(engine)
         self._parallel_rings(engine)
+        self.rec = np.zeros(8, np.uint8)
+        self.recw = np.zeros(KR.REC_WORDS, np.int64)
+        self._pack()
+
+    def enable_recording(self, ring_bytes: int) -> None:
+        """Give the worker a record ring of ``ring_bytes`` (a power of two) and turn recording on
+        (``rtdecoder.kernels.record``; ``rtdecoder.record.Recorder`` drains it). Only while the
+        worker's loop is not running."""
+        if ring_bytes & (ring_bytes - 1) or ring_bytes < 4096:
+            raise ValueError(f"record ring of {ring_bytes} bytes: a power of two of at least 4096")
+        self.rec = np.zeros(ring_bytes, np.uint8)
+        self.recw = np.zeros(KR.REC_WORDS, np.int64)
+        self.recw[KR.REC_ON] = 1
         self._pack()
 
     def _parallel_rings(self, engine) -> None:
@@ -152,7 +166,7 @@ class WorkerState:
     def _pack(self) -> None:
         self.arrays = WorkerArrays(self.counters, self.hist, self.out, self.trace, self.tmeta, self.escape_chosen,
                                    self.escape, *self.gpu_slot, self.rl, self.ctl, self.cq_in, self.cq_tx, self.pjobs,
-                                   self.pres_ring, self.pidx, self.pscratch, self.wid)
+                                   self.pres_ring, self.pidx, self.pscratch, self.rec, self.recw, self.wid)
 
     def rebind(self, engine) -> None:
         """Serve ``engine`` from now on (a reloaded configuration); counters, histograms, trace and
@@ -167,6 +181,19 @@ class WorkerState:
             self.workspace = uf.Workspace(*self._ws_size).arrays()
         self._cuqr_scratch(engine)
         self._parallel_rings(engine)
+        self.rec = np.zeros(8, np.uint8)
+        self.recw = np.zeros(KR.REC_WORDS, np.int64)
+        self._pack()
+
+    def enable_recording(self, ring_bytes: int) -> None:
+        """Give the worker a record ring of ``ring_bytes`` (a power of two) and turn recording on
+        (``rtdecoder.kernels.record``; ``rtdecoder.record.Recorder`` drains it). Only while the
+        worker's loop is not running."""
+        if ring_bytes & (ring_bytes - 1) or ring_bytes < 4096:
+            raise ValueError(f"record ring of {ring_bytes} bytes: a power of two of at least 4096")
+        self.rec = np.zeros(ring_bytes, np.uint8)
+        self.recw = np.zeros(KR.REC_WORDS, np.int64)
+        self.recw[KR.REC_ON] = 1
         self._pack()
 
     def replies(self) -> list[bytes]:

@@ -1,0 +1,292 @@
+"""Record and replay: ``rtdecoder serve --record DIR`` keeps every datagram the service received
+and every reply it sent, with their times; ``rtdecoder replay DIR`` plays the received ones back
+against a service and checks its CORRECTIONs against the recorded ones.
+
+Recording is off the data path: each worker copies entries into a ring of its own
+(``rtdecoder.kernels.record``, no allocation, a full ring drops and counts), and ``Recorder``, a
+thread of the control process, drains the rings every few milliseconds into a bounded ring of
+files.
+
+Files in ``DIR``: ``record-NNNNNN.bin``, each at most ``file_bytes`` long, the oldest deleted
+beyond ``files`` of them; ``meta.json``: the format, its version, the streams served. An entry in a
+file: a 16-byte header (length u32, kind u8: 0 received, 1 sent, worker u8, two zero bytes,
+``CLOCK_MONOTONIC`` ns i64; little-endian), then ``length`` bytes of the datagram.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rtdecoder.kernels import record as KR
+
+FILE_HEADER = struct.Struct("<IBBHq")
+FORMAT = "rtdecoder-record"
+FORMAT_VERSION = 1
+
+
+class Recorder:
+    """Drain the workers' record rings (``states``: ``rtdecoder.worker.WorkerState`` with
+    recording enabled) into ``directory``.
+
+    Args:
+        file_bytes: the largest file; files: how many files are kept (the oldest go first).
+        meta: written to ``meta.json`` with the format's name and version.
+    """
+
+    def __init__(self, states, directory: str | Path, file_bytes: int = 64 << 20, files: int = 16,
+                 meta: dict | None = None, period_s: float = 0.005):
+        self.states, self.dir, self.file_bytes, self.files, self.period_s = states, Path(directory), file_bytes, \
+            files, period_s
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for old in self.dir.glob("record-*.bin"):
+            old.unlink()
+        (self.dir / "meta.json").write_text(json.dumps({"format": FORMAT, "version": FORMAT_VERSION,
+                                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                        **(meta or {})}, indent=1))
+        self._seq = 0
+        self._out = None
+        self._written = 0
+        self.entries = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def drops(self) -> int:
+        """Entries the workers dropped because their ring was full."""
+        return int(sum(s.recw[KR.REC_DROPS] for s in self.states))
+
+    def _file(self):
+        if self._out is None or self._written >= self.file_bytes:
+            if self._out is not None:
+                self._out.close()
+            self._out = open(self.dir / f"record-{self._seq:06d}.bin", "wb")
+            self._seq += 1
+            self._written = 0
+            kept = sorted(self.dir.glob("record-*.bin"))
+            for old in kept[:-self.files]:
+                old.unlink()
+        return self._out
+
+    def drain(self) -> int:
+        """Move what the rings hold to the files now; returns the entries moved."""
+        moved = 0
+        for w, s in enumerate(self.states):
+            rec, recw = s.rec, s.recw
+            head = int(recw[KR.REC_HEAD])
+            tail = int(recw[KR.REC_TAIL])
+            cap = len(rec)
+            while tail < head:
+                at = tail & (cap - 1)
+                hdr = np.take(rec, np.arange(at, at + KR.ENTRY) & (cap - 1)).tobytes()
+                n, kind = struct.unpack_from("<IB", hdr)
+                t = struct.unpack_from("<q", hdr, 8)[0]
+                body = np.take(rec, np.arange(at + KR.ENTRY, at + KR.ENTRY + n) & (cap - 1)).tobytes()
+                f = self._file()
+                f.write(FILE_HEADER.pack(n, kind, w, 0, t))
+                f.write(body)
+                self._written += FILE_HEADER.size + n
+                tail += (KR.ENTRY + n + 7) & ~7
+                moved += 1
+            recw[KR.REC_TAIL] = tail  # the worker may reuse the space (numpy's store follows the reads)
+        if moved and self._out is not None:
+            self._out.flush()
+        self.entries += moved
+        return moved
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.period_s):
+                self.drain()
+
+        self._thread = threading.Thread(target=loop, name="rtdecoder-recorder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, drain what is left, close the file."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.drain()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+@dataclass
+class Entry:
+    t_ns: int
+    kind: int
+    worker: int
+    data: bytes
+
+
+def read_records(directory: str | Path) -> list[Entry]:
+    """Every entry of a recording, in time order.
+
+    Raises:
+        ValueError: not a recording (no ``meta.json`` of this format), or a file cut short.
+    """
+    d = Path(directory)
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{d} is not an rtdecoder recording (meta.json: {e})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{d}: a recording of format {meta.get('format')} {meta.get('version')}, not {FORMAT} "
+                         f"{FORMAT_VERSION}")
+    out: list[Entry] = []
+    for f in sorted(d.glob("record-*.bin")):
+        data = f.read_bytes()
+        off = 0
+        while off < len(data):
+            if off + FILE_HEADER.size > len(data):
+                raise ValueError(f"{f}: an entry cut short at byte {off}")
+            n, kind, w, _, t = FILE_HEADER.unpack_from(data, off)
+            off += FILE_HEADER.size
+            if off + n > len(data):
+                raise ValueError(f"{f}: an entry cut short at byte {off}")
+            out.append(Entry(t, kind, w, data[off:off + n]))
+            off += n
+    out.sort(key=lambda e: e.t_ns)
+    return out
+
+
+def _correction_key(data: bytes):
+    """``(stream, shot, first round, rounds, flags)`` and the flips (the payload past its two
+    time stamps) of a CORRECTION, else None."""
+    from rtdecoder import protocol as P
+
+    try:
+        h = P.decode_header(data)
+    except ValueError:
+        return None
+    if h.magic != P.MAGIC or h.msg_type != P.MsgType.CORRECTION:
+        return None
+    return (h.stream_id, h.shot_id, h.first_round, h.num_rounds, h.flags), data[P.HEADER_LEN + 16:]
+
+
+def _syndrome_header(data: bytes):
+    """The header of a SYNDROME of rtdecoder's protocol, else None."""
+    from rtdecoder import protocol as P
+
+    try:
+        h = P.decode_header(data)
+    except ValueError:
+        return None
+    return h if h.magic == P.MAGIC and h.msg_type == P.MsgType.SYNDROME else None
+
+
+@dataclass
+class ReplayReport:
+    datagrams: int
+    corrections_recorded: int
+    reproduced: int
+    differ: list = field(default_factory=list)
+    missing: int = 0
+    seconds: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return self.reproduced / self.corrections_recorded if self.corrections_recorded else 1.0
+
+    def line(self) -> str:
+        return (f"replayed {self.datagrams:,} datagrams in {self.seconds:.2f} s: {self.reproduced:,} of "
+                f"{self.corrections_recorded:,} recorded corrections reproduced ({100 * self.fraction:.2f} %), "
+                f"{len(self.differ)} differ, {self.missing} missing")
+
+
+def replay(directory: str | Path, host: str, port: int, paced: bool = True, timeout_s: float = 5.0) -> ReplayReport:
+    """Send a recording's received datagrams to ``host:port`` in order, at the recorded pace (or
+    with ``paced`` false as fast as they go), a shot's first datagram no sooner than its stream's
+    previous shot's final correction is back (as a controller waits for it; the replay cannot
+    push the service into answering BUSY, and time spent waiting shifts the pace), after a RESET of each stream they name, and compare
+    the CORRECTIONs that come back with the recorded ones (flips and cumulative flips, by stream,
+    shot, rounds and flags; time stamps are not compared). One thread: the replies are read
+    between sends, so none waits long in the socket."""
+    import socket
+
+    from rtdecoder import protocol as P
+
+    entries = read_records(directory)
+    rx = [e for e in entries if e.kind == KR.KIND_RX]
+    want = {}
+    for e in entries:
+        if e.kind == KR.KIND_TX:
+            k = _correction_key(e.data)
+            if k is not None:
+                want[k[0]] = k[1]
+    streams = {h.stream_id for h in map(_syndrome_header, (e.data for e in rx)) if h is not None}
+    final = {(k[0], k[1]): k for k in want if k[4] & P.FLAG_FINAL}  # (stream, shot) -> its final correction
+    last_final: dict = {}
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    got: dict = {}
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.connect((host, port))
+        s.setblocking(False)
+
+        def take() -> None:  # every reply waiting now
+            while True:
+                try:
+                    data = s.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:  # ICMP port unreachable: nothing listens there
+                    return
+                k = _correction_key(data)
+                if k is not None:
+                    got[k[0]] = k[1]
+
+        for sid in sorted(streams):
+            s.send(P.encode(P.Header(P.MsgType.RESET, stream_id=sid)))
+        end = time.monotonic() + 0.05
+        while time.monotonic() < end:
+            take()
+        t0 = time.perf_counter()
+        base = rx[0].t_ns if rx else 0
+        lag = 0.0  # time lost waiting for the service, not counted against the recorded pace
+        for e in rx:
+            h = _syndrome_header(e.data)
+            if h is not None and h.first_round == 0:  # a shot's first datagram waits for the previous final
+                prev = last_final.get(h.stream_id)
+                w0 = time.perf_counter()
+                end = time.monotonic() + timeout_s
+                while prev is not None and prev not in got and time.monotonic() < end:
+                    take()
+                lag += time.perf_counter() - w0
+                last_final[h.stream_id] = final.get((h.stream_id, h.shot_id))
+            if paced:
+                due = t0 + lag + (e.t_ns - base) * 1e-9
+                while time.perf_counter() < due:
+                    take()
+            s.send(e.data)
+            take()
+        seconds = time.perf_counter() - t0
+        end = time.monotonic() + timeout_s
+        while len(got) < len(want) and time.monotonic() < end:
+            take()
+            time.sleep(0.0005)
+    differ = [k for k, v in want.items() if k in got and got[k] != v]
+    missing = sum(1 for k in want if k not in got)
+    return ReplayReport(len(rx), len(want), sum(1 for k, v in want.items() if got.get(k) == v), differ, missing,
+                        seconds)
+
+
+def ring_bytes(megabytes: int) -> int:
+    """The power of two of at least ``megabytes`` MiB (a worker's record ring)."""
+    n = max(int(megabytes), 1) << 20
+    return 1 << (n - 1).bit_length()
+
+
+def describe(directory: str | Path) -> str:
+    d = Path(directory)
+    files = sorted(d.glob("record-*.bin"))
+    return f"{d}: {len(files)} files, {sum(os.path.getsize(f) for f in files):,} bytes"
