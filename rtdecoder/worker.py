@@ -181,20 +181,7 @@ class WorkerState:
             self.workspace = uf.Workspace(*self._ws_size).arrays()
         self._cuqr_scratch(engine)
         self._parallel_rings(engine)
-        self.rec = np.zeros(8, np.uint8)
-        self.recw = np.zeros(KR.REC_WORDS, np.int64)
-        self._pack()
-
-    def enable_recording(self, ring_bytes: int) -> None:
-        """Give the worker a record ring of ``ring_bytes`` (a power of two) and turn recording on
-        (``rtdecoder.kernels.record``; ``rtdecoder.record.Recorder`` drains it). Only while the
-        worker's loop is not running."""
-        if ring_bytes & (ring_bytes - 1) or ring_bytes < 4096:
-            raise ValueError(f"record ring of {ring_bytes} bytes: a power of two of at least 4096")
-        self.rec = np.zeros(ring_bytes, np.uint8)
-        self.recw = np.zeros(KR.REC_WORDS, np.int64)
-        self.recw[KR.REC_ON] = 1
-        self._pack()
+        self._pack()  # the record ring, if any, is kept
 
     def replies(self) -> list[bytes]:
         """The queued replies (in-process path), as ``bytes``; empties the queue."""
