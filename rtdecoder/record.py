@@ -16,7 +16,6 @@ file: a 16-byte header (length u32, kind u8: 0 received, 1 sent, worker u8, two 
 from __future__ import annotations
 
 import json
-import os
 import struct
 import threading
 import time
@@ -285,8 +284,3 @@ def ring_bytes(megabytes: int) -> int:
     n = max(int(megabytes), 1) << 20
     return 1 << (n - 1).bit_length()
 
-
-def describe(directory: str | Path) -> str:
-    d = Path(directory)
-    files = sorted(d.glob("record-*.bin"))
-    return f"{d}: {len(files)} files, {sum(os.path.getsize(f) for f in files):,} bytes"
