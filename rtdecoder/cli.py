@@ -335,7 +335,7 @@ def cmd_decode(a: argparse.Namespace) -> int:
     backend, why = choose_backend(a.backend) if decoders.get(a.decoder).gpu else \
         ("cpu", f"{a.decoder} runs on the cpu")
     print(f"rtdecoder: {why}", file=sys.stderr)
-    circuit = None
+    circuit = herald_circuit = None
     if a.measurements:
         if a.dem or a.append_observables:
             raise ConfigError("--measurements takes the circuit from the stream flags (--circuit, --distance, "
@@ -345,8 +345,13 @@ def cmd_decode(a: argparse.Namespace) -> int:
 
         circuit = make_circuit(_stream_from_args(a))
         dem = circuit_dem(circuit)
-    else:
-        dem = load_dem(a.dem, None if a.dem else _stream_from_args(a))
+    elif a.dem:
+        dem = load_dem(a.dem, None)
+    else:  # the stream flags' circuit: its DEM, and its heralds
+        from rtdecoder.dem import circuit_dem, make_circuit
+
+        herald_circuit = make_circuit(_stream_from_args(a))
+        dem = circuit_dem(herald_circuit)
     if a.parallel_windows < 0:
         raise ConfigError(f"--parallel-windows {a.parallel_windows} must be a number of workers, or 0 for whole shots")
     if (a.window is not None or a.commit is not None) and not a.parallel_windows:
@@ -358,7 +363,8 @@ def cmd_decode(a: argparse.Namespace) -> int:
                           "cores are window - commit")
     summary = decode_file(a.input_path, a.output, dem, in_format=a.in_format, out_format=a.out_format,
                           append_observables=a.append_observables, decoder=a.decoder, backend=backend,
-                          circuit=circuit, parallel=a.parallel_windows, window=window, commit=commit)
+                          circuit=circuit, parallel=a.parallel_windows, window=window, commit=commit,
+                          herald_circuit=herald_circuit)
     print(f"rtdecoder: {summary.line()}", file=sys.stderr)
     return 0
 

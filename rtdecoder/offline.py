@@ -70,24 +70,30 @@ def load_dem(dem_path: str | None, cfg: StreamConfig | None) -> stim.DetectorErr
     return circuit_dem(make_circuit(cfg))
 
 
-def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str):
+def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str, circuit: stim.Circuit | None = None):
     """A stream (``rtdecoder.engine.StreamRuntime``) decoding ``dem`` in one window spanning every
-    round: its ``plan.graphs[0]`` is the graph, its ``keep`` the detectors whose events count."""
+    round: its ``plan.graphs[0]`` is the graph, its ``keep`` the detectors whose events count.
+    With ``circuit`` (``dem``'s), its herald detectors are used (``rtdecoder.heralds``)."""
     from rtdecoder.engine import stream_for_dem
 
-    return stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem)
+    return stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem, circuit)
 
 
 def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
                 out_format: str = "01", append_observables: bool = False, decoder: str = "union_find",
                 backend: str = "cpu", chunk: int = 65536, circuit: stim.Circuit | None = None,
-                parallel: int = 0, window: int = 0, commit: int = 0) -> DecodeSummary:
+                parallel: int = 0, window: int = 0, commit: int = 0,
+                herald_circuit: stim.Circuit | None = None) -> DecodeSummary:
     """Decode every shot of ``in_path`` and write the predictions to ``out_path``.
 
     With ``circuit``, ``in_path`` holds that circuit's raw measurement records (stim's
     measurement order, ``circuit.num_measurements`` bits per shot), turned into detection events
     and true observable flips by stim's ``Circuit.compile_m2d_converter``; the logical error rate
     is then always reported.
+
+    With ``herald_circuit`` (or ``circuit``): ``dem``'s circuit, whose herald detectors
+    (``rtdecoder.heralds``) union-find then erases with, on the CPU (the GPU batch kernel takes no
+    heralds); correlated matching uses them from the DEM alone.
 
     With ``parallel = k >= 1``, shots are decoded in parallel windows of ``window`` rounds
     committing ``commit`` (``rtdecoder.parallel.ParallelWindowDecoder``) by ``k`` workers, on the
@@ -135,8 +141,10 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
         seconds = time.perf_counter() - t0
         how = f"cpu, {parallel} parallel-window worker{'s' if parallel > 1 else ''}"
         return _finish(preds, out_path, out_format, truth, decoder, how, seconds, 0, nd, no)
-    rt = whole_shot_stream(dem, decoder)
+    rt = whole_shot_stream(dem, decoder, herald_circuit if herald_circuit is not None else circuit)
     graph = rt.plan.graphs[0]
+    if rt.num_heralds and backend == "gpu" and rt.spec.name == "union_find":
+        backend = "cpu"  # the batch kernel has no heralds
     events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
     t0 = time.perf_counter()
     if rt.spec.decode_batch is not None:

@@ -77,8 +77,11 @@ def _decode_batch(graph, events: np.ndarray, backend: str, chunk: int) -> tuple[
             c, o, _ = bd.decode(np.zeros(b - a, np.int64), np.arange(b - a, dtype=np.int64) * nd, events[a:b].ravel())
             counts[a:b], obs[a:b] = c, o
     else:
+        from rtdecoder.heralds import kernel_arrays
+
         ws = uf.Workspace(graph.num_nodes, graph.num_edges, uf.max_length(g)).arrays()
-        uf.decode_batch(*g, emask, events, *uf.NO_HERALDS, counts, obs, *ws)
+        heralds = kernel_arrays(graph.heralds) if graph.heralds is not None else uf.NO_HERALDS
+        uf.decode_batch(*g, emask, events, *heralds, counts, obs, *ws)
     return obs, counts < 0
 
 
