@@ -413,16 +413,18 @@ def decode(ptr, slot, eu, ev, events, hidx, hptr, hedge, nd, in_cluster, touched
         nd[v, ODD] = 1
         nd[v, DEFECT] = 1
     nev = nt
-    for k in range(nev if heralded else 0):  # heralds: their events erase edges
-        h = hidx[touched[k]]
-        if h < 0:
-            continue
-        v = touched[k]
-        nd[v, ODD] = 0  # an even cluster of one node, not a defect
-        nd[v, DEFECT] = 0
-        for i in range(hptr[h], hptr[h + 1]):  # its erased edges: complete at time 0, merged now
-            _erase(hedge[i], eu, ev, nd, in_cluster, touched, es, seen, count, nt)
-            nt = count[3]
+    if heralded:
+        for k in range(nev):  # a herald's event: an even cluster of one node, not a defect (all first,
+            v = touched[k]     # before any merge counts its parity)
+            if hidx[v] >= 0:
+                nd[v, ODD] = 0
+                nd[v, DEFECT] = 0
+        for k in range(nev):  # then their erased edges: complete at time 0, merged now
+            h = hidx[touched[k]]
+            if h >= 0:
+                for i in range(hptr[h], hptr[h + 1]):
+                    _erase(hedge[i], eu, ev, nd, in_cluster, touched, es, seen, count, nt)
+                    nt = count[3]
     nactive = 0
     nev = nt
     wake = MAX_LENGTH

@@ -260,3 +260,23 @@ def test_erased_edges_are_complete_first_and_the_correction_stays_inside_them():
         k2 = uf.decode(*g, events, hidx, np.array([0, len(erased)], np.int64), erased, *ws.arrays())
         plain = uf.decode(*g, events, *uf.NO_HERALDS, *ws.arrays())
         assert k2 == plain
+
+
+def test_a_herald_erasing_an_edge_at_another_herald_counts_neither_as_a_defect():
+    """Herald 0 erases edges (2, 3) and (1, 2), and node 1 is itself a herald with an event: both events are
+    heralds, not defects, so nothing is to be corrected (every herald is quieted before any
+    erased edge merges clusters)."""
+    eu = np.array([0, 1, 1, 2, 3])
+    ev = np.array([-1, -1, 2, 3, -1])
+    g = uf.build_graph(4, eu, ev, np.full(5, 3.0))
+    ws = uf.Workspace(4, 5, uf.max_length(g))
+    hidx = np.array([0, 1, -1, -1], np.int32)
+    hptr = np.array([0, 2, 2], np.int64)
+    hedge = np.array([3, 2], np.int32)  # (2, 3) first, then (1, 2): node 1 joins a larger cluster
+    assert uf.decode(*g, np.array([1, 1, 0, 0], np.uint8), hidx, hptr, hedge, *ws.arrays()) == 0
+    # a real defect at node 3 still leaves by its boundary edge
+    k = uf.decode(*g, np.array([1, 1, 0, 1], np.uint8), hidx, hptr, hedge, *ws.arrays())
+    assert k == 1 and ws.chosen[0] == 4
+    # a real defect at node 2 leaves through the erased edge (2, 3), then node 3's boundary edge
+    k = uf.decode(*g, np.array([1, 1, 1, 0], np.uint8), hidx, hptr, hedge, *ws.arrays())
+    assert k == 2 and sorted(ws.chosen[:2].tolist()) == [3, 4]
