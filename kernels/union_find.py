@@ -301,6 +301,27 @@ def _schedule_list(first, root, now, m, ptr, slot, nd, in_cluster, es, seen, buc
 
 
 @njit(_nrt=False, cache=True, inline="always")
+def _tree_edge(nd, a, b, e):
+    """Edge ``e`` between ``a`` and ``b`` joins the forest that peeling walks (``DEG``, ``XEDGE``)."""
+    nd[a, DEG] += 1
+    nd[b, DEG] += 1
+    nd[a, XEDGE] ^= e
+    nd[b, XEDGE] ^= e
+
+
+@njit(_nrt=False, cache=True, inline="always")
+def _link(nd, ra, rb):
+    """Root ``rb``'s cluster goes under root ``ra``: size, parity and boundary merged (the node
+    lists are spliced by the caller, when it is ready to)."""
+    nd[rb, PARENT] = ra
+    nd[ra, SIZE] += nd[rb, SIZE]
+    nd[ra, ODD] ^= nd[rb, ODD]
+    if nd[ra, BNODE] < 0 and nd[rb, BNODE] >= 0:
+        nd[ra, BNODE] = nd[rb, BNODE]
+        nd[ra, BEDGE] = nd[rb, BEDGE]
+
+
+@njit(_nrt=False, cache=True, inline="always")
 def _erase(e, eu, ev, nd, in_cluster, touched, es, seen, count, nt):
     """Make edge ``e`` complete at time 0: its ends join the clusters (``touched`` grows from
     ``nt``; the new length goes to ``count[3]``) and their clusters merge along it as a tree edge
@@ -334,18 +355,10 @@ def _erase(e, eu, ev, nd, in_cluster, touched, es, seen, count, nt):
     rb = _find(nd, b)
     if ra == rb:
         return  # a cycle of erased edges: not a tree edge
-    nd[a, DEG] += 1
-    nd[b, DEG] += 1
-    nd[a, XEDGE] ^= e
-    nd[b, XEDGE] ^= e
+    _tree_edge(nd, a, b, e)
     if nd[ra, SIZE] < nd[rb, SIZE]:
         ra, rb = rb, ra
-    nd[rb, PARENT] = ra
-    nd[ra, SIZE] += nd[rb, SIZE]
-    nd[ra, ODD] ^= nd[rb, ODD]
-    if nd[ra, BNODE] < 0 and nd[rb, BNODE] >= 0:
-        nd[ra, BNODE] = nd[rb, BNODE]
-        nd[ra, BEDGE] = nd[rb, BEDGE]
+    _link(nd, ra, rb)
     t = nd[ra, NXT]
     nd[ra, NXT] = nd[rb, NXT]
     nd[rb, NXT] = t
@@ -521,10 +534,7 @@ def decode(ptr, slot, eu, ev, events, hidx, hptr, hedge, nd, in_cluster, touched
             touched[nt] = b
             nt += 1
             nd[b, SINCE] = now
-        nd[a, DEG] += 1  # the tree edges, for peeling
-        nd[b, DEG] += 1
-        nd[a, XEDGE] ^= e
-        nd[b, XEDGE] ^= e
+        _tree_edge(nd, a, b, e)  # for peeling
         if nd[ra, SIZE] < nd[rb, SIZE]:
             ra, rb = rb, ra
         act_a = nd[ra, ODD] == 1 and nd[ra, BNODE] < 0
@@ -539,12 +549,7 @@ def decode(ptr, slot, eu, ev, events, hidx, hptr, hedge, nd, in_cluster, touched
             v = nd[v, NXT]
             if v == rb:
                 break
-        nd[rb, PARENT] = ra
-        nd[ra, SIZE] += nd[rb, SIZE]
-        nd[ra, ODD] ^= nd[rb, ODD]
-        if nd[ra, BNODE] < 0 and nd[rb, BNODE] >= 0:
-            nd[ra, BNODE] = nd[rb, BNODE]
-            nd[ra, BEDGE] = nd[rb, BEDGE]
+        _link(nd, ra, rb)
         act = nd[ra, ODD] == 1 and nd[ra, BNODE] < 0
         nactive += np.int64(act) - np.int64(act_a) - np.int64(act_b)
         # reschedule the edges of a side that starts growing (lists not yet spliced); a side that

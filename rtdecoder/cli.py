@@ -430,28 +430,20 @@ def cmd_replay(a: argparse.Namespace) -> int:
 def cmd_hello(a: argparse.Namespace) -> int:
     """HELLO to every stream of a configuration (or the ones given) at ``--host:--port``: 0 when each
     answers HELLO_REPLY within ``--timeout`` s (a readiness probe), 1 otherwise."""
-    import socket
-
-    from rtdecoder import protocol as P
+    from rtdecoder.emulator import Controller, EmulatorError
 
     ids = [int(x) for x in a.stream.split(",")] if a.stream else [s.id for s in load_config(a.config).streams] \
         if a.config else [0]
     port = a.port if a.port else (load_config(a.config).port if a.config else 7700)
-    fam = socket.AF_INET6 if ":" in a.host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_DGRAM) as s:
-        s.settimeout(a.timeout)
-        s.connect((a.host, port))
-        for sid in ids:
-            s.send(P.encode(P.Header(P.MsgType.HELLO, stream_id=sid, shot_id=sid)))
-            try:
-                reply = s.recv(2048)
-            except (TimeoutError, OSError) as e:
-                print(f"stream {sid}: no answer from {a.host}:{port} ({e})", file=sys.stderr)
-                return 1
-            h = P.decode_header(reply)
-            if h.msg_type != P.MsgType.HELLO_REPLY or h.stream_id != sid:
-                print(f"stream {sid}: answered {P.MsgType(h.msg_type).name}, not HELLO_REPLY", file=sys.stderr)
-                return 1
+    for sid in ids:
+        c = Controller.connect("udp", a.host, port, sid)
+        try:
+            c.hello(timeout_s=a.timeout, attempts=1)
+        except (EmulatorError, OSError) as e:
+            print(f"stream {sid} at {a.host}:{port}: {e}", file=sys.stderr)
+            return 1
+        finally:
+            c.link.close()
     print(f"{len(ids)} stream(s) ready at {a.host}:{port}")
     return 0
 

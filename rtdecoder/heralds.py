@@ -45,10 +45,6 @@ ERASE_AT = 0.25
 edge lengths, so a partial reweighting has no place in it."""
 
 
-def _flat(circuit: stim.Circuit) -> list[stim.CircuitInstruction]:
-    return list(circuit.flattened())
-
-
 def _data_qubits(flat: list[stim.CircuitInstruction]) -> list[int]:
     """The qubits of the circuit's last measurement instruction (a memory experiment's data)."""
     for inst in reversed(flat):
@@ -83,7 +79,7 @@ def with_erasure(circuit: stim.Circuit, rate: float, everywhere: bool = True) ->
     """
     if not 0.0 < rate < 1.0:
         raise ConfigError(f"erasure rate {rate} must be in (0, 1)")
-    flat = _flat(circuit)
+    flat = list(circuit.flattened())
     data = set(_data_qubits(flat))
     coords = circuit.get_final_qubit_coordinates()
     out = stim.Circuit()

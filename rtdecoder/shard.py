@@ -4,10 +4,11 @@ decode cost, and write one configuration per node.
 Cost of a stream: the CPU time its decoder spends per round of the controller's cycle,
 ``detectors per round × µs per detector-round of its decoder`` (``COST_US``), the controllers of
 all streams taken to run at the same cycle. Detectors per round come from the stream's circuit
-(or its CUDA-Q matrices); the per-decoder figures from ``bench/throughput.py`` on the reference
-VM (union-find 1.082 µs and matching 8.24 µs per round at d = 21, 881 detectors per round;
-correlated matching about twice matching's time per window, ``bench/streaming.py``). A parallel
-stream costs the same in all and needs ``parallel`` CPUs on its node.
+(or its CUDA-Q matrices), counted as its detector layout counts them; the per-decoder figures are
+``bench/decode_cost.py``'s on the reference 2-core VM (d = 13, windows 26/13, p = 0.001, through
+``Engine.decode_shots``: union-find 1.566, matching 3.866, correlated matching 13.669 µs per round,
+165.5 detectors per round). A parallel stream costs the same in all and needs ``parallel`` CPUs on
+its node.
 
 Assignment: longest processing time first (each stream, most costly first, to the node with the
 least cost so far), which is within 4/3 of the best possible makespan (Graham, 1969).
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from rtdecoder.config import ConfigError, load_config
 
-COST_US = {"union_find": 1.082 / 881, "matching": 8.24 / 881, "matching_correlated": 2 * 8.24 / 881}
+COST_US = {"union_find": 0.00947, "matching": 0.02337, "matching_correlated": 0.08261}
 """µs per detector per round of each built-in decoder (module docstring); a plug-in decoder is
 costed as matching."""
 

@@ -185,10 +185,10 @@ def test_hello_answers_for_a_ready_service_and_fails_for_a_stream_it_lacks():
         bad = subprocess.run([sys.executable, "-m", "rtdecoder", "hello", "--port", str(svc.port), "--stream", "0,9"],
                              capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "1 stream(s) ready" in ok.stdout
-    assert bad.returncode == 1 and "stream 9: answered ERROR" in bad.stderr
+    assert bad.returncode == 1 and "stream 9 at" in bad.stderr and "UNKNOWN_STREAM" in bad.stderr
     dead = subprocess.run([sys.executable, "-m", "rtdecoder", "hello", "--port", "9", "--timeout", "0.2"],
                           capture_output=True, text=True, timeout=120)
-    assert dead.returncode == 1 and "no answer" in dead.stderr
+    assert dead.returncode == 1 and "stream 0 at" in dead.stderr
 
 
 def test_the_slurm_example_parses_and_runs_one_shard_per_node():

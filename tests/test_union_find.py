@@ -234,25 +234,26 @@ def test_erased_edges_are_complete_first_and_the_correction_stays_inside_them():
     ws = uf.Workspace(n + 1, m + 1, uf.max_length(g))
     hidx = np.full(n + 1, -1, np.int32)
     hidx[h] = 0
+
+    def syndrome(edges):
+        out = np.zeros(n + 1, np.uint8)
+        for e in edges:
+            out[graph.edge_u[e]] ^= 1
+            if graph.edge_v[e] >= 0:
+                out[graph.edge_v[e]] ^= 1
+        return out
+
     rng = np.random.default_rng(11)
     for trial in range(200):
         erased = rng.choice(m, size=int(rng.integers(1, 40)), replace=False).astype(np.int32)
         flipped = erased[rng.random(len(erased)) < 0.5]
-        events = np.zeros(n + 1, np.uint8)
-        for e in flipped:
-            events[graph.edge_u[e]] ^= 1
-            if graph.edge_v[e] >= 0:
-                events[graph.edge_v[e]] ^= 1
+        events = syndrome(flipped)
         events[h] = 1
         k = uf.decode(*g, events, hidx, np.array([0, len(erased)], np.int64), erased, *ws.arrays())
         assert k >= 0
         chosen = ws.chosen[:k].copy()
         assert set(chosen.tolist()) <= set(erased.tolist()), trial
-        back = np.zeros(n + 1, np.uint8)
-        for e in chosen:
-            back[graph.edge_u[e]] ^= 1
-            if graph.edge_v[e] >= 0:
-                back[graph.edge_v[e]] ^= 1
+        back = syndrome(chosen)
         back[h] = 1
         assert np.array_equal(back, events), trial
         # without its herald's event nothing is erased: the same events decode as plain union-find

@@ -85,6 +85,19 @@ def _kernel_refuses(ns, host, port) -> bool:
     return r.returncode == 0
 
 
+def _clients(b):
+    """UDP sockets made in namespace ``b``, connected to the service's port over IPv4 and IPv6."""
+    import socket
+
+    out = []
+    for host, fam in (("10.9.0.1", socket.AF_INET), ("fd09::1", socket.AF_INET6)):
+        c = N.in_ns(b, lambda fam=fam: socket.socket(fam, socket.SOCK_DGRAM))
+        c.settimeout(5)
+        c.connect((host, PORT))
+        out.append(c)
+    return out
+
+
 def _wait(sock, n, timeout=5.0):
     got, end = [], time.monotonic() + timeout
     while len(got) < n and time.monotonic() < end:
@@ -124,7 +137,6 @@ def test_the_compiled_loop_answers_over_af_xdp_as_the_in_process_path(pair):
     """``xdp_serve_loop`` on the socket in namespace ``a``; a controller in ``b`` sends whole shots
     over IPv4 and IPv6 and gets the same CORRECTIONs as the in-process path, sent back as frames
     the kernel there delivers to its UDP socket (so their checksums are right)."""
-    import socket
     from rtdecoder import protocol as P
     from rtdecoder.config import StreamConfig
     from rtdecoder.engine import Engine
@@ -140,11 +152,7 @@ def test_the_compiled_loop_answers_over_af_xdp_as_the_in_process_path(pair):
     state, loop = _start_loop(engine, sock)
     clients = []
     try:
-        for host, fam in (("10.9.0.1", socket.AF_INET), ("fd09::1", socket.AF_INET6)):
-            c = N.in_ns(b, lambda fam=fam: socket.socket(fam, socket.SOCK_DGRAM))
-            c.settimeout(5)
-            c.connect((host, PORT))
-            clients.append(c)
+        clients += _clients(b)
         lay = reference.streams[0].layout
         nwin = reference.streams[0].plan.num_windows
         dets = reference.streams[0].circuit.compile_detector_sampler(seed=5).sample(20)
@@ -171,8 +179,6 @@ def test_echo_mode_sends_every_datagram_back_unchanged_over_af_xdp(pair):
     """The transport floor: in echo mode the loop sends each datagram to its port back to its
     sender, payload unchanged (any bytes, any length up to the MTU, IPv4 and IPv6), and decodes
     nothing."""
-    import socket
-
     from rtdecoder.config import StreamConfig
     from rtdecoder.engine import Engine
     from rtdecoder.kernels import tables as T
@@ -184,11 +190,7 @@ def test_echo_mode_sends_every_datagram_back_unchanged_over_af_xdp(pair):
     rng = np.random.default_rng(3)
     clients = []
     try:
-        for host, fam in (("10.9.0.1", socket.AF_INET), ("fd09::1", socket.AF_INET6)):
-            c = N.in_ns(b, lambda fam=fam: socket.socket(fam, socket.SOCK_DGRAM))
-            c.settimeout(5)
-            c.connect((host, PORT))
-            clients.append(c)
+        clients += _clients(b)
         sent = 0
         for c in clients:
             for n in (0, 1, 31, 200, 1400):

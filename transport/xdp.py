@@ -65,6 +65,18 @@ def reclaim(comp, free, nfree):
     return nfree
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def rx_frame(umem, rdesc, k, port, out, counters):
+    """RX ring entry ``k``: its frame's UMEM address, checked by ``parse_udp`` (``out`` written)
+    and counted by status; returns ``(address, status)``."""
+    d = rdesc[k & (rdesc.shape[0] - 1)]
+    addr = np.int64(d[0])
+    length = np.int64(d[1] & 0xFFFFFFFF)
+    status = F.parse_udp(umem[addr:addr + length], length, port, out)
+    counters[CNT_FRAMES + status] += 1
+    return addr, status
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def xdp_echo(fd, port, umem, rdesc, cons, n, txr, comp, free, nfree, out, counters):
     """Echo mode, the transport floor: each of the ``n`` RX frames from ``cons`` that
@@ -72,19 +84,13 @@ def xdp_echo(fd, port, umem, rdesc, cons, n, txr, comp, free, nfree, out, counte
     built in a free TX frame; nothing is decoded. One kick for the batch. Returns the free TX
     frames left."""
     nfree = reclaim(comp, free, nfree)
-    rmask = rdesc.shape[0] - 1
     tdesc = txr[DESC]
     tmask = tdesc.shape[0] - 1
     tprod = np.int64(txr[PROD][0])
     room = tdesc.shape[0] - ((tprod - L.load_acquire(txr[CONS], 0)) & 0xFFFFFFFF)
     sent = 0
     for i in range(n):
-        d = rdesc[(cons + i) & rmask]
-        addr = np.int64(d[0])
-        length = np.int64(d[1] & 0xFFFFFFFF)
-        frame = umem[addr:addr + length]
-        status = F.parse_udp(frame, length, port, out)
-        counters[CNT_FRAMES + status] += 1
+        addr, status = rx_frame(umem, rdesc, cons + i, port, out, counters)
         if status != F.OK:
             continue
         if nfree == 0 or room == 0:
@@ -94,10 +100,10 @@ def xdp_echo(fd, port, umem, rdesc, cons, n, txr, comp, free, nfree, out, counte
         at = free[nfree]
         dst = umem[at:at + FRAME]
         off = F.reply_payload_offset(out[F.F_L3], out[F.F_FAMILY])
-        p = out[F.F_PAYLOAD]
+        p = addr + out[F.F_PAYLOAD]
         for k in range(out[F.F_PAYLOAD_LEN]):
-            dst[off + k] = frame[p + k]
-        flen = F.write_reply(frame, out[F.F_L3], out[F.F_FAMILY], dst, out[F.F_PAYLOAD_LEN])
+            dst[off + k] = umem[p + k]
+        flen = F.write_reply(umem[addr:addr + FRAME], out[F.F_L3], out[F.F_FAMILY], dst, out[F.F_PAYLOAD_LEN])
         tdesc[tprod & tmask, 0] = at
         tdesc[tprod & tmask, 1] = flen
         tprod = (tprod + 1) & 0xFFFFFFFF
@@ -210,16 +216,8 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
         counters[CNT_BATCHES] += 1
         if echo:
             nfree = xdp_echo(fd, port, umem, rdesc, cons, n, txr, comp, free, nfree, out, counters)
-            n_decoded = 0
-        else:
-            n_decoded = n
-        for i in range(n_decoded):
-            d = rdesc[(cons + i) & rmask]
-            addr = np.int64(d[0])
-            length = np.int64(d[1] & 0xFFFFFFFF)
-            frame = umem[addr:addr + length]
-            status = F.parse_udp(frame, length, port, out)
-            counters[CNT_FRAMES + status] += 1
+        for i in range(0 if echo else n):
+            addr, status = rx_frame(umem, rdesc, cons + i, port, out, counters)
             if status != F.OK and (status != F.TOO_LARGE or out[F.F_PRESENT] < MIN_ECHO):
                 continue
             p = addr + out[F.F_PAYLOAD]
