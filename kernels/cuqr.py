@@ -7,11 +7,12 @@ A CUQR datagram is a packed 24-byte little-endian request header, ``magic u32`` 
 24-byte header, ``magic u32`` (``CUQS``, 0x43555153), ``status i32``, ``result_len u32``, and the
 request's ``request_id`` and ``ptp_timestamp`` echoed, then ``result_len`` bytes. The functions:
 
-- ``enqueue_syndromes`` (0x7ED8BE82): ``decoder_id i64, counter u64, syndrome_mapping_id u64,
-  num_syndromes u64, array_len u64 (== num_syndromes)``, then ``ceil(num_syndromes / 8)`` bytes
-  of bits, least significant first: the next bits of the decoder's current shot. Answered OK at
-  once (an acknowledgement); a failure of the shot is latched and reported by the next
-  ``get_corrections``.
+- ``enqueue_syndromes`` (0x7ED8BE82): ``decoder_id u64, counter u64, syndrome_mapping_id u64,
+  num_syndromes u64`` (32 bytes), then ``ceil(num_syndromes / 8)`` bytes of bits, least
+  significant first, no padding and no second length prefix: the next bits of the decoder's
+  current shot. Answered OK at once (an acknowledgement); a failure of the shot is latched and
+  reported by the next ``get_corrections``. Arguments that do not parse, or a
+  ``syndrome_mapping_id`` other than 0 (the identity), are BAD_REQUEST and fail the shot.
 - ``get_corrections`` (0x882D5BA1): ``decoder_id i64, return_size i64, reset u8`` (17 bytes).
   OK with ``ceil(return_size / 8)`` bytes of observable flips (observable ``i`` at bit ``i % 8``
   of byte ``i // 8``) once the shot's bits are all in and decoded, else NOT_READY;
@@ -19,10 +20,12 @@ request's ``request_id`` and ``ptp_timestamp`` echoed, then ``result_len`` bytes
 - ``reset_decoder`` (0x977A59CF): ``decoder_id i64``. Drops the shot in progress and the
   latched states; OK.
 
-Statuses: OK 0, INVALID_DECODER 1, BAD_REQUEST 2, INTERNAL_ERROR 3, NOT_READY 4, BUSY 5,
-SYNDROMES_DROPPED 6. Source: NVIDIA/cudaqx, ``libs/qec/lib/realtime/decoding-server-cqr/``
-(``RpcWireFormat.h``, ``CqrTransceiver.h``, ``DecodingSession.cpp``, ``DecodingServer.cpp``);
-the line ranges of each fact are in docs/cuqr-compat.md.
+A datagram may be longer than ``24 + arg_len`` (CUDA-Q's UDP transport sends every request as a
+whole 256-byte slot); the bytes past ``arg_len`` are ignored. Statuses: OK 0, INVALID_DECODER 1,
+BAD_REQUEST 2, INTERNAL_ERROR 3, NOT_READY 4, BUSY 5, SYNDROMES_DROPPED 6. Source: NVIDIA/cudaqx
+main at ef991e97, ``libs/qec/include/cudaq/qec/realtime/decoder_rpc_wire_format.h`` and
+``libs/qec/lib/realtime/decoding-server-cqr/`` (``RpcSlot.h``, ``DecodingSession.cpp``,
+``decoding_server_cqr.cpp``); the lines of each fact are in docs/cuqr-compat.md.
 
 How a CUQR decoder maps onto the service: ``decoder_id`` is a stream id; the stream's shot is
 its measurements (``input = "measurements"``) or its detection events, in the order of its
@@ -55,8 +58,8 @@ MAGIC_REQUEST = 0x43555152
 MAGIC_RESPONSE = 0x43555153
 HEADER_BYTES = 24
 MAX_SYNDROME_BITS = 1 << 20
-ENQUEUE_ARGS = 40
-"""Bytes of ``enqueue_syndromes``' arguments before the bits (five u64)."""
+ENQUEUE_ARGS = 32
+"""Bytes of ``enqueue_syndromes``' arguments before the bits (four u64, ``num_syndromes`` last)."""
 GET_CORRECTIONS_ARGS = 17
 RESET_ARGS = 8
 

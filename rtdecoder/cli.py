@@ -96,9 +96,15 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
     g.add_argument("--allow", default=None,
                    help="controller addresses/subnets the stream accepts, comma-separated (default loopback: "
                         "127.0.0.0/8,::1/128)")
-    g.add_argument("--input", default="detection_events", choices=["detection_events", "measurements"],
-                   help="what the controller sends: detection events (default), or the circuit's raw measurement "
-                        "results, which the service turns into detection events")
+    g.add_argument("--input", default=None, choices=["detection_events", "measurements"],
+                   help="what the controller sends: detection events (default; with demo --dialect cuqr: "
+                        "measurements), or the circuit's raw measurement results, which the service turns into "
+                        "detection events")
+    if role == "demo":
+        g.add_argument("--dialect", default="native", choices=["native", "cuqr"],
+                       help="the emulator's wire dialect: rtdecoder's own (default), or CUDA-Q QEC's real-time RPC "
+                            "(CUQR, as cudaqx main speaks it: reset_decoder, an enqueue_syndromes per round, "
+                            "get_corrections; docs/cuqr-compat.md)")
     g.add_argument("--deadline-us", type=float, default=0.0,
                    help="with --decoder matching or matching_correlated (an escape decoder): a window that would be "
                         "decoded later than this many µs after its last round arrived is decoded by a faster decoder "
@@ -304,6 +310,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from rtdecoder.emulator import run_emulator
 
     cfg = _stream_from_args(a)
+    if a.dialect == "cuqr" and a.input is None:  # a CUDA-Q controller sends raw measurements
+        cfg = dataclasses.replace(cfg, input="measurements")
+    if a.dialect == "cuqr" and cfg.parallel > 1:
+        raise ConfigError("--dialect cuqr serves sliding-window streams only: leave out --parallel-windows "
+                          "(docs/cuqr-compat.md, 'Differences')")
     opts = _emulator_options(a, "", 0, {"decoder": cfg.decoder, "window": cfg.window, "commit": cfg.commit})
     console = Console(stderr=True)
     try:

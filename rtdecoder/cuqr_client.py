@@ -9,12 +9,17 @@ Format (docs/cuqr-compat.md has the file and line of each fact): little-endian, 
   name), ``arg_len u32``, ``request_id u32``, ``ptp_timestamp u64``; then the arguments.
 - Response: ``magic u32 = 0x43555153`` ("CUQS"), ``status i32``, ``result_len u32``,
   ``request_id u32``, ``ptp_timestamp u64``; then the result.
-- ``enqueue_syndromes(decoder_id i64, counter i64, syndrome_mapping_id i64, bits)``: the bits go
-  as ``u64`` count, ``u64`` count again (the bit vector's length prefix) and the packed bytes,
-  least significant bit first, no padding.
+- ``enqueue_syndromes(decoder_id u64, counter u64, syndrome_mapping_id u64, num_syndromes u64)``
+  (32 bytes), then ``ceil(num_syndromes / 8)`` packed bytes, least significant bit first, no
+  padding and no second length prefix (cudaqx main's ``EnqueueRequestPayload``).
 - ``get_corrections(decoder_id i64, return_size i64, reset u8)``: 17 bytes of arguments; the
   result is ``ceil(return_size / 8)`` bytes of bits, least significant first.
 - ``reset_decoder(decoder_id i64)``.
+- CUDA-Q's UDP transport sends every request as one whole slot (256 bytes by default), zeros
+  after the arguments, and reads a response of at most a slot: ``pad`` does the same here.
+
+The shot pattern is that of cudaqx main's ``surface_code-1`` example: ``reset_decoder``, one
+``enqueue_syndromes`` per round (the final data measurements last), then ``get_corrections``.
 """
 
 from __future__ import annotations
@@ -51,8 +56,18 @@ GET_CORRECTIONS = function_id("get_corrections")
 RESET = function_id("reset_decoder")
 
 
+SLOT_BYTES = 256
+"""CUDA-Q's UDP transport's default slot: every request is sent as one whole slot."""
+
+
 def _request(fn: int, args: bytes, request_id: int, ptp: int = 0) -> bytes:
     return REQUEST.pack(REQUEST_MAGIC, fn, len(args), request_id & 0xFFFFFFFF, ptp) + args
+
+
+def pad(request: bytes, slot: int = SLOT_BYTES) -> bytes:
+    """``request`` followed by zeros to ``slot`` bytes, as CUDA-Q's UDP transport sends it (a
+    request longer than the slot is returned as it is)."""
+    return request + bytes(max(0, slot - len(request)))
 
 
 def enqueue_syndromes(decoder_id: int, bits: np.ndarray, request_id: int, counter: int = 0, mapping_id: int = 0,
@@ -60,7 +75,7 @@ def enqueue_syndromes(decoder_id: int, bits: np.ndarray, request_id: int, counte
     """One ``enqueue_syndromes`` request carrying ``bits`` (0/1 values, any integer dtype)."""
     bits = np.asarray(bits, np.uint8).ravel()
     packed = np.packbits(bits, bitorder="little").tobytes()
-    args = struct.pack("<qqqQQ", decoder_id, counter, mapping_id, len(bits), len(bits)) + packed
+    args = struct.pack("<qqqQ", decoder_id, counter, mapping_id, len(bits)) + packed
     return _request(ENQUEUE, args, request_id, ptp)
 
 
@@ -89,15 +104,16 @@ class Response:
 
 
 def parse_response(data: bytes) -> Response:
-    """Decode a response; ``ValueError`` if it is not one."""
+    """Decode a response (a datagram of exactly ``24 + result_len`` bytes, or a whole slot with
+    zeros after the result); ``ValueError`` if it is not one."""
     if len(data) < RESPONSE.size:
         raise ValueError(f"{len(data)} bytes is shorter than a CUQR response header")
     magic, status, result_len, rid, ptp = RESPONSE.unpack_from(data)
     if magic != RESPONSE_MAGIC:
         raise ValueError(f"magic 0x{magic:08x} is not CUQS")
-    if RESPONSE.size + result_len != len(data):
-        raise ValueError(f"result_len {result_len} disagrees with the datagram's {len(data)} bytes")
-    return Response(status, rid, ptp, data[RESPONSE.size:])
+    if RESPONSE.size + result_len > len(data):
+        raise ValueError(f"result_len {result_len} is longer than the datagram's {len(data)} bytes")
+    return Response(status, rid, ptp, data[RESPONSE.size:RESPONSE.size + result_len])
 
 
 class Client:
@@ -108,12 +124,13 @@ class Client:
         timeout_s: how long to wait for each response.
     """
 
-    def __init__(self, address: tuple[str, int], timeout_s: float = 5.0):
+    def __init__(self, address: tuple[str, int], timeout_s: float = 5.0, slot: int = SLOT_BYTES):
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.settimeout(timeout_s)
         self.sock.connect(address)
         self.next_id = 1
+        self.slot = slot
 
     def close(self) -> None:
         self.sock.close()
@@ -126,7 +143,7 @@ class Client:
     def call(self, request: bytes) -> Response:
         """Send one request and return the response with its ``request_id`` (others are dropped)."""
         rid = REQUEST.unpack_from(request)[3]
-        self.sock.send(request)
+        self.sock.send(pad(request, self.slot))
         while True:
             r = parse_response(self.sock.recv(65536))
             if r.request_id == rid:
@@ -143,20 +160,25 @@ class Client:
 
     def decode_shot(self, decoder_id: int, chunks: list[np.ndarray], num_observables: int,
                     max_polls: int = 10_000) -> np.ndarray:
-        """Enqueue a shot's bits chunk by chunk, then poll ``get_corrections`` (reset = 1) until it
-        is OK; the observable flips. The last chunk's request and the first poll are sent
-        back to back, as a controller that does not wait for the acknowledgement does.
+        """``reset_decoder``, the shot's bits chunk by chunk, then ``get_corrections`` (reset = 1)
+        polled until it is OK; the observable flips. The last chunk's request and the first
+        poll are sent back to back, as a controller that does not wait for the
+        acknowledgement does.
 
         Raises:
-            RuntimeError: a status other than OK (enqueue) or OK/NOT_READY (get_corrections).
+            RuntimeError: a status other than OK (reset, enqueue) or OK/NOT_READY
+            (get_corrections).
         """
+        r = self.reset(decoder_id)
+        if r.status != 0:
+            raise RuntimeError(f"reset_decoder: {r.status_name}")
         for c in chunks[:-1]:
             r = self.enqueue(decoder_id, c)
             if r.status != 0:
                 raise RuntimeError(f"enqueue_syndromes: {r.status_name}")
         last, poll = self._rid(), self._rid()
-        self.sock.send(enqueue_syndromes(decoder_id, chunks[-1], last))
-        self.sock.send(get_corrections(decoder_id, num_observables, poll, True))
+        self.sock.send(pad(enqueue_syndromes(decoder_id, chunks[-1], last), self.slot))
+        self.sock.send(pad(get_corrections(decoder_id, num_observables, poll, True), self.slot))
         answered: dict[int, Response] = {}
         for _ in range(max_polls):
             while poll not in answered:
@@ -170,7 +192,7 @@ class Client:
             if got.status != 4:
                 raise RuntimeError(f"get_corrections: {got.status_name}")
             poll = self._rid()
-            self.sock.send(get_corrections(decoder_id, num_observables, poll, True))
+            self.sock.send(pad(get_corrections(decoder_id, num_observables, poll, True), self.slot))
         raise RuntimeError(f"get_corrections: NOT_READY after {max_polls} polls")
 
 
@@ -189,13 +211,17 @@ CR_SHOT_START = 7
 NUM_CR = 8
 
 
-def shot_requests(decoder_id: int, chunks: list[np.ndarray], num_observables: int, first_id: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """A shot's ``enqueue_syndromes`` requests (one per chunk) and one ``get_corrections``
-    (reset = 1), back to back: ``(buf, offset, length, poll_offset)``; request ids count up
-    from ``first_id``, the poll's is ``first_id + len(chunks)``."""
-    msgs = [enqueue_syndromes(decoder_id, c, first_id + i) for i, c in enumerate(chunks)]
-    msgs.append(get_corrections(decoder_id, num_observables, first_id + len(chunks), True))
+def shot_requests(decoder_id: int, chunks: list[np.ndarray], num_observables: int, first_id: int,
+                  slot: int = SLOT_BYTES) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A shot's requests as cudaqx main's ``surface_code-1`` example makes them: one
+    ``reset_decoder``, one ``enqueue_syndromes`` per chunk and one ``get_corrections``
+    (reset = 0), each padded to ``slot`` bytes, back to back: ``(buf, offset, length,
+    poll_offset)`` (``offset``/``length`` of the reset and the enqueues); request ids count up
+    from ``first_id`` (the reset's), the poll's is ``first_id + len(chunks) + 1``."""
+    msgs = [reset_decoder(decoder_id, first_id)]
+    msgs += [enqueue_syndromes(decoder_id, c, first_id + 1 + i) for i, c in enumerate(chunks)]
+    msgs.append(get_corrections(decoder_id, num_observables, first_id + 1 + len(chunks), False))
+    msgs = [pad(m, slot) for m in msgs]
     sizes = np.array([len(m) for m in msgs], np.int64)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     buf = np.frombuffer(b"".join(msgs), np.uint8).copy()
@@ -233,8 +259,9 @@ def _on_response(rx, n, poll_id, last_id, nobs, now, res, pred):
 
 @njit(cache=True, nogil=True)
 def drive_shot(fd, pkt, offset, length, ready, poll_off, poll_len, cycle_ns, timeout_ns, nobs, rx, res, pred):
-    """Send one shot's enqueue requests paced at the cycle time (request ``i`` when its last
-    round has been measured, ``start + ready[i] * cycle_ns``), then at once the
+    """Send one shot's requests (``reset_decoder`` and the enqueues) paced at the cycle time
+    (request ``i`` when its last round has been measured, ``start + ready[i] * cycle_ns``), then
+    at once the
     get_corrections at ``pkt[poll_off:]``, polled again on NOT_READY, until OK, a failure, or
     the timeout; in compiled code on a connected non-blocking socket."""
     res[:] = 0
@@ -291,6 +318,10 @@ class ShotDriver:
         rounds = len(self.bounds) - 1
         self.firsts = np.arange(0, rounds, rounds_per_request)
         self.ready = np.minimum(self.firsts + rounds_per_request, rounds).astype(np.int64)
+        # reset_decoder goes at the shot's start; each enqueue when its last round is measured
+        self.send_at = np.concatenate([[0], self.ready]).astype(np.int64)
+        most = max(int(self.bounds[r] - self.bounds[f]) for f, r in zip(self.firsts, self.ready))
+        self.slot = max(SLOT_BYTES, REQUEST.size + 32 + (most + 7) // 8)  # one slot holds any request
         self.cycle_ns = int(round(cycle_us * 1000))
         self.timeout_ns = int(timeout_s * 1e9)
         self.rx = np.zeros(65536, np.uint8)
@@ -301,8 +332,8 @@ class ShotDriver:
         """Send one shot's bits (uint8 0/1, ``bounds[-1]`` of them) and wait for its correction;
         returns ``res`` (``CR_*``), the flips in ``pred_row``."""
         chunks = [bits[self.bounds[f]:self.bounds[r]] for f, r in zip(self.firsts, self.ready)]
-        buf, off, length, poll = shot_requests(self.decoder_id, chunks, self.nobs, self.next_id)
-        self.next_id = (self.next_id + len(chunks) + 1 + 1024) & 0x7FFFFFFF  # room for polls
-        drive_shot(self.sock.fileno(), buf, off, length, self.ready, poll, len(buf) - poll, self.cycle_ns,
+        buf, off, length, poll = shot_requests(self.decoder_id, chunks, self.nobs, self.next_id, self.slot)
+        self.next_id = (self.next_id + len(chunks) + 2 + 1024) & 0x7FFFFFFF  # room for polls
+        drive_shot(self.sock.fileno(), buf, off, length, self.send_at, poll, len(buf) - poll, self.cycle_ns,
                     self.timeout_ns, self.nobs, self.rx, self.res, pred_row)
         return self.res

@@ -284,70 +284,64 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
     reply the controller waits for: the caller sends it at once), else 0: an enqueue's
     acknowledgement goes with the rest of the receive batch's replies.
 
-    A request whose header or arguments do not parse is answered BAD_REQUEST, one naming no
-    configured stream INVALID_DECODER (both within the source's ERROR reply budget, like the
-    native ERRORs); one from a source outside the stream's allow-list gets no reply and is
-    counted (``REJECT_NOT_ALLOWED``). Requests shorter than the header get no reply (nothing in
-    them can be echoed)."""
+    The checks run in the order of cudaqx main's host dispatch (docs/cuqr-compat.md, "The wire
+    format"): a request shorter than the header, or naming a function outside the three, gets
+    no reply; arguments too short to hold a ``decoder_id`` are BAD_REQUEST; a ``decoder_id``
+    that names no servable stream is INVALID_DECODER; then each function's own parse
+    (BAD_REQUEST; for ``enqueue_syndromes`` it also fails the shot). One from a source outside
+    the stream's allow-list gets no reply and is counted (``REJECT_NOT_ALLOWED``). Every other
+    request is answered: CUQR replies are not subject to the native ERROR reply budget."""
     st, counters = tables.st, state.counters
     counters[CQ_REQUESTS] += 1
     counters[CNT_BYTES] += n
     if not allowed(tables.allow, 0, tables.allow.shape[0], src_hi, src_lo):
         counters[REJECT_NOT_ALLOWED] += 1
         return 0
-    if n < CQ.HEADER_BYTES or n > buf.shape[0]:
-        if n >= CQ.HEADER_BYTES:  # longer than a receive slot: what fits is the header
-            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-        return 0
+    if n < CQ.HEADER_BYTES:
+        return 0  # nothing to echo
     fn = rd(buf, 4, 4)
-    arg_len = rd(buf, 8, 4)
-    if CQ.HEADER_BYTES + arg_len > n:
-        _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-        return 0
-    a = CQ.HEADER_BYTES
     if fn == CQ.FN_ENQUEUE_SYNDROMES:
         counters[CQ_FUNCTION] += 1
-        if arg_len < CQ.ENQUEUE_ARGS:
-            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-            return 0
-        nbits = rd(buf, a + 24, 8)
-        if nbits <= 0 or nbits > CQ.MAX_SYNDROME_BITS or rd(buf, a + 32, 8) != nbits \
-                or (nbits + 7) >> 3 > arg_len - CQ.ENQUEUE_ARGS:
-            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-            return 0
     elif fn == CQ.FN_GET_CORRECTIONS:
         counters[CQ_FUNCTION + 1] += 1
-        if arg_len < CQ.GET_CORRECTIONS_ARGS:
-            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-            return 0
     elif fn == CQ.FN_RESET_DECODER:
         counters[CQ_FUNCTION + 2] += 1
-        if arg_len < CQ.RESET_ARGS:
-            _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-            return 0
     else:
-        _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        return 0  # outside the function table: dropped, counted as function="other"
+    if n > buf.shape[0]:  # longer than a receive slot: what fits is the header
+        _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, rx, fd, state, tx)
+        return 0
+    arg_len = rd(buf, 8, 4)
+    physical = n - CQ.HEADER_BYTES  # argument bytes the datagram holds (a 256-byte slot: zeros after)
+    a = CQ.HEADER_BYTES
+    if arg_len < 8 or physical < 8:
+        _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, rx, fd, state, tx)
         return 0
     sid = CQ.stream_of(st, rd(buf, a, 8))
     if sid < 0:
-        _cq_reply(buf, CQ.INVALID_DECODER, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        _cq_reply(buf, CQ.INVALID_DECODER, 0, 0, name_addr, namelen, rx, fd, state, tx)
         return 0
     if not allowed(tables.allow, st[sid, C_ALLOW_BASE], st[sid, C_ALLOW_N], src_hi, src_lo):
         counters[REJECT_NOT_ALLOWED] += 1
         return 0
     if st[sid, C_READY] == 0:
-        _cq_reply(buf, CQ.NOT_READY, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        _cq_reply(buf, CQ.NOT_READY, 0, 0, name_addr, namelen, rx, fd, state, tx)
         return 0
     if fn == CQ.FN_RESET_DECODER:
-        if shed:
-            _cq_reply(buf, CQ.BUSY, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
-            return 0
-        CQ.reset_decoder(st, sid)
-        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        if arg_len > physical:
+            status = CQ.BAD_REQUEST
+        elif shed:
+            status = CQ.BUSY
+        else:
+            CQ.reset_decoder(st, sid)
+            status = CQ.OK
+        _cq_reply(buf, status, 0, 0, name_addr, namelen, rx, fd, state, tx)
         return 0
     if fn == CQ.FN_GET_CORRECTIONS:
         size = rd(buf, a + 8, 8)
-        if shed:
+        if arg_len < CQ.GET_CORRECTIONS_ARGS or arg_len > physical:
+            status = CQ.BAD_REQUEST
+        elif shed:
             status = CQ.BUSY
         elif size <= 0:
             status = CQ.BAD_REQUEST
@@ -362,18 +356,25 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
         else:
             status = CQ.OK
         if status != CQ.OK:
-            _cq_reply(buf, status, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+            _cq_reply(buf, status, 0, 0, name_addr, namelen, rx, fd, state, tx)
             return 0
-        _cq_reply(buf, CQ.OK, (size + 7) >> 3, st[sid, S_CQ_RESULT], name_addr, namelen, src_hi, src_lo, src_port,
-                  rx, fd, state, tx)
+        _cq_reply(buf, CQ.OK, (size + 7) >> 3, st[sid, S_CQ_RESULT], name_addr, namelen, rx, fd, state, tx)
         if buf[a + 16] != 0:
             st[sid, S_CQ_STATE] = CQ_COLLECTING  # the correction is cleared; the shot stays complete
         return 1  # the answer the controller waits for: sent at once
     # --- enqueue_syndromes ---------------------------------------------------------------------
+    nbits = rd(buf, a + 24, 8) if arg_len >= CQ.ENQUEUE_ARGS and physical >= CQ.ENQUEUE_ARGS else 0
+    if arg_len > physical or arg_len < CQ.ENQUEUE_ARGS or nbits <= 0 or nbits > CQ.MAX_SYNDROME_BITS \
+            or (nbits + 7) >> 3 > arg_len - CQ.ENQUEUE_ARGS or rd(buf, a + 16, 8) != 0:
+        # Unparsable, or a syndrome mapping other than the identity (0): BAD_REQUEST, and the
+        # shot's measurement history is unknowable from here on (failed until reset_decoder).
+        st[sid, S_CQ_STATE] = CQ_FAILED
+        _cq_reply(buf, CQ.BAD_REQUEST, 0, 0, name_addr, namelen, rx, fd, state, tx)
+        return 0
     if st[sid, S_CQ_DROPPED] == 1 or st[sid, S_CQ_STATE] == CQ_FAILED:
         # The shot is lost already: acknowledged and ignored until reset_decoder (the latch is
         # what get_corrections reports).
-        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, rx, fd, state, tx)
         return 0
     total = st[sid, C_CQ_BITS]
     if st[sid, S_CQ_POS] == total:  # the last shot is complete: these bits begin the next
@@ -381,13 +382,12 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
     pos = st[sid, S_CQ_POS]
     if pos == 0 and shed:
         st[sid, S_CQ_DROPPED] = 1
-        _cq_reply(buf, CQ.SYNDROMES_DROPPED, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        _cq_reply(buf, CQ.SYNDROMES_DROPPED, 0, 0, name_addr, namelen, rx, fd, state, tx)
         return 0
     st[sid, S_CQ_STATE] = CQ_COLLECTING
-    if rd(buf, a + 16, 8) != 0 or pos + nbits > total:
-        # A syndrome mapping other than the identity (0), or more bits than the shot holds.
+    if pos + nbits > total:  # more bits than the shot holds: acknowledged, the shot fails
         st[sid, S_CQ_STATE] = CQ_FAILED
-        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+        _cq_reply(buf, CQ.OK, 0, 0, name_addr, namelen, rx, fd, state, tx)
         return 0
     CQ.unpack_bits(buf, a + CQ.ENQUEUE_ARGS, nbits, tables.cqbits, st[sid, C_CQ_BASE] + pos)
     pos += nbits
@@ -411,22 +411,16 @@ def process_cuqr(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, shed,
             break
         if st[sid, S_CQ_STATE] == CQ_FAILED:
             break
-    _cq_reply(buf, status, 0, 0, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx)
+    _cq_reply(buf, status, 0, 0, name_addr, namelen, rx, fd, state, tx)
     return 0  # an acknowledgement: it leaves with the batch's other replies
 
 
 @njit(cache=True, _nrt=False)
-def _cq_reply(buf, status, result_len, result, name_addr, namelen, src_hi, src_lo, src_port, rx, fd, state, tx):
+def _cq_reply(buf, status, result_len, result, name_addr, namelen, rx, fd, state, tx):
     """Queue a CUQR reply with ``status`` and ``result_len`` bytes of ``result`` (a mask, least
-    significant byte first); BAD_REQUEST and INVALID_DECODER only within the source's ERROR
-    reply budget."""
-    counters = state.counters
-    if (status == CQ.BAD_REQUEST or status == CQ.INVALID_DECODER) and \
-            not take_error_token(state.rl, src_hi, src_lo, src_port, rx):
-        counters[CNT_ERRORS_SUPPRESSED] += 1
-        counters[CQ_STATUS + status] += 1
-        return
-    counters[CQ_STATUS + status] += 1
+    significant byte first). Every CUQR request that names a function is answered, as cudaqx
+    main's dispatch answers them: no reply budget applies (docs/cuqr-compat.md)."""
+    state.counters[CQ_STATUS + status] += 1
     if tx.q[0] == tx.buf.shape[0]:
         flush(fd, tx, state)
     q = tx.q[0]

@@ -166,23 +166,24 @@ def test_bad_requests_are_answered_and_change_nothing(engine):
     def raw(fn, args, arg_len=None):
         return rpc.send(hdr.pack(magic, fn, len(args) if arg_len is None else arg_len, 77, 99) + args)
 
-    good = struct.pack("<qqqQQ", 3, 0, 0, 9, 9) + b"\xff\x01"
+    good = struct.pack("<qqqQ", 3, 0, 0, 9) + b"\xff\x01"
     assert raw(C.ENQUEUE, good)[0].status == OK
     assert rpc.reset(3) == OK
-    for args, arg_len in [(struct.pack("<qqqQQ", 3, 0, 0, 9, 8) + b"\xff\x01", None),  # array length != count
-                          (struct.pack("<qqqQQ", 3, 0, 0, 0, 0), None),  # no bits
-                          (struct.pack("<qqqQQ", 3, 0, 0, (1 << 20) + 1, (1 << 20) + 1), None),  # over the cap
-                          (struct.pack("<qqqQQ", 3, 0, 0, 9, 9) + b"\xff", None),  # bytes missing
+    for args, arg_len in [(struct.pack("<qqqQ", 3, 0, 0, 0), None),  # no bits
+                          (struct.pack("<qqqQ", 3, 0, 0, (1 << 20) + 1), None),  # over the cap
+                          (struct.pack("<qqqQ", 3, 0, 0, 9) + b"\xff", None),  # bytes missing
                           (good, len(good) + 1),  # arg_len beyond the datagram
                           (good[:30], None)]:  # arguments cut short
         (r,) = raw(C.ENQUEUE, args, arg_len)
         assert r.status == BAD_REQUEST and r.request_id == 77 and r.ptp_timestamp == 99
-    assert raw(0x12345678, b"")[0].status == BAD_REQUEST  # no such function
+        assert rpc.get(3, 1).status == INTERNAL_ERROR  # a bad enqueue fails the shot (cudaqx main)
+        assert rpc.reset(3) == OK
+    assert raw(0x12345678, struct.pack("<q", 3)) == []  # no such function: dropped, as main's dispatcher does
     assert raw(C.GET_CORRECTIONS, struct.pack("<qq", 3, 1))[0].status == BAD_REQUEST  # reset byte missing
     assert raw(C.RESET, b"\x03")[0].status == BAD_REQUEST
-    assert raw(C.GET_CORRECTIONS, struct.pack("<qqB7x", 3, 1, 0))[0].status == NOT_READY  # the older, padded form
+    assert raw(C.GET_CORRECTIONS, struct.pack("<qqB7x", 3, 1, 0))[0].status == NOT_READY  # longer arguments
     assert rpc.send(hdr.pack(magic, C.RESET, 8, 1, 0)[:20]) == []  # shorter than a header: nothing to echo
-    assert rpc.get(3, 1).status == NOT_READY  # none of them touched the shot
+    assert rpc.get(3, 1).status == NOT_READY  # none of the others touched the shot
 
 
 def test_a_lost_shot_is_latched_until_reset(engine):
@@ -197,8 +198,8 @@ def test_a_lost_shot_is_latched_until_reset(engine):
     assert rpc.enqueue(3, meas[1]) == OK  # ignored while failed
     assert rpc.get(3, 1).status == INTERNAL_ERROR
     assert rpc.reset(3) == OK
-    assert rpc.enqueue(3, meas[1], mapping_id=2) == OK  # only the identity mapping (0) is known
-    assert rpc.get(3, 1).status == INTERNAL_ERROR
+    assert rpc.enqueue(3, meas[1], mapping_id=2) == BAD_REQUEST  # only the identity mapping (0) is known
+    assert rpc.get(3, 1).status == INTERNAL_ERROR  # and the shot has failed
     assert rpc.reset(3) == OK
     assert rpc.enqueue(3, meas[1]) == OK
     assert np.array_equal(rpc.get(3, 1).bits(1), want[1])
@@ -453,3 +454,18 @@ def test_sighup_keeps_an_unchanged_yaml_decoder_and_rebuilds_a_changed_one(tmp_p
             cl.close()
     assert "changed [1]" in log and "[2] keep serving" in log, log[-2000:]
     assert "change only at a restart" not in log
+
+
+def test_demo_speaks_cuqr(tmp_path):
+    out = tmp_path / "r.json"
+    rc = main(["demo", "--dialect", "cuqr", "--distance", "3", "--rounds", "3", "--p", "0.005", "--shots", "200",
+               "--no-progress", "--json", str(out), "--cycle-us", "0"])
+    import json
+
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["dialect"] == "cuqr" and r["shots"] == 200 and r["lost"] == 0 and r["errors"] == 0
+    assert r["disagreements_with_reference"] == 0  # matching, whole windows as offline
+
+
+def test_demo_cuqr_refuses_parallel_windows():
+    assert main(["demo", "--dialect", "cuqr", "--parallel-windows", "2", "--shots", "1"]) == 2
