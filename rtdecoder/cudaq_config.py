@@ -8,13 +8,15 @@ measurements its row lists), one row after another, each row's column indices en
 with the mechanisms' probabilities in ``error_rate_vec``. Each decoder becomes one stream whose id
 is the decoder's ``id`` and whose controller sends raw measurements (``input =
 "measurements"``), reachable by CUDA-Q's RPC (``rtdecoder.kernels.cuqr``) and by rtdecoder's
-own protocol alike. Source of the format: NVIDIA/cudaqx,
+own protocol alike. Source of the format: NVIDIA/cudaqx main at ef991e97,
 ``libs/qec/include/cudaq/qec/realtime/decoding_config.h`` and ``libs/qec/lib/realtime/config.cpp``
-(the keys, which are required, and the checks on the matrices) and
+(the keys, which are required, and the checks on the matrices), the decoders' parameter schemas
+(``libs/qec/lib/decoders/plugins/pymatching/pymatching.cpp``,
+``libs/qec/lib/decoders/sliding_window.cpp``) and
 ``libs/qec/tools/decoding-server/decoding_server_config.yaml`` (an example), and for
 ``dem_chunks`` ``libs/qec/include/cudaq/qec/extended_dem.h`` (``dem_stitch``, ``dem_close``) and
-``libs/qec/lib/dem_chunks_memory.cpp`` (``dem_chunks_to_d_sparse``); docs/cuqr-compat.md
-gives the line ranges and what differs.
+``libs/qec/include/cudaq/qec/dem_chunks_memory.h`` (``dem_chunks_to_d_sparse``);
+docs/cuqr-compat.md gives the line ranges and what differs.
 
 Decoder types:
 

@@ -275,3 +275,24 @@ def test_another_magic_is_read_as_rtdecoders_own_protocol(caller):
     data = caller.sock.recv(65536)  # the native protocol's ERROR, not a CUQS reply
     assert struct.unpack_from("<I", data)[0] != Q.RPC_MAGIC_RESPONSE
     assert caller.reset_decoder(DECODER).status == Q.OK
+
+
+def test_every_row_of_the_compatibility_doc_cites_main_and_names_a_test_here():
+    import re
+
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "docs", "cuqr-compat.md")).read()
+    assert "ef991e9791eb258ec878e782f0f2e1ff5094763d" in doc
+    here = {name[len("test_"):] for name in globals() if name.startswith("test_")}
+    tested = set()
+    rows = [line for line in doc.splitlines() if line.startswith("| ") and not line.startswith("| fact")
+            and not line.startswith("|---")]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) == 4:  # fact | rtdecoder | source | test
+            assert re.search(r"\d", cells[2]), f"no lines cited: {row}"
+            for t in re.findall(r"`([a-z0-9_]+)`", cells[3]):
+                assert t in here, f"{t} is named in docs/cuqr-compat.md but is no test here"
+                tested.add(t)
+        elif len(cells) == 3 and not cells[0].startswith("`") and "short name" not in cells[0]:
+            assert re.search(r"\d", cells[2]) or "plugins" in cells[2], f"no lines cited: {row}"
+    assert len(tested) >= 20
