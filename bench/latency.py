@@ -165,9 +165,10 @@ def dialects(args, console, client_cpu, pin) -> int:
     rotated Z memory (d rounds, p = 0.001, ``type: pymatching``: the whole shot is one window,
     decoded by matching once its last measurement is in). Each shot's raw measurements go
     (a) natively, as one SYNDROME datagram of the stream's one measurement round, answered by its
-    final CORRECTION; (b) as CUQR, one ``enqueue_syndromes`` of all the bits followed at once by
-    ``get_corrections`` (reset = 1), answered by OK and the flips (``rtdecoder.cuqr_client``'s
-    compiled loop): round trip = the enqueue's send → the correction received. Blocks alternate
+    final CORRECTION; (b) as CUQR in cudaqx main's layout, ``reset_decoder``, one
+    ``enqueue_syndromes`` of all the bits followed at once by ``get_corrections``, each in a
+    256-byte slot, answered by OK and the flips (``rtdecoder.cuqr_client``'s compiled loop):
+    round trip = the enqueue's send → the correction received. Blocks alternate
     native, CUQR, each with a fresh service. Targets: CUQR's p50 within 1 µs of the native p50;
     0 disagreements with offline PyMatching (``Matching.from_check_matrix`` on the same matrices,
     ``tests/cudaq_fixture.py``). In the same blocks, the transport floor of each exchange:

@@ -425,17 +425,21 @@ def cmd_replay(a: argparse.Namespace) -> int:
     from rtdecoder.record import replay
 
     try:
-        rep = replay(a.dir, a.host, a.port, paced=not a.fast, timeout_s=a.timeout)
+        rep = replay(a.dir, a.host, a.port, paced=not a.fast, timeout_s=a.timeout,
+                     progress=not a.no_progress and sys.stderr.isatty())
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    for w in rep.warnings:
+        print(f"rtdecoder: warning: {w}", file=sys.stderr)
     print(rep.line())
     if a.json:
         Path(a.json).write_text(json.dumps({"datagrams": rep.datagrams, "corrections_recorded": rep.corrections_recorded,
                                             "reproduced": rep.reproduced, "differ": len(rep.differ),
-                                            "missing": rep.missing, "seconds": rep.seconds}, indent=1))
+                                            "missing": rep.missing, "seconds": rep.seconds,
+                                            "warnings": rep.warnings, "stopped": rep.stopped}, indent=1))
     for k in rep.differ[:10]:
         print(f"  differs: stream {k[0]} shot {k[1]} rounds {k[2]}..{k[2] + k[3] - 1}", file=sys.stderr)
-    return 0 if rep.reproduced == rep.corrections_recorded else 1
+    return 0 if rep.reproduced == rep.corrections_recorded and not rep.stopped else 1
 
 
 def cmd_hello(a: argparse.Namespace) -> int:
@@ -542,14 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="play a recording (serve --record DIR) back against a service and compare "
                                        "its corrections with the recorded ones")
     rp.add_argument("dir", help="the recording's directory")
-    rp.add_argument("--host", default="127.0.0.1")
-    rp.add_argument("--port", type=int, default=7700)
+    rp.add_argument("--host", default="127.0.0.1", help="the service's address (default 127.0.0.1)")
+    rp.add_argument("--port", type=int, default=7700, help="the service's UDP port (default 7700)")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
     rp.add_argument("--fast", action="store_true", help="as fast as the datagrams go (default: the recorded pace)")
     rp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the last corrections (default 5)")
     rp.add_argument("--json", metavar="PATH", help="write the comparison as JSON")
     rp.set_defaults(func=cmd_replay)
     he = sub.add_parser("hello", help="HELLO every stream of a service: exit 0 when all answer (a readiness probe)")
-    he.add_argument("--host", default="127.0.0.1")
+    he.add_argument("--host", default="127.0.0.1", help="the service's address (default 127.0.0.1)")
     he.add_argument("--port", type=int, default=0, help="the service's port (default: the config's, else 7700)")
     he.add_argument("--config", default=None, help="ask every stream of this configuration")
     he.add_argument("--stream", default=None, help="stream ids, comma-separated (default: the config's, else 0)")

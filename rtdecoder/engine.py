@@ -246,6 +246,18 @@ class Engine:
         self._build_tables()
         self.warm_up()
 
+    def record_meta(self) -> dict[str, dict]:
+        """Per stream id (a string), what ``rtdecoder replay`` checks a service against before it
+        replays a recording: decoder, window, commit, rounds, detectors, input and the DEM's
+        fingerprint (hexadecimal), as HELLO_REPLY and DESCRIBE_REPLY give them."""
+        out = {}
+        for sid, rt in sorted(self.streams.items()):
+            i = rt.info
+            out[str(sid)] = {"decoder": rt.spec.name, "window": i.window_rounds, "commit": i.commit_rounds,
+                             "rounds": i.num_rounds, "detectors": i.num_detectors, "input": i.input,
+                             "fingerprint": f"{rt.fingerprint:016x}"}
+        return out
+
     def describe(self) -> list[str]:
         """One line per group of streams that share their DEM and window plan."""
         groups: dict[int, list[StreamRuntime]] = {}

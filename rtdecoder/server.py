@@ -170,7 +170,8 @@ class Server:
             for w in self.workers:
                 w.state.enable_recording(ring_bytes(cfg.record_ring_mb))
             self.recorder = Recorder([w.state for w in self.workers], cfg.record_dir, cfg.record_file_mb << 20,
-                                     cfg.record_files, meta={"streams": self.engine.describe()})
+                                     cfg.record_files, meta={"streams": self.engine.describe(),
+                                                             "stream_info": self.engine.record_meta()})
             print(f"rtdecoder: recording every datagram and reply into {cfg.record_dir} ({cfg.record_files} files of "
                   f"{cfg.record_file_mb} MiB at most; rtdecoder replay {cfg.record_dir})", file=log)
         if self._httpd is not None:

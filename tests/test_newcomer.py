@@ -1,0 +1,59 @@
+"""What a new user meets first (issue: no hang, no false success): replay against nothing or
+against another service, ``decode`` on data of another code, ``emulate`` whose shots all fail,
+sizes at the spec's limits, metrics before the streams are ready."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from rtdecoder.cli import ServiceProcess
+
+D3 = ["--distance", "3", "--rounds", "3"]
+
+
+def run(*argv, timeout=600):
+    return subprocess.run([sys.executable, "-m", "rtdecoder", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    rec = tmp_path_factory.mktemp("rec") / "rec"
+    with ServiceProcess(D3 + ["--decoder", "union_find"], extra=["--record", str(rec), "--metrics-port", "-1"]) as svc:
+        r = run("emulate", "--port", str(svc.port), *D3, "--shots", "50", "--no-progress", "--cycle-us", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.loads((rec / "meta.json").read_text())
+    assert meta["stream_info"]["0"]["decoder"] == "union_find"
+    return rec
+
+
+def test_replay_with_nothing_listening_says_so_instead_of_waiting(recording):
+    r = run("replay", str(recording), "--port", str(free_udp_port()), "--timeout", "30", timeout=120)
+    assert r.returncode == 1
+    assert "no HELLO_REPLY" in r.stderr and "rtdecoder serve" in r.stderr, r.stderr[-2000:]
+
+
+def test_replay_against_another_decoder_warns_and_names_the_difference(recording, tmp_path):
+    with ServiceProcess(D3 + ["--decoder", "matching"], extra=["--metrics-port", "-1"]) as svc:
+        r = run("replay", str(recording), "--port", str(svc.port), "--fast", "--json", str(tmp_path / "r.json"))
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert "decoder matching where the recording had union_find" in r.stderr, r.stderr[-2000:]
+    assert any("decoder" in w for w in out["warnings"])
+    assert "differs from the recorded one" in r.stdout
+
+
+def test_replay_against_the_same_service_has_no_warning(recording, tmp_path):
+    with ServiceProcess(D3 + ["--decoder", "union_find"], extra=["--metrics-port", "-1"]) as svc:
+        r = run("replay", str(recording), "--port", str(svc.port), "--fast", "--json", str(tmp_path / "r.json"))
+    out = json.loads((tmp_path / "r.json").read_text())
+    assert r.returncode == 0 and out["warnings"] == [] and out["reproduced"] == out["corrections_recorded"] > 0, \
+        r.stdout + r.stderr[-2000:]
