@@ -372,11 +372,16 @@ def cmd_decode(a: argparse.Namespace) -> int:
     if a.parallel_windows and window != WINDOW_ALL and not 1 <= commit < window:
         raise ConfigError(f"--commit {commit} must be at least 1 and less than --window {window}: the rounds between "
                           "cores are window - commit")
-    summary = decode_file(a.input_path, a.output, dem, in_format=a.in_format, out_format=a.out_format,
-                          append_observables=a.append_observables, decoder=a.decoder, backend=backend,
-                          circuit=circuit, parallel=a.parallel_windows, window=window, commit=commit,
-                          herald_circuit=herald_circuit)
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"decoding {a.input_path} with {a.decoder} (compiling on a first run)..."):
+        summary = decode_file(a.input_path, a.output, dem, in_format=a.in_format, out_format=a.out_format,
+                              append_observables=a.append_observables, decoder=a.decoder, backend=backend,
+                              circuit=circuit, parallel=a.parallel_windows, window=window, commit=commit,
+                              herald_circuit=herald_circuit, check_fit=not a.no_fit_check)
     print(f"rtdecoder: {summary.line()}", file=sys.stderr)
+    if a.json:
+        Path(a.json).write_text(json.dumps(summary.to_json(), indent=1) + "\n")
     return 0
 
 
@@ -532,6 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "converted with stim's m2d converter; the logical error rate is reported")
     x.add_argument("--backend", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where union-find runs (default auto: gpu where a usable GPU is)")
+    x.add_argument("--no-fit-check", action="store_true",
+                   help="decode even when the shots' detection-event rates do not fit the DEM (by default such a "
+                        "file, written for another circuit, is refused)")
+    x.add_argument("--json", metavar="PATH",
+                   help="write the summary as JSON: shots, µs per shot, logical error rate (with the true "
+                        "observables), the fit check")
     _add_stream_flags(x, "decode")
     x.set_defaults(func=cmd_decode)
     sh = sub.add_parser("shard", help="split a configuration's streams over nodes by estimated decode cost; one "

@@ -93,8 +93,8 @@ def choose_backend(name: str) -> tuple[str, str]:
         return "gpu", f"backend gpu: {st.reason}"
     if st.usable and not st.simulator:
         return "gpu", f"backend auto chose gpu: {st.reason}"
-    why = "only numba's CUDA simulator is here" if st.simulator else st.reason
-    return "cpu", f"backend auto chose cpu: {why}"
+    why = "only numba's CUDA simulator is here" if st.simulator else "no usable GPU on this host"
+    return "cpu", f"backend auto chose cpu ({why})"
 
 
 def mapped_zeros(shape, dtype) -> tuple[object, np.ndarray]:

@@ -42,6 +42,23 @@ class DecodeSummary:
     """Shots for which no correction explains the events (predicted all-zero)."""
     logical_errors: int | None
     """Shots whose prediction differs from the recorded observables (when they were given)."""
+    fit: FitResult | None = None
+    """The shots' fit to the DEM (``fit_check``), None when not checked."""
+
+    def to_json(self) -> dict:
+        """The summary as ``decode --json`` writes it: shots, detectors, observables, decoder,
+        backend, seconds, µs per shot, failed shots, logical errors and rate (when the true
+        observables were given), and the fit check."""
+        d = {"shots": self.shots, "num_detectors": self.num_detectors, "num_observables": self.num_observables,
+             "decoder": self.decoder, "backend": self.backend, "seconds": self.seconds,
+             "us_per_shot": 1e6 * self.seconds / self.shots if self.shots else float("nan"), "failed": self.failed,
+             "logical_errors": self.logical_errors,
+             "logical_error_rate": self.logical_errors / self.shots if self.logical_errors is not None and self.shots
+             else None}
+        if self.fit is not None:
+            d["fit"] = {"g": self.fit.g, "dof": self.fit.dof, "p_value": self.fit.p_value, "shots": self.fit.shots,
+                        "scale": self.fit.scale}
+        return d
 
     def line(self) -> str:
         rate = self.shots / self.seconds if self.seconds > 0 else float("inf")
@@ -51,6 +68,9 @@ class DecodeSummary:
             s += f"; {self.failed} shots had no correction (predicted zero)"
         if self.logical_errors is not None:
             s += f"; logical errors {self.logical_errors}/{self.shots} = {self.logical_errors / max(self.shots, 1):.3e}"
+        if self.fit is not None and self.fit.shots and not 0.67 <= self.fit.scale <= 1.5:
+            s += (f"; note: the detection events are {self.fit.scale:.2f}x as frequent as the DEM's, so the data's "
+                  "noise differs from the DEM's")
         return s
 
 
@@ -79,11 +99,75 @@ def whole_shot_stream(dem: stim.DetectorErrorModel, decoder: str, circuit: stim.
     return stream_for_dem(StreamConfig(id=0, decoder=decoder, window=WINDOW_ALL), dem, circuit)
 
 
+FIT_SHOTS = 10_000
+"""Shots (the first ones) whose detection-event rates ``fit_check`` compares with the DEM."""
+FIT_P_VALUE = 1e-6
+"""Below this p-value the shots do not fit the DEM."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """``fit_check``'s result: the G statistic (likelihood ratio) and its degrees of freedom,
+    the p-value, the shots used, and ``scale``: the events' overall rate over the DEM's."""
+
+    g: float
+    dof: int
+    p_value: float
+    shots: int
+    scale: float
+
+    @property
+    def fits(self) -> bool:
+        return self.p_value >= FIT_P_VALUE
+
+
+def detector_marginals(dem: stim.DetectorErrorModel) -> np.ndarray:
+    """float64 ``(num_detectors,)``: each detector's probability of a detection event under the
+    DEM's independent error mechanisms, ``(1 - prod(1 - 2 p_e)) / 2`` over the mechanisms that
+    flip it."""
+    q = np.ones(dem.num_detectors)
+    for inst in dem.flattened():
+        if inst.type != "error":
+            continue
+        p = inst.args_copy()[0]
+        for t in inst.targets_copy():
+            if t.is_relative_detector_id():
+                q[t.val] *= 1 - 2 * p
+    return (1 - q) / 2
+
+
+def fit_check(events: np.ndarray, dem: stim.DetectorErrorModel, max_shots: int = FIT_SHOTS) -> FitResult:
+    """Whether detection events could come from ``dem``: a likelihood-ratio (G) test of each
+    detector's event count over the first ``max_shots`` shots against the DEM's marginals scaled
+    by one factor (the events' overall rate over the DEM's), chi-square with ``num_detectors - 1``
+    degrees of freedom (``scipy.stats.chi2``). The scale absorbs a different noise strength; what
+    the test catches is a pattern of rates that is not the DEM's, such as records of another code
+    read with this DEM's width.
+
+    Args:
+        events: uint8/bool ``(shots, num_detectors)``.
+    """
+    from scipy.stats import chi2
+
+    ev = events[:max_shots]
+    n, m = ev.shape
+    k = ev.sum(axis=0, dtype=np.float64)
+    p = detector_marginals(dem)
+    scale = float(k.sum() / (n * p.sum())) if n and p.sum() > 0 else 1.0
+    e = n * np.clip(p * scale, 1e-12, 0.5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = np.where(k > 0, k * np.log(k / e), 0.0)
+        t2 = np.where(n - k > 0, (n - k) * np.log((n - k) / (n - e)), 0.0)
+    g = float(2 * (t1 + t2).sum())
+    dof = max(m - 1, 1)
+    return FitResult(g, dof, float(chi2.sf(g, dof)) if n else 1.0, n, scale)
+
+
 def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in_format: str = "b8",
                 out_format: str = "01", append_observables: bool = False, decoder: str = "union_find",
                 backend: str = "cpu", chunk: int = 65536, circuit: stim.Circuit | None = None,
                 parallel: int = 0, window: int = 0, commit: int = 0,
-                herald_circuit: stim.Circuit | None = None) -> DecodeSummary:
+                herald_circuit: stim.Circuit | None = None, check_fit: bool = True) -> DecodeSummary:
     """Decode every shot of ``in_path`` and write the predictions to ``out_path``.
 
     With ``circuit``, ``in_path`` holds that circuit's raw measurement records (stim's
@@ -104,7 +188,8 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
             not a whole number of records of the DEM's width (``num_detectors``, plus
             ``num_observables`` with ``append_observables``), or a ``b8`` input whose records
             have bits set past that width (it was written for another DEM). The message names
-            both widths.
+            both widths. With ``check_fit``, also shots whose detection-event rates do not fit the
+            DEM (``fit_check``): the message names the file's shape and the DEM's.
     """
     for f in (in_format, out_format):
         if f not in FORMATS:
@@ -131,6 +216,14 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     truth = data[:, nd:] if append_observables else None
     if circuit is not None:
         data, truth = circuit.compile_m2d_converter().convert(measurements=data, separate_observables=True)
+    fit = fit_check(data[:, :nd], dem) if check_fit and nd else None
+    if fit is not None and not fit.fits:
+        raise ConfigError(
+            f"{in_path}: {len(data)} shots of {width} bits ({what}) do not fit the DEM "
+            f"({nd} detectors, {no} observables): the detection-event rates of the first {fit.shots} shots "
+            f"differ from the DEM's pattern (G = {fit.g:.0f} on {fit.dof} degrees of freedom, p = {fit.p_value:.1e}), "
+            "as records of another circuit read with this DEM's width do. Give the DEM (--dem, or the stream flags) "
+            "of the circuit that wrote the file, or --no-fit-check to decode anyway")
     if parallel:
         from rtdecoder.parallel import ParallelWindowDecoder
 
@@ -140,7 +233,7 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
         preds = pw.decode_shots(events).astype(bool)
         seconds = time.perf_counter() - t0
         how = f"cpu, {parallel} parallel-window worker{'s' if parallel > 1 else ''}"
-        return _finish(preds, out_path, out_format, truth, decoder, how, seconds, 0, nd, no)
+        return _finish(preds, out_path, out_format, truth, decoder, how, seconds, 0, nd, no, fit)
     rt = whole_shot_stream(dem, decoder, herald_circuit if herald_circuit is not None else circuit)
     graph = rt.plan.graphs[0]
     if rt.num_heralds and backend == "gpu" and rt.spec.name == "union_find":
@@ -156,10 +249,10 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
     preds = ((obs[:, None] >> np.arange(no, dtype=np.int64)) & 1).astype(bool)
     seconds = time.perf_counter() - t0
     return _finish(preds, out_path, out_format, truth, decoder, "gpu" if backend == "gpu" else "cpu", seconds, failed,
-                   nd, no)
+                   nd, no, fit)
 
 
-def _finish(preds, out_path, out_format, truth, decoder, backend, seconds, failed, nd, no) -> DecodeSummary:
+def _finish(preds, out_path, out_format, truth, decoder, backend, seconds, failed, nd, no, fit=None) -> DecodeSummary:
     """Write the predictions and sum up."""
     try:
         stim.write_shot_data_file(data=preds, path=str(out_path), format=out_format, num_measurements=0,
@@ -167,7 +260,7 @@ def _finish(preds, out_path, out_format, truth, decoder, backend, seconds, faile
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot write the predictions to {out_path}: {e}") from None
     errors = int(np.sum(np.any(preds != truth, axis=1))) if truth is not None else None
-    return DecodeSummary(len(preds), nd, no, decoder, backend, seconds, failed, errors)
+    return DecodeSummary(len(preds), nd, no, decoder, backend, seconds, failed, errors, fit)
 
 
 def check_b8_records(path: str, width: int, what: str) -> None:

@@ -57,3 +57,45 @@ def test_replay_against_the_same_service_has_no_warning(recording, tmp_path):
     out = json.loads((tmp_path / "r.json").read_text())
     assert r.returncode == 0 and out["warnings"] == [] and out["reproduced"] == out["corrections_recorded"] > 0, \
         r.stdout + r.stderr[-2000:]
+
+
+def _write_detections(path, distance, shots, p=0.001, rounds=None, obs=False):
+    import stim
+
+    c = stim.Circuit.generated("surface_code:rotated_memory_z", distance=distance, rounds=rounds or 5 * distance,
+                               after_clifford_depolarization=p, before_round_data_depolarization=p,
+                               before_measure_flip_probability=p, after_reset_flip_probability=p)
+    dets, flips = c.compile_detector_sampler(seed=5).sample(shots, separate_observables=True)
+    import numpy as np
+
+    data = np.concatenate([dets, flips], axis=1) if obs else dets
+    stim.write_shot_data_file(data=data, path=str(path), format="b8", num_measurements=0,
+                              num_detectors=data.shape[1], num_observables=0)
+    return c
+
+
+def test_decode_refuses_shots_of_another_code_that_happen_to_divide(tmp_path):
+    _write_detections(tmp_path / "d5.b8", 5, 2000)
+    r = run("decode", str(tmp_path / "d5.b8"), str(tmp_path / "out.01"), "--distance", "3", "--backend", "cpu")
+    assert r.returncode == 2 and "do not fit the DEM" in r.stderr, r.stderr[-2000:]
+    assert "10000 shots" in r.stderr and "--no-fit-check" in r.stderr
+    r = run("decode", str(tmp_path / "d5.b8"), str(tmp_path / "out.01"), "--distance", "3", "--backend", "cpu",
+            "--no-fit-check")
+    assert r.returncode == 0
+
+
+def test_decode_takes_its_own_shots_and_writes_json(tmp_path):
+    _write_detections(tmp_path / "d3.b8", 3, 3000, p=0.003, obs=True)
+    r = run("decode", str(tmp_path / "d3.b8"), str(tmp_path / "out.01"), "--distance", "3", "--p", "0.003",
+            "--append-observables", "--backend", "cpu", "--json", str(tmp_path / "s.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["shots"] == 3000 and s["us_per_shot"] > 0 and 0 <= s["logical_error_rate"] < 0.2
+    assert s["fit"]["p_value"] > 1e-6 and "install the NVIDIA driver" not in r.stderr
+
+
+def test_decode_notes_noise_stronger_than_the_dem(tmp_path):
+    _write_detections(tmp_path / "d3.b8", 3, 3000, p=0.006)
+    r = run("decode", str(tmp_path / "d3.b8"), str(tmp_path / "out.01"), "--distance", "3", "--p", "0.001",
+            "--backend", "cpu")
+    assert r.returncode == 0 and "as frequent as the DEM's" in r.stderr, r.stderr[-2000:]
