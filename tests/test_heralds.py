@@ -133,7 +133,8 @@ def test_rtdecoder_decode_uses_the_heralds_of_the_circuit_it_is_given(tmp_path):
                                   num_measurements=0, num_detectors=d.shape[1] + obs.shape[1], num_observables=0)
         r = subprocess.run([sys.executable, "-m", "rtdecoder", "decode", str(path), str(tmp_path / f"{name}.01"),
                             "--distance", "5", "--rounds", "10", "--p", "0.0025", "--erasure", "0.0025",
-                            "--append-observables"], capture_output=True, text=True, timeout=600)
+                            "--append-observables"] + (["--no-fit-check"] if name == "cleared" else []),
+                           capture_output=True, text=True, timeout=600)  # cleared heralds do not fit the DEM
         assert r.returncode == 0, r.stderr[-2000:]
         errors.append(int(r.stderr.split("logical errors ")[1].split("/")[0]))
     assert errors[0] < 0.5 * errors[1], errors
