@@ -130,6 +130,9 @@ def _add_emulator_flags(p: argparse.ArgumentParser, shots: int) -> None:
     g.add_argument("--reorder", type=float, default=0.0,
                    help="probability that a datagram is swapped with the next one (default 0)")
     g.add_argument("--fault-seed", type=int, default=7, help="seed of the fault draws (default 7)")
+    g.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when shots end in an error reply or are lost (by default such a run exits 1 "
+                        "and names the likely cause)")
 
 
 def _stream_from_args(a: argparse.Namespace) -> StreamConfig:
@@ -226,8 +229,30 @@ def _write_outputs(report, a: argparse.Namespace) -> None:
         write_plot(report, a.plot)
 
 
+LIKELY_CAUSE = {
+    "INTERNAL_ERROR": "the shots failed inside the service: most often the controller sends what the stream does "
+                      "not take (the stream's input, --input, is measurements or detection_events) or another "
+                      "circuit than the service's (--circuit, --distance, --rounds)",
+    "BAD_REQUEST": "the service could not parse the requests, or the observables differ: run both with the same "
+                   "circuit",
+    "INVALID_DECODER": "the service has no such stream (--stream-id), or it is a parallel-window stream, which CUQR "
+                       "does not reach",
+    "NOT_READY": "the stream was being (re)built, or get_corrections came before the shot's last bits",
+    "SYNDROMES_DROPPED": "the service was overloaded: a longer --cycle-us, or more cores for it",
+    "BUSY": "the service was overloaded: a longer --cycle-us, or more cores for it",
+    "UNKNOWN_STREAM": "the service has no such stream (--stream-id)",
+    "BAD_PAYLOAD": "the packets do not match the stream: run both with the same circuit and --input",
+    "BAD_ROUNDS": "the rounds do not match the stream: run both with the same circuit",
+    "SHOT_ABANDONED": "a newer shot began before this one ended: a shorter --timeout than the service needs",
+}
+
+
 def _report(report, a: argparse.Namespace, **kw) -> int:
-    """Print the report, write its files; 130 if the run was interrupted (Ctrl-C), else 0."""
+    """Print the report, write its files; 130 if the run was interrupted (Ctrl-C); 1 if any shot
+    that no injected fault reached ended in an error reply or was lost (unless
+    ``--allow-failures``), with the likely cause of each status recognised; else 0."""
+    import numpy as np
+
     from rtdecoder.report import print_report
 
     print_report(report, **kw)
@@ -236,6 +261,22 @@ def _report(report, a: argparse.Namespace, **kw) -> int:
         print(f"rtdecoder: interrupted after {report.shots} of {a.shots} shots: the figures are of those",
               file=sys.stderr)
         return 130
+    answered = np.asarray(report.answered, bool)
+    affected = np.asarray(report.affected, bool) if len(report.affected) == len(answered) else \
+        np.zeros(len(answered), bool)
+    failed = int(np.sum(~answered & ~affected))
+    if failed and not getattr(a, "allow_failures", False):
+        print(f"rtdecoder: {failed} of {report.shots} shots got no correction ({report.errors} error replies"
+              f"{', ' + str(report.error_statuses) if report.error_statuses else ''}, {report.lost} lost)",
+              file=sys.stderr)
+        for status in report.error_statuses:
+            if status in LIKELY_CAUSE:
+                print(f"  {status}: {LIKELY_CAUSE[status]}", file=sys.stderr)
+        if report.lost and not report.errors:
+            print("  lost: no reply within --timeout: is the service still running, and is it this circuit's?",
+                  file=sys.stderr)
+        print("  (--allow-failures to exit 0 all the same)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -246,8 +287,31 @@ def cmd_emulate(a: argparse.Namespace) -> int:
     opts = _emulator_options(a, a.host, a.port, expect)
     cfg = _stream_from_args(a)
     if a.dialect == "cuqr":
-        cfg = dataclasses.replace(cfg, input=a.input or "measurements")
+        served = _served_input(a.host, a.port, cfg.id)
+        if a.input and served and a.input != served:
+            raise ConfigError(f"the service's stream {cfg.id} takes {served}, and --input {a.input} would fail every "
+                              f"shot: drop --input (it is learnt from the service) or give --input {served}")
+        cfg = dataclasses.replace(cfg, input=a.input or served or "measurements")
     return _report(run_emulator(cfg, opts), a)
+
+
+def _served_input(host: str, port: int, stream_id: int) -> str | None:
+    """What the service's stream takes (``"measurements"`` or ``"detection_events"``), asked by
+    a HELLO of rtdecoder's own protocol on the same port; None when it does not answer one."""
+    from rtdecoder import protocol as P
+    from rtdecoder.emulator import Controller, EmulatorError
+
+    try:
+        c = Controller.connect("udp", host, port, stream_id)
+    except OSError:
+        return None
+    try:
+        info = c.hello(timeout_s=0.3, attempts=2)
+    except (EmulatorError, OSError):
+        return None
+    finally:
+        c.link.close()
+    return "measurements" if info.input == P.INPUT_MEASUREMENTS else "detection_events"
 
 
 class ServiceProcess:

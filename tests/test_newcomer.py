@@ -99,3 +99,37 @@ def test_decode_notes_noise_stronger_than_the_dem(tmp_path):
     r = run("decode", str(tmp_path / "d3.b8"), str(tmp_path / "out.01"), "--distance", "3", "--p", "0.001",
             "--backend", "cpu")
     assert r.returncode == 0 and "as frequent as the DEM's" in r.stderr, r.stderr[-2000:]
+
+
+def test_emulate_exits_non_zero_when_shots_fail_and_names_the_cause(tmp_path):
+    with ServiceProcess(D3 + ["--decoder", "union_find", "--input", "measurements"],
+                        extra=["--metrics-port", "-1"]) as svc:
+        wrong = run("emulate", "--dialect", "cuqr", "--input", "detection_events", "--port", str(svc.port), *D3,
+                    "--shots", "20", "--no-progress")
+        learnt = run("emulate", "--dialect", "cuqr", "--port", str(svc.port), *D3, "--shots", "20", "--no-progress")
+        bad = run("emulate", "--port", str(svc.port), "--stream-id", "9", *D3, "--shots", "5", "--no-progress",
+                  "--timeout", "0.2")
+    assert wrong.returncode == 2 and "takes measurements" in wrong.stderr, wrong.stderr[-2000:]
+    assert learnt.returncode == 0, learnt.stderr[-2000:]
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+
+
+def test_a_failed_run_names_the_likely_cause(capsys, monkeypatch):
+    import argparse
+
+    import numpy as np
+
+    from rtdecoder.cli import _report
+    from rtdecoder.emulator import Report
+
+    nan = float("nan")
+    r = Report("c", 3, 4, 0.001, "matching", 0, 0, 1, 1.0, 3, {}, {}, 0.0, nan, nan, nan, nan, 0, 0, 3,
+               {"INTERNAL_ERROR": 3}, answered=np.zeros(3, bool), affected=np.zeros(3, bool))
+    a = argparse.Namespace(shots=3, json=None, plot=None, allow_failures=False)
+    import rtdecoder.report as R
+
+    monkeypatch.setattr(R, "print_report", lambda *x, **k: None)
+    assert _report(r, a) == 1
+    err = capsys.readouterr().err
+    assert "3 of 3 shots got no correction" in err and "what the stream does not take" in err
+    assert _report(r, argparse.Namespace(shots=3, json=None, plot=None, allow_failures=True)) == 0
