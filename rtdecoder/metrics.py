@@ -270,3 +270,48 @@ def make_registry(engine: Engine, workers: Sequence[WorkerState] = (), fds: Sequ
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine, workers, fds))
     return registry
+
+
+def serve_http(port: int, addr: str, registry: CollectorRegistry, is_ready):
+    """Serve ``registry`` over HTTP on ``addr:port`` in a daemon thread; the server (its
+    ``server_port``, ``shutdown``, ``server_close``).
+
+    Paths: ``/metrics`` (and ``/``) answers 503 with a line of text until ``is_ready()`` is
+    true (the streams are still being built: a scrape then records the target down rather than
+    healthy with no series), then the exposition; ``/healthz`` 200 while the process runs (a
+    liveness probe); ``/readyz`` 200 once ready, else 503 (a readiness probe).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    import socket
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    metrics = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"alive\n"]
+        if path == "/readyz" or not is_ready():
+            ok = is_ready()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ready\n" if ok else b"rtdecoder: the streams are being built; no metrics yet\n"]
+        return metrics(environ, start_response)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:  # no line per scrape
+            pass
+
+    httpd = make_server(addr, port, app, server_class=Server, handler_class=Quiet)
+    threading.Thread(target=httpd.serve_forever, name="rtdecoder-metrics-http", daemon=True).start()
+    return httpd

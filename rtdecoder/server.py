@@ -40,7 +40,7 @@ import time
 from typing import TextIO
 
 import numpy as np
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from rtdecoder import dataplane as D
 from rtdecoder import transport
@@ -49,7 +49,7 @@ from rtdecoder.config import load_config
 from rtdecoder.engine import Engine
 from rtdecoder.gpu import PersistentDecoder, choose_backend, mapped_zeros
 from rtdecoder.kernels import tables as K
-from rtdecoder.metrics import EngineCollector
+from rtdecoder.metrics import EngineCollector, serve_http
 from rtdecoder.transport import libc as L
 from rtdecoder.worker import Worker
 
@@ -131,7 +131,7 @@ class Server:
         registry = CollectorRegistry(auto_describe=False)
         if cfg.metrics_port >= 0:
             try:
-                self._httpd, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host, registry=registry)
+                self._httpd = serve_http(cfg.metrics_port, cfg.metrics_host, registry, lambda: self.collector is not None)
             except OSError as e:
                 raise OSError(e.errno, f"cannot serve metrics on http://{cfg.metrics_host}:{cfg.metrics_port}: "
                                        f"{e.strerror} (choose another with --metrics-port, or metrics_port in the "

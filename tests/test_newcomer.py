@@ -133,3 +133,36 @@ def test_a_failed_run_names_the_likely_cause(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "3 of 3 shots got no correction" in err and "what the stream does not take" in err
     assert _report(r, argparse.Namespace(shots=3, json=None, plot=None, allow_failures=True)) == 0
+
+
+def test_metrics_answer_503_until_the_streams_are_ready():
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from rtdecoder.metrics import serve_http
+
+    registry = CollectorRegistry()
+    Counter("rtdecoder_example_total", "an example", registry=registry).inc()
+    ready = [False]
+    httpd = serve_http(0, "127.0.0.1", registry, lambda: ready[0])
+    base = f"http://127.0.0.1:{httpd.server_port}"
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(base + path, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    try:
+        assert get("/metrics")[0] == 503 and get("/readyz")[0] == 503
+        assert get("/healthz")[0] == 200
+        ready[0] = True
+        status, body = get("/metrics")
+        assert status == 200 and "rtdecoder_example_total 1.0" in body
+        assert get("/readyz")[0] == 200
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
