@@ -69,6 +69,13 @@ def hold_cpu_dma_latency(log: TextIO) -> int | None:
     return fd
 
 
+
+def receive_slot_bytes(streams) -> int:
+    """The receive slot of a service of ``streams``: the smallest power of two at least the
+    largest ``max_datagram`` (docs/wire-protocol.md §6.4 step 3, §7); a longer datagram is
+    answered TOO_LARGE."""
+    return 1 << (max(s.max_datagram for s in streams) - 1).bit_length()
+
 class Server:
     """A configured service: engine, transport, workers and metrics endpoint.
 
@@ -123,7 +130,7 @@ class Server:
         if cfg.cpus and rest:  # keep this thread (and the metrics thread it starts) off the workers' CPUs
             os.sched_setaffinity(0, rest)
         # Addresses first: one in use is reported before minutes of building streams.
-        slot_bytes = 1 << max(s.max_datagram for s in cfg.streams).bit_length()
+        slot_bytes = receive_slot_bytes(cfg.streams)
         self.opened = spec.open(transport.ServeContext(cfg, cpus, slot_bytes, echo, log))
         self.address = self.opened.address
         self.collector: EngineCollector | None = None
@@ -144,7 +151,7 @@ class Server:
         log = self.log
         t0 = time.perf_counter()
         self.workers: list[Worker] = []
-        self.engine = Engine(cfg.streams, slot_bytes=1 << max(s.max_datagram for s in cfg.streams).bit_length(),
+        self.engine = Engine(cfg.streams, slot_bytes=receive_slot_bytes(cfg.streams),
                              host_alloc=mapped_zeros if backend == "gpu" else None, log=log,
                              max_stream_gib=cfg.max_stream_gib)
         print(f"rtdecoder: streams built in {time.perf_counter() - t0:.1f} s", file=log)

@@ -166,3 +166,26 @@ def test_metrics_answer_503_until_the_streams_are_ready():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.parametrize("size, status", [(4096, "BAD_PAYLOAD"), (4097, "TOO_LARGE"), (5040, "TOO_LARGE"),
+                                          (8192, "TOO_LARGE"), (9000, "TOO_LARGE")])
+def test_control_messages_past_max_datagram_are_too_large_as_the_spec_says(size, status, served_d3):
+    from rtdecoder import protocol as P
+
+    msg_type = P.MsgType.PING if size == 5040 else P.MsgType.HELLO
+    body = bytes(size - P.HEADER_LEN)
+    datagram = P.encode(P.Header(msg_type, stream_id=0), body)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        s.connect((served_d3.host, served_d3.port))
+        s.send(datagram)
+        reply = s.recv(65536)
+    _, got, _, _ = P.decode_error(reply)
+    assert got.name == status
+
+
+@pytest.fixture(scope="module")
+def served_d3():
+    with ServiceProcess(D3 + ["--decoder", "union_find"], extra=["--metrics-port", "-1"]) as svc:
+        yield svc
