@@ -89,14 +89,16 @@ def _timing_loop():
     from numba import njit
 
     from rtdecoder.kernels.clock import monotonic_ns
-    from rtdecoder.kernels.union_find import decode
+    from rtdecoder.kernels.union_find import NO_HERALDS, decode
+
+    hidx, hptr, hedge = NO_HERALDS  # these circuits have no heralds
 
     @njit(cache=True)
     def loop(graph, edge_obs, windows, out_ns, out_obs, workspace):
         chosen = workspace[-1]
         for i in range(windows.shape[0]):
             t0 = monotonic_ns()
-            k = decode(*graph, windows[i], *workspace)
+            k = decode(*graph, windows[i], hidx, hptr, hedge, *workspace)
             obs = np.uint64(0)
             for j in range(max(k, 0)):
                 obs ^= edge_obs[chosen[j]]
@@ -154,18 +156,21 @@ def run_task(task: Task) -> Result:
         # with few errors the paired estimate is meaningless (8 shared errors give +-0): leave it out
         res.ratio_err = math.sqrt(max(var, 0.0)) if b >= MIN_ERRORS_FOR_RATIO else None
 
-    # Timing on the windows union-find decoded in the first shots: each shot is decoded again on
-    # its own and every window's detection events are read from the engine's buffer afterwards
-    # (a window's rounds are not changed by the windows after it while W <= 2C: the next window's
-    # carry lands at or after this one's end).
-    eng = engines["union_find"]
-    assert plan.window <= 2 * plan.commit
+    # Timing on the windows of the first shots: window k's detection events are the shot's
+    # detectors of rounds [start[k], end[k]) (node i of its graph is detector
+    # round_offsets[start[k]] + i), without the flips the previous window's commit carries into
+    # it: the same graphs and nearly the same events as in the service, for timing only.
     windows = []
+    ro = lay.round_offsets
     for s in range(len(first)):
         if len(windows) >= task.timing_windows:
             break
-        eng.decode_shots(0, first[s:s + 1], rounds_per_packet=lay.num_rounds)
-        windows += [(int(eng.window_graph[k]), np.array(eng.window_events[k])) for k in range(plan.num_windows)]
+        for k in range(plan.num_windows):
+            g = int(plan.graph[k])
+            a = int(ro[plan.start[k]])
+            n = plan.graphs[g].num_nodes
+            w = np.ascontiguousarray(first[s, a:a + n] & rt.keep[a:a + n], np.uint8)  # as ingest leaves them
+            windows.append((g, w))
     windows = windows[:task.timing_windows]
     res.timing_windows = len(windows)
     res.mean_events = float(np.mean([w.sum() for _, w in windows])) if windows else 0.0
@@ -306,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    bases = [b.strip().lower() for b in args.bases.split(",") if b.strip()]
+    if not bases or any(b not in ("x", "z") for b in bases):
+        ap.error(f"--bases {args.bases!r}: a comma-separated list of x and z (the memory experiment's basis)")
     tasks = [Task(b, d, p, args.max_shots, args.max_errors, args.task_seconds, args.timing_windows,
                   args.seed + 1000 * d + int(p * 1e5) + (7 if b == "x" else 0))
-             for b in args.bases.split(",") for p in map(float, args.ps.split(","))
+             for b in bases for p in map(float, args.ps.split(","))
              for d in map(int, args.distances.split(","))]
     tasks.sort(key=lambda t: -t.distance)  # the slow ones first, so the pool ends together
     console = Console(width=None if sys.stdout.isatty() else 200)
