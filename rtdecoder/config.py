@@ -437,6 +437,10 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         data = tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}): is it a TOML file?") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
     unknown = sorted(set(data) - {"server", "streams"})

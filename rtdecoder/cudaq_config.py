@@ -553,6 +553,10 @@ def load_yaml(path: str | Path) -> ServerConfig:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {e.start}): is it a YAML file?") from None
+    except OSError as e:
+        raise ConfigError(f"config file {p}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
     try:
