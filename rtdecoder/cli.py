@@ -63,8 +63,8 @@ def _add_stream_flags(p: argparse.ArgumentParser, role: str) -> None:
     g.add_argument("--rounds", type=int, default=None, help="syndrome rounds (default 5 * distance)")
     g.add_argument("--p", type=float, default=0.001, help="circuit-level noise strength (default 0.001)")
     g.add_argument("--erasure", type=float, default=0.0,
-                   help="generated circuits: heralded erasure of every data qubit at the start of each round with "
-                        "this probability, the heralds sent as detection events (default 0: none)")
+                   help="generated circuits: a heralded erasure with this probability after each noisy gate (the "
+                        "erasure-conversion model), the heralds sent as detection events (default 0: none)")
     if role == "emulate":
         g.add_argument("--decoder", default=None, choices=_decoder_names(),
                        help="the decoder the service's stream should have (default: whichever it has; a "
@@ -257,6 +257,9 @@ def _report(report, a: argparse.Namespace, **kw) -> int:
 
     print_report(report, **kw)
     _write_outputs(report, a)
+    note = _slicing_note(report)
+    if note:
+        print(f"rtdecoder: {note}", file=sys.stderr)
     if report.interrupted:
         print(f"rtdecoder: interrupted after {report.shots} of {a.shots} shots: the figures are of those",
               file=sys.stderr)
@@ -280,11 +283,39 @@ def _report(report, a: argparse.Namespace, **kw) -> int:
     return 0
 
 
+def _spin_warning(spinners: int, who: str) -> str | None:
+    """A warning when this host's free cores (its CPUs less the 1-minute load average) are fewer
+    than the ``spinners`` busy-polling threads ``who`` run, else None: the round trips would then
+    measure time slicing, not the service."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if cpus - load >= spinners - 0.25:
+        return None
+    return (f"warning: {who} busy-poll on {spinners} core(s), but this host has {cpus} CPU(s) with a load of "
+            f"{load:.1f}: they will share cores, and the latencies will measure time slicing more than the service")
+
+
+def _slicing_note(report) -> str | None:
+    """A note when the round trip dwarfs the server's share of it (native dialect: the reply's
+    stamps), as it does when the controller and the service share a core."""
+    lat, srv = report.latency_us.get("p50", float("nan")), report.server_latency_us.get("p50", float("nan"))
+    if report.dialect != "native" or not (lat == lat and srv == srv) or lat < 200 or lat < 20 * max(srv, 1.0):
+        return None
+    return (f"note: the round trip's p50 ({lat:,.1f} µs) is {lat / max(srv, 1.0):,.0f}x the server's share "
+            f"({srv:,.1f} µs): the time is spent outside the service, most often waiting for a core (controller and "
+            "service spinning on too few cores)")
+
+
 def cmd_emulate(a: argparse.Namespace) -> int:
     from rtdecoder.emulator import run_emulator
 
     expect = {k: getattr(a, k) for k in ("decoder", "window", "commit") if getattr(a, k) is not None}
     opts = _emulator_options(a, a.host, a.port, expect)
+    warn = _spin_warning(1, "the emulator's sender")
+    if warn and a.host in ("127.0.0.1", "localhost", "::1"):
+        print(f"rtdecoder: {warn} (with the service on this host, one more)", file=sys.stderr)
     cfg = _stream_from_args(a)
     if a.dialect == "cuqr":
         served = _served_input(a.host, a.port, cfg.id)
@@ -381,6 +412,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
                           "(docs/cuqr-compat.md, 'Differences')")
     opts = _emulator_options(a, "", 0, {"decoder": cfg.decoder, "window": cfg.window, "commit": cfg.commit})
     console = Console(stderr=True)
+    warn = _spin_warning(1 + max(cfg.parallel, 1), "the demo's service worker(s) and emulator")
+    if warn:
+        console.print(f"rtdecoder: {warn}", markup=False, highlight=False)
     try:
         with console.status("starting rtdecoder serve (building window graphs, compiling kernels)..."):
             service = ServiceProcess(_stream_argv(cfg), extra=["--backend", a.backend])
@@ -572,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--record-files", type=int, default=None, help="with --record: files kept (default 16)")
     s.add_argument("--record-file-mb", type=int, default=None, help="with --record: MiB per file (default 64)")
     s.add_argument("--drain-s", type=float, default=None,
-                   help="on SIGTERM, seconds to wait for the shots in flight to finish (default 2)")
+                   help="on SIGTERM or SIGINT (Ctrl-C), seconds to wait for the shots in flight to finish, then exit "
+                        "0; a second signal stops at once (default 2)")
     s.add_argument("--max-stream-gib", type=float, default=None,
                    help="refuse a stream whose estimated build would take more memory than this, GiB (default 8)")
     s.add_argument("--echo", action="store_true",

@@ -135,6 +135,9 @@ class Report:
     """Ctrl-C ended the run early: ``shots`` counts the shots that were sent."""
     dialect: str = "native"
     """The wire dialect the emulator spoke (``EmulatorOptions.dialect``)."""
+    erasure: float = 0.0
+    """Heralded-erasure probability of the circuit (``StreamConfig.erasure``; 0: none). The offline
+    PyMatching reference decodes the DEM alone and does not use the heralds."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -546,7 +549,7 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
         disagreements_with_reference=int(np.sum(np.any(preds[answered] != reference[answered], axis=1))),
         lost=int(np.sum(~answered & ~failed)), errors=int(failed.sum()), error_statuses=statuses,
         latencies_us=lat, predictions=preds, answered=answered, poisoned=failed, affected=np.zeros(nshots, bool),
-        interrupted=interrupted, dialect="cuqr",
+        interrupted=interrupted, dialect="cuqr", erasure=cfg.erasure,
     )
 
 
@@ -759,7 +762,7 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Repo
         reference_logical_error_rate=rler, reference_logical_error_rate_stderr=rler_se,
         disagreements_with_reference=disagree, lost=lost, errors=int(driver.errs.sum()), error_statuses=statuses,
         faults=faults, latencies_us=lat, predictions=preds, answered=answered, poisoned=poisoned, affected=affected,
-        interrupted=interrupted,
+        interrupted=interrupted, erasure=cfg.erasure,
     )
 
 

@@ -168,6 +168,10 @@ class Server:
         if echo:
             print("rtdecoder: ECHO mode: every datagram is sent back unchanged; nothing is decoded", file=log)
         t2 = time.perf_counter()
+        what = "the data plane" + (" and the parallel-window kernels" if any(s.parallel > 1 for s in cfg.streams)
+                                   else "")
+        print(f"rtdecoder: compiling {what} (the first run on a host takes up to a minute or two; numba caches it)",
+              file=log, flush=True)
         self.workers[0].endpoint.warm_up(self.workers[0])
         print(f"rtdecoder: data plane compiled in {time.perf_counter() - t2:.1f} s", file=log)
         self.recorder = None

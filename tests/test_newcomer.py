@@ -189,3 +189,43 @@ def test_control_messages_past_max_datagram_are_too_large_as_the_spec_says(size,
 def served_d3():
     with ServiceProcess(D3 + ["--decoder", "union_find"], extra=["--metrics-port", "-1"]) as svc:
         yield svc
+
+
+def test_a_busy_host_is_warned_of_and_a_sliced_round_trip_is_named(monkeypatch):
+    import os
+
+    from rtdecoder.cli import _slicing_note, _spin_warning
+    from rtdecoder.emulator import Report
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    assert "time slicing" in _spin_warning(2, "the demo")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert _spin_warning(2, "the demo") is None
+    nan = float("nan")
+
+    def report(lat, srv):
+        return Report("c", 3, 4, 0.001, "matching", 0, 0, 1, 1.0, 3, {"p50": lat}, {"p50": srv}, 0.0, nan, nan, nan,
+                      nan, 0, 0, 0)
+
+    assert "outside the service" in _slicing_note(report(11700.0, 9.0))
+    assert _slicing_note(report(15.0, 9.0)) is None
+
+
+def test_the_report_says_erasure_and_that_the_reference_ignores_heralds():
+    import io
+
+    from rich.console import Console
+
+    from rtdecoder.emulator import Report
+    from rtdecoder.report import print_report
+
+    nan = float("nan")
+    keys = {k: 1.0 for k in ("p50", "p90", "p99", "p999", "max")}
+    r = Report("surface_code:rotated_memory_z", 5, 26, 0.0025, "union_find", 10, 5, 1, 1.0, 100, keys, keys, 0.0,
+               0.01, 0.001, 0.05, 0.002, 4, 0, 0, erasure=0.0025)
+    out = io.StringIO()
+    print_report(r, console=Console(file=out, width=300))
+    text = out.getvalue()
+    assert "erasure=0.0025" in text and "heralds not used" in text and "cannot see them" in text
+    assert r.to_json()["erasure"] == 0.0025
