@@ -316,14 +316,48 @@ def cmd_emulate(a: argparse.Namespace) -> int:
     warn = _spin_warning(1, "the emulator's sender")
     if warn and a.host in ("127.0.0.1", "localhost", "::1"):
         print(f"rtdecoder: {warn} (with the service on this host, one more)", file=sys.stderr)
+    if a.config:
+        return _emulate_config(a, opts)
     cfg = _stream_from_args(a)
     if a.dialect == "cuqr":
-        served = _served_input(a.host, a.port, cfg.id)
-        if a.input and served and a.input != served:
-            raise ConfigError(f"the service's stream {cfg.id} takes {served}, and --input {a.input} would fail every "
-                              f"shot: drop --input (it is learnt from the service) or give --input {served}")
-        cfg = dataclasses.replace(cfg, input=a.input or served or "measurements")
+        cfg = _cuqr_input(a, a.port, cfg)
     return _report(run_emulator(cfg, opts), a)
+
+
+def _cuqr_input(a: argparse.Namespace, port: int, cfg: StreamConfig) -> StreamConfig:
+    """``cfg`` with the input the service's stream takes (``--input``, checked against the
+    service's HELLO_REPLY, or learnt from it; measurements if it does not answer HELLO)."""
+    served = _served_input(a.host, port, cfg.id)
+    if a.input and served and a.input != served:
+        raise ConfigError(f"the service's stream {cfg.id} takes {served}, and --input {a.input} would fail every "
+                          f"shot: drop --input (it is learnt from the service) or give --input {served}")
+    return dataclasses.replace(cfg, input=a.input or served or "measurements")
+
+
+def _emulate_config(a: argparse.Namespace, opts) -> int:
+    """``emulate --config FILE``: every stream of a TOML or CUDA-Q YAML configuration in turn, each
+    with its own circuit or matrices (a YAML decoder's shots are sampled from its DEM, and its
+    measurements made to give those detection events through its D), at the file's port unless
+    ``--port`` is given; one report per stream, ``--json`` a list of them; the exit status the
+    worst of the streams'."""
+    from rtdecoder.emulator import run_emulator
+
+    server = load_config(a.config)
+    given = _given(a.argv, ["--port"])
+    port = a.port if "--port" in given else server.port
+    reports, status = [], 0
+    for cfg in server.streams:
+        if a.dialect == "cuqr":
+            cfg = _cuqr_input(a, port, cfg)
+        print(f"rtdecoder emulate: stream {cfg.id} of {a.config}", file=sys.stderr)
+        report = run_emulator(cfg, dataclasses.replace(opts, port=port))
+        reports.append(report)
+        status = max(status, _report(report, argparse.Namespace(**{**vars(a), "json": None, "plot": None})))
+    if a.json:
+        from rtdecoder.emulator import write_json_list
+
+        write_json_list(reports, a.json)
+    return status
 
 
 def _served_input(host: str, port: int, stream_id: int) -> str | None:
@@ -620,6 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--transport", choices=_transport_names(), default="udp",
                    help="how to reach the service: udp, roce (RDMA writes after a TCP rendezvous on --port), or "
                         "auto (default udp)")
+    e.add_argument("--config", default=None, metavar="FILE",
+                   help="drive every stream of this configuration (TOML, or CUDA-Q's YAML, whose matrices give the "
+                        "model to sample from) in turn, at its port unless --port is given; the stream flags are "
+                        "then not used")
     _add_stream_flags(e, "emulate")
     _add_emulator_flags(e, 2000)
     e.set_defaults(func=cmd_emulate)

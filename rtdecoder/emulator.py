@@ -37,7 +37,6 @@ from numba import njit
 
 from rtdecoder import protocol as P
 from rtdecoder.config import StreamConfig
-from rtdecoder.dem import circuit_dem, detector_layout, make_circuit, measurement_layout
 from rtdecoder.kernels import wire as K
 from rtdecoder.kernels.clock import monotonic_ns
 from rtdecoder.transport import libc as L
@@ -406,11 +405,11 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         EmulatorError: the service does not answer HELLO, or its stream differs from ``cfg``.
     """
     from rtdecoder import transport as T
+    from rtdecoder.shots import ShotSource
 
-    circuit = make_circuit(cfg)
-    layout = detector_layout(circuit)
     if opts.dialect == "cuqr":
-        return _run_cuqr(cfg, opts, circuit, layout)
+        return _run_cuqr(cfg, opts, ShotSource(cfg, opts.seed, cfg.input == "measurements"))
+    layout = ShotSource(cfg, opts.seed, False).layout
     spec, why = T.choose(opts.transport)
     if opts.progress:
         print(f"rtdecoder emulate: {why}", file=sys.stderr)
@@ -421,15 +420,17 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         except EmulatorError as e:
             raise EmulatorError(f"{e}: is `rtdecoder serve` running on {opts.host}:{opts.port} with stream {cfg.id}, "
                                 "and does its --allow list hold this address?") from None
-        mlayout = measurement_layout(circuit, layout) if info.input == P.INPUT_MEASUREMENTS else None
-        blocks = mlayout.meas_offsets if mlayout is not None else layout.round_offsets
+        source = ShotSource(cfg, opts.seed, info.input == P.INPUT_MEASUREMENTS)
+        mlayout = source.mlayout
+        blocks = source.blocks
         rbytes = mlayout.round_bytes if mlayout is not None else layout.round_bytes
         mine = (layout.num_detectors, layout.num_rounds, layout.num_observables, rbytes)
         theirs = (info.num_detectors, info.num_rounds, info.num_observables, info.round_bytes)
         if mine != theirs:
             raise EmulatorError(
                 f"stream {cfg.id} on the service has (detectors, rounds, observables, round bytes) = {theirs}, "
-                f"the emulator's circuit has {mine}: run both with the same --circuit/--distance/--rounds")
+                f"the emulator's {'circuit' if cfg.model is None else 'model'} has {mine}: run both with the same "
+                + ("--circuit/--distance/--rounds" if cfg.model is None else "configuration"))
         if P.HEADER_LEN + opts.rounds_per_packet * info.round_bytes > info.max_datagram:
             raise EmulatorError(f"--rounds-per-packet {opts.rounds_per_packet} makes datagrams larger than "
                                 f"the service's {info.max_datagram}-byte limit")
@@ -440,19 +441,19 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
                                 "circuit: run both with the same --circuit")
         service = _service_view(cfg, info)
         differs = [f"{k} {service[k]} (asked for: {v})" for k, v in opts.expect.items() if service[k] != v]
-        if fingerprint != P.dem_fingerprint(circuit_dem(circuit)):
+        if fingerprint != P.dem_fingerprint(source.dem):
             differs.append("its detector error model (another p, noise model or circuit: the DEM fingerprints differ)")
         if differs:
             print(f"rtdecoder emulate: warning: stream {cfg.id} on the service differs from the emulator's: "
                   + "; ".join(differs) + ". The report gives the service's decoder and window; the reference "
                   "decoding uses the emulator's circuit.", file=sys.stderr)
         ctl.reset()
-        return _drive(cfg, opts, ctl, circuit, layout, service, mlayout)
+        return _drive(cfg, opts, ctl, source, service)
     finally:
         ctl.close()
 
 
-def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Report:
+def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, source) -> Report:
     """``run_emulator`` in CUDA-Q's dialect: only CUQR requests go to the service (a controller
     built for CUDA-Q's server does not speak rtdecoder's protocol)."""
     import socket
@@ -463,8 +464,8 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
         raise EmulatorError(f"--dialect cuqr runs over UDP, not {opts.transport}")
     if opts.faulty:
         raise EmulatorError("--drop/--duplicate/--reorder are for the native dialect")
-    mlayout = measurement_layout(circuit, layout) if cfg.input == "measurements" else None
-    bounds = mlayout.meas_offsets if mlayout is not None else layout.round_offsets
+    layout = source.layout
+    bounds = source.blocks
     nobs = layout.num_observables
     probe = C.Client((opts.host, opts.port), timeout_s=2.0)
     try:
@@ -493,11 +494,7 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
     failed = np.zeros(nshots, bool)
     latency = np.full(nshots, np.nan)
     statuses: dict[str, int] = {}
-    if mlayout is None:
-        sampler = circuit.compile_detector_sampler(seed=opts.seed)
-    else:
-        sampler, m2d = circuit.compile_sampler(seed=opts.seed), circuit.compile_m2d_converter()
-    matching = pymatching.Matching.from_detector_error_model(circuit_dem(circuit))
+    matching = pymatching.Matching.from_detector_error_model(source.dem)
     chunk = max(1, min(nshots, 20_000_000 // max(int(bounds[-1]), 1)))
     busy_ns = 0
     done = 0
@@ -505,13 +502,7 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
     try:
         for c0 in range(0, nshots, chunk):
             c1 = min(nshots, c0 + chunk)
-            if mlayout is None:
-                bits, obs[c0:c1] = sampler.sample(c1 - c0, separate_observables=True)
-                dets = bits
-            else:
-                bits = sampler.sample(c1 - c0)
-                dets, obs[c0:c1] = m2d.convert(measurements=bits, separate_observables=True)
-            bits = bits.astype(np.uint8)
+            bits, dets, obs[c0:c1] = source.sample(c1 - c0)
             reference[c0:c1] = matching.decode_batch(dets)
             for s in range(c0, c1):
                 res = driver.run(bits[s - c0], preds[s])
@@ -540,7 +531,8 @@ def _run_cuqr(cfg: StreamConfig, opts: EmulatorOptions, circuit, layout) -> Repo
                "window": opts.expect.get("window", -1),
                "commit": opts.expect.get("commit", -1)}
     return Report(
-        circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
+        circuit=cfg.circuit if cfg.model is None else cfg.model.source, distance=cfg.distance,
+        rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
         window=service["window"], commit=service["commit"], rounds_per_packet=opts.rounds_per_packet,
         cycle_us=opts.cycle_us, shots=nshots, latency_us=percentiles(lat), server_latency_us=percentiles(np.zeros(0)),
         throughput_rounds_per_s=nshots * layout.num_rounds / (max(busy_ns, 1) / 1e9),
@@ -666,7 +658,8 @@ class PolledShotDriver(ShotDriver):
         return res
 
 
-def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Report:
+def _drive(cfg, opts, ctl, source, service: dict) -> Report:
+    layout, mlayout = source.layout, source.mlayout
     nobs = layout.num_observables
     nshots = opts.shots
     preds = np.zeros((nshots, nobs), np.uint8)
@@ -682,11 +675,7 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Repo
     affected = np.zeros(nshots, bool)
     rng = np.random.default_rng(opts.fault_seed)
     npk = -(-layout.num_rounds // opts.rounds_per_packet)
-    if mlayout is None:  # the controller sends detection events
-        sampler = circuit.compile_detector_sampler(seed=opts.seed)
-    else:  # raw measurements: the reference decodes stim's own conversion of them
-        sampler, m2d = circuit.compile_sampler(seed=opts.seed), circuit.compile_m2d_converter()
-    matching = pymatching.Matching.from_detector_error_model(circuit_dem(circuit))
+    matching = pymatching.Matching.from_detector_error_model(source.dem)  # the reference decodes the events
     chunk = max(1, min(nshots, 20_000_000 // max(layout.num_detectors, 1)))  # about 20 MB of samples at a time
 
     progress = None
@@ -704,13 +693,11 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Repo
     try:
         for c0 in range(0, nshots, chunk):
             c1 = min(nshots, c0 + chunk)
+            sent, dets, obs[c0:c1] = source.sample(c1 - c0)
             if mlayout is None:
-                dets, obs[c0:c1] = sampler.sample(c1 - c0, separate_observables=True)
-                packed = P.pack_rounds(dets, layout.round_offsets, layout.round_bytes)
+                packed = P.pack_rounds(sent, layout.round_offsets, layout.round_bytes)
             else:
-                meas = sampler.sample(c1 - c0)
-                dets, obs[c0:c1] = m2d.convert(measurements=meas, separate_observables=True)
-                packed = P.pack_rounds(meas, mlayout.meas_offsets, mlayout.round_bytes)
+                packed = P.pack_rounds(sent, mlayout.meas_offsets, mlayout.round_bytes)
             reference[c0:c1] = matching.decode_batch(dets)
             for s in range(c0, c1):
                 order = None
@@ -753,7 +740,8 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Repo
                   "unaffected_not_answered": int(np.sum(~affected & ~answered))}
     elapsed = max(busy_ns, 1) / 1e9
     return Report(
-        circuit=cfg.circuit, distance=cfg.distance, rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
+        circuit=cfg.circuit if cfg.model is None else cfg.model.source, distance=cfg.distance,
+        rounds=layout.num_rounds, p=cfg.p, decoder=service["decoder"],
         window=service["window"], commit=service["commit"], rounds_per_packet=opts.rounds_per_packet,
         cycle_us=opts.cycle_us,
         shots=nshots, latency_us=percentiles(lat), server_latency_us=percentiles(server[answered]),
@@ -769,6 +757,13 @@ def _drive(cfg, opts, ctl, circuit, layout, service: dict, mlayout=None) -> Repo
 def write_json(report: Report, path: str) -> None:
     with open(path, "w") as f:
         json.dump(report.to_json(), f, indent=2, allow_nan=True)
+        f.write("\n")
+
+
+def write_json_list(reports: list[Report], path: str) -> None:
+    """Several streams' reports (``emulate --config``) as one JSON list."""
+    with open(path, "w") as f:
+        json.dump([r.to_json() for r in reports], f, indent=2, allow_nan=True)
         f.write("\n")
 
 

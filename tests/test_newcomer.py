@@ -6,10 +6,13 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from rtdecoder.cli import ServiceProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 D3 = ["--distance", "3", "--rounds", "3"]
 
@@ -220,7 +223,6 @@ def test_the_report_says_erasure_and_that_the_reference_ignores_heralds():
     from rtdecoder.emulator import Report
     from rtdecoder.report import print_report
 
-    nan = float("nan")
     keys = {k: 1.0 for k in ("p50", "p90", "p99", "p999", "max")}
     r = Report("surface_code:rotated_memory_z", 5, 26, 0.0025, "union_find", 10, 5, 1, 1.0, 100, keys, keys, 0.0,
                0.01, 0.001, 0.05, 0.002, 4, 0, 0, erasure=0.0025)
@@ -229,3 +231,87 @@ def test_the_report_says_erasure_and_that_the_reference_ignores_heralds():
     text = out.getvalue()
     assert "erasure=0.0025" in text and "heralds not used" in text and "cannot see them" in text
     assert r.to_json()["erasure"] == 0.0025
+
+
+README_YAML = """decoders:
+  - id: 0
+    type: pymatching
+    block_size: 3
+    syndrome_size: 3
+    H_sparse: [0, -1, 1, -1, 2, -1]
+    O_sparse: [0, -1, 1, -1, 2, -1]
+    D_sparse: [0, -1, 1, -1, 2, -1]
+    decoder_custom_args:
+      error_rate_vec: [0.1, 0.1, 0.1]
+      merge_strategy: smallest_weight
+"""
+
+
+def test_the_readmes_yaml_can_be_served_and_driven_in_both_dialects(tmp_path):
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert README_YAML.replace("    type: pymatching\n", "") in re.sub(r" +#[^\n]*", "", readme).replace(
+        "    type: pymatching\n", "")  # the README's example, comments aside
+    path = tmp_path / "decoders.yaml"
+    path.write_text(README_YAML)
+    with ServiceProcess(["--config", str(path)], extra=["--metrics-port", "-1"]) as svc:
+        out = {}
+        for dialect in ("native", "cuqr"):
+            out[dialect] = tmp_path / f"{dialect}.json"
+            r = run("emulate", "--config", str(path), "--port", str(svc.port), "--dialect", dialect, "--shots", "300",
+                    "--no-progress", "--cycle-us", "0", "--json", str(out[dialect]))
+            assert r.returncode == 0, r.stderr[-3000:]
+    for dialect, p in out.items():
+        (rep,) = json.loads(p.read_text())
+        assert rep["shots"] == 300 and rep["lost"] == 0 and rep["errors"] == 0, (dialect, rep)
+        assert rep["disagreements_with_reference"] == 0 and rep["logical_error_rate"] == 0  # each error seen alone
+
+
+def test_emulate_config_drives_every_stream_of_a_toml_file(tmp_path):
+    path = tmp_path / "streams.toml"
+    path.write_text("""[server]
+port = 0
+
+[[streams]]
+id = 1
+distance = 3
+rounds = 3
+decoder = "union_find"
+
+[[streams]]
+id = 2
+distance = 3
+rounds = 4
+decoder = "matching"
+input = "measurements"
+""")
+    with ServiceProcess(["--config", str(path)], extra=["--metrics-port", "-1"]) as svc:
+        r = run("emulate", "--config", str(path), "--port", str(svc.port), "--shots", "100", "--no-progress",
+                "--cycle-us", "0", "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    reps = json.loads((tmp_path / "r.json").read_text())
+    assert [x["rounds"] for x in reps] == [4, 5] and all(x["lost"] == 0 and x["errors"] == 0 for x in reps)
+
+
+def test_measurements_made_for_a_matrix_model_give_back_its_detection_events(tmp_path):
+    import numpy as np
+    import stim
+
+    import cudaq_fixture as F
+    from rtdecoder.config import load_config
+    from rtdecoder.shots import ShotSource, check_roundtrip, gf2_right_inverse
+
+    c = stim.Circuit.generated("surface_code:rotated_memory_z", distance=3, rounds=3, after_clifford_depolarization=0.01,
+                               before_measure_flip_probability=0.01)
+    path = tmp_path / "d.yaml"
+    path.write_text(F.yaml_text(c, decoder_id=0))
+    (cfg,) = load_config(str(path)).streams
+    src = ShotSource(cfg, 5, True)
+    check_roundtrip(src, 64)
+    rows = [(0, 1), (1, 2), (0, 2)]  # dependent: the third is the sum of the others
+    with pytest.raises(Exception, match="not independent"):
+        gf2_right_inverse(rows, 3)
+    r = gf2_right_inverse([(0, 1), (1, 2)], 3)
+    d = np.array([[1, 1, 0], [0, 1, 1]], np.uint8)
+    assert np.array_equal((d @ r) % 2, np.eye(2, dtype=np.uint8))
