@@ -53,7 +53,8 @@ from rtdecoder.kernels.ingest import allowed, ingest
 from rtdecoder.kernels.tables import (
     CALL_COMPILED, CALL_ESCAPE, CNT_BYTES, CNT_CQ_FUNCTION as CQ_FUNCTION, CNT_CQ_REQUESTS as CQ_REQUESTS,
     CNT_CQ_STATUS as CQ_STATUS, CNT_ERRORS_SUPPRESSED, CNT_FALLBACK, CNT_FALLBACK_FAST, CNT_PACKETS, CNT_PAR_HELPER,
-    CNT_PAR_OWNER, CNT_SEND_DROPPED, CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_BEHIND, CTL_DRAIN, CTL_HELPERS,
+    CNT_OVERLOADED, CNT_PAR_OWNER, CNT_SEND_DROPPED, CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_BEHIND, CTL_BUSY_BATCHES,
+    CTL_DRAIN, CTL_HELPERS, CTL_SHED,
     CTL_WORKER, CTL_WORKERS, C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE,
     C_DECODER, C_FAST, C_INPUT, C_MOFF_BASE, C_NDET, C_NOBS, C_NROUNDS, C_NWIN, C_OFF_BASE, C_PARALLEL, C_PRES_BASE,
     C_READY, C_SYN_BASE, C_WIN_BASE, HIST_CHECK, HIST_DECODE, HIST_ESCAPE, HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE,
@@ -142,6 +143,36 @@ def shots_in_flight(st, worker, workers):
                 and st[sid, S_DONE] == 0 and st[sid, S_POISONED] == 0:
             n += 1
     return n
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def turn_read(ctl, counters, got, batch, full):
+    """The overload bookkeeping of a loop turn that read ``got`` datagrams (frames, ring
+    messages) where it asked for ``batch``, shared by every transport's loop so that each answers
+    BUSY and takes the deadline fallback alike (docs/wire-protocol.md §6.1): ``ctl[CTL_BEHIND]``
+    is 1 while the read was full (escape decoders with a deadline then fall back); after
+    ``ctl[CTL_BUSY_BATCHES]`` full reads in a row ``ctl[CTL_SHED]`` is 1 (counted in
+    ``CNT_OVERLOADED``): SYNDROMEs that would begin a new shot are answered BUSY; a short read ends
+    both. ``full``: the full reads in a row before this one; returns the count after it."""
+    if got >= batch:
+        ctl[CTL_BEHIND] = 1
+        full += 1
+        if full == ctl[CTL_BUSY_BATCHES]:
+            ctl[CTL_SHED] = 1
+            counters[CNT_OVERLOADED] += 1
+        return full
+    ctl[CTL_BEHIND] = 0
+    ctl[CTL_SHED] = 0
+    return 0
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def turn_empty(ctl):
+    """The overload bookkeeping of a loop turn that found nothing to read: no backlog, so no
+    shedding and not behind; returns the full reads in a row (0)."""
+    ctl[CTL_BEHIND] = 0
+    ctl[CTL_SHED] = 0
+    return 0
 
 
 @njit(cache=True, inline="always")

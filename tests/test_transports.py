@@ -37,6 +37,10 @@ CFG = StreamConfig(id=0, distance=3, rounds=6, p=0.01, decoder="union_find", win
 FENCED = StreamConfig(id=5, distance=3, rounds=3, p=0.01, decoder="union_find", allow=("192.0.2.0/24",))
 """A stream whose controllers are elsewhere (RFC 5737's documentation range): no client here may
 speak for it."""
+DEADLINE = StreamConfig(id=12, distance=3, rounds=3, p=0.01, decoder="matching", window=0, deadline_us=1e6,
+                        allow=PEERS)
+"""An escape decoder with a deadline no window misses by time: only a backlog (BEHIND) makes its
+windows fall back to union-find."""
 
 
 class UdpChannel:
@@ -52,9 +56,9 @@ class UdpChannel:
                 s.arrays, s.workspace, s.tx_arrays)
         self.ctl[T.CTL_STOP] = 1
         serve_loop(*args)  # compile (or load) before the clock starts
-        self.ctl[T.CTL_STOP] = 0
-        self.thread = threading.Thread(target=serve_loop, args=args)
-        self.thread.start()
+        self.loop = lambda: serve_loop(*args)
+        self.batch = 4
+        self.resume()
         self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.client.settimeout(10)
         self.client.connect(self.transport.address)
@@ -65,9 +69,18 @@ class UdpChannel:
     def recv(self) -> bytes:
         return self.client.recv(65536)
 
-    def close(self) -> None:
+    def pause(self) -> None:
+        """Stop the loop (what arrives meanwhile waits, as behind a busy worker)."""
         self.ctl[T.CTL_STOP] = 1
         self.thread.join(30)
+
+    def resume(self) -> None:
+        self.ctl[T.CTL_STOP] = 0
+        self.thread = threading.Thread(target=self.loop)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.pause()
         self.client.close()
         self.transport.close()
 
@@ -109,8 +122,17 @@ class RingChannel:
                 engine.tables, s.arrays, s.workspace, s.tx_arrays)
         self.ctl[T.CTL_STOP] = 1
         RG.ring_serve_loop(*args)  # compile (or load) before the clock starts
+        self.loop = lambda: RG.ring_serve_loop(*args)
+        self.batch = int(RG.ring_batch(self.SLOTS))
+        self.resume()
+
+    def pause(self) -> None:
+        self.ctl[T.CTL_STOP] = 1
+        self.thread.join(30)
+
+    def resume(self) -> None:
         self.ctl[T.CTL_STOP] = 0
-        self.thread = threading.Thread(target=RG.ring_serve_loop, args=args)
+        self.thread = threading.Thread(target=self.loop)
         self.thread.start()
 
     def send(self, datagram: bytes) -> None:
@@ -132,8 +154,7 @@ class RingChannel:
         return int(self.peer.view(np.int64)[RG.CREDIT_OFFSET // 8])
 
     def close(self) -> None:
-        self.ctl[T.CTL_STOP] = 1
-        self.thread.join(30)
+        self.pause()
         self.state.poster = None
 
 
@@ -203,11 +224,10 @@ class XdpChannel:
             ep = XL.XdpEndpoint(sock, self.PORT, 16)
             self.ctl[T.CTL_STOP] = 1
             ep.loop(s, engine.tables)  # compile (or load) before the clock starts
-            self.ctl[T.CTL_STOP] = 0
-            self.thread = threading.Thread(target=ep.loop, args=(s, engine.tables))
-            self.thread.start()
-            self.stack.callback(self.thread.join, 30)
-            self.stack.callback(self.ctl.__setitem__, T.CTL_STOP, 1)
+            self.loop = lambda: ep.loop(s, engine.tables)
+            self.batch = 16
+            self.resume()
+            self.stack.callback(lambda: self.pause())
             self.client = N.in_ns(b, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             self.stack.callback(self.client.close)
             self.client.settimeout(10)
@@ -222,6 +242,15 @@ class XdpChannel:
     def recv(self) -> bytes:
         return self.client.recv(65536)
 
+    def pause(self) -> None:
+        self.ctl[T.CTL_STOP] = 1
+        self.thread.join(30)
+
+    def resume(self) -> None:
+        self.ctl[T.CTL_STOP] = 0
+        self.thread = threading.Thread(target=self.loop)
+        self.thread.start()
+
     def close(self) -> None:
         self.stack.close()
 
@@ -232,7 +261,7 @@ def channel(request):
         st = R.probe()
         if not st.usable:
             pytest.skip(f"RoCE needs an RDMA device: {st.reason}")
-    engine = Engine([CFG, FENCED])
+    engine = Engine([CFG, FENCED, DEADLINE])
     ch = {"udp": UdpChannel, "ring": RingChannel, "xdp": XdpChannel, "roce": RoceChannel}[request.param](engine)
     ch.engine = engine
     yield ch
@@ -510,3 +539,47 @@ def test_a_parallel_stream_on_every_transport(channel):
         ch.close()
         ch.state.stop_helpers()
 
+
+
+def test_a_backlog_is_shed_with_busy_on_every_transport(channel):
+    """The shared loop turn (``dataplane.turn_read``): datagrams that wait while the worker is
+    busy (here: stopped) make full reads; after ``CTL_BUSY_BATCHES`` of them new shots are BUSY."""
+    lay = channel.engine.streams[0].layout
+    channel.pause()
+    channel.ctl[T.CTL_BUSY_BATCHES] = 1
+    k = 2 * channel.batch
+    for i in range(k):  # each the first round of a new shot: it would begin a shot
+        channel.send(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=0, shot_id=1000 + i, num_rounds=1),
+                              bytes(lay.round_bytes)))
+    before = int(channel.state.counters[T.CNT_OVERLOADED])
+    channel.resume()
+    channel.send(P.encode(P.Header(P.MsgType.PING, shot_id=4242)))  # answered after the backlog
+    busy = 0
+    while True:
+        r = channel.recv()
+        h = P.decode_header(r)
+        if h.msg_type == P.MsgType.PONG and h.shot_id == 4242:
+            break
+        if h.msg_type == P.MsgType.ERROR and P.decode_error(r)[1] == P.Status.BUSY:
+            busy += 1
+    assert int(channel.state.counters[T.CNT_OVERLOADED]) > before
+    assert busy >= channel.batch
+
+
+def test_a_backlog_takes_the_deadline_fallback_on_every_transport(channel):
+    """The same turn sets BEHIND on a full read: an escape decoder's windows decoded then go to
+    union-find (``CNT_FALLBACK``), whichever transport brought them."""
+    rt = channel.engine.streams[12]
+    lay = rt.layout
+    dets = rt.circuit.compile_detector_sampler(seed=3).sample(2 * channel.batch).astype(np.uint8)
+    packed = P.pack_rounds(dets, lay.round_offsets, lay.round_bytes)
+    channel.pause()
+    channel.ctl[T.CTL_BUSY_BATCHES] = 1 << 30  # never shed here
+    for i, p in enumerate(packed):
+        channel.send(P.encode(P.Header(P.MsgType.SYNDROME, stream_id=12, shot_id=2000 + i, num_rounds=lay.num_rounds),
+                              p.tobytes()))
+    channel.resume()
+    for _ in range(len(packed)):
+        assert P.decode_header(channel.recv()).msg_type == P.MsgType.CORRECTION
+    wire = int(rt.spec.wire_id)
+    assert int(channel.state.counters[T.CNT_FALLBACK + wire]) > 0

@@ -21,9 +21,9 @@ import numpy as np
 from numba import njit, objmode
 
 from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, poll_parallel, post_replies,
-                                 process_datagram, settle_parallel)
+                                 process_datagram, settle_parallel, turn_empty, turn_read)
 from rtdecoder.kernels.clock import monotonic_ns
-from rtdecoder.kernels.tables import CNT_POLLS, CNT_SEND_DROPPED, CTL_DRAIN, CTL_STOP
+from rtdecoder.kernels.tables import CNT_BATCHES, CNT_POLLS, CNT_SEND_DROPPED, CTL_DRAIN, CTL_SHED, CTL_STOP
 from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
 from rtdecoder.transport import libc as L
 
@@ -116,10 +116,29 @@ class RingReader:
         return msg
 
 
+@njit(cache=True, inline="always", _nrt=False)
+def ring_batch(slots):
+    """The most messages one turn of ``ring_serve_loop`` takes (a read): a quarter of the ring,
+    at most 32, at least 1. A turn that finds that many ready is a full read (``turn_read``)."""
+    return max(1, min(32, slots >> 2))
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _ready(words, seq, mask, slot_bytes, body):
+    """The length of message ``seq`` if its ready word says it is in its slot, else -1."""
+    word = L.load_acquire(words, (((seq - 1) & mask) * slot_bytes + body) >> 3)
+    if (word >> 32) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
+        return -1
+    return word & 0xFFFFFFFF
+
+
 @njit(cache=True, nogil=True, _nrt=False)
 def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tables, state, ws, tx):
-    """Poll the ready word of the next slot of ``ring``; when its sequence number is the one
-    expected, hand the message to ``process_datagram``, clear the word, and post the replies
+    """Poll the ready words of the next slots of ``ring``; take the messages whose sequence numbers
+    are the ones expected, in order, at most ``ring_batch(slots)`` a turn (the overload
+    bookkeeping of every transport, ``dataplane.turn_read``: a turn that finds that many sets
+    BEHIND and, repeated, sheds with BUSY), hand each to ``process_datagram``, clear its word,
+    and post the replies
     through the reply escape (``dataplane.post_replies``: one ``objmode`` call per message that
     produced replies, and every ``slots // 4`` messages for the credit). With parallel streams it
     also polls their helpers' results while the ring is empty and posts the replies they complete,
@@ -141,15 +160,18 @@ def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tabl
     handled = 0
     mask = slots - 1
     body = slot_bytes - READY_BYTES
+    batch = ring_batch(slots)
     parallel = state.pjobs.shape[0] > 0  # the engine has parallel streams: poll their helpers
+    full = turn_empty(ctl)
     while L.load_acquire(ctl, CTL_STOP) == 0:
         counters[CNT_POLLS] += 1
         draining = L.load_acquire(ctl, CTL_DRAIN) != 0  # read first: see ``drained``
-        seq = rstate[RS_NEXT]
-        i = (seq - 1) & mask
-        w = (i * slot_bytes + body) >> 3
-        word = L.load_acquire(words, w)
-        if (word >> 32) & 0xFFFFFFFF != seq & 0xFFFFFFFF:
+        # A read: the messages ready in order from the next one, at most a batch of them.
+        got = 0
+        while got < batch and _ready(words, rstate[RS_NEXT] + got, mask, slot_bytes, body) >= 0:
+            got += 1
+        if got == 0:
+            full = turn_empty(ctl)
             if parallel:  # windows the helpers finished: their replies go now
                 poll_parallel(tables, state, ws, tx, FLUSH_NONE)
                 if tx.q[0] > 0:
@@ -158,17 +180,24 @@ def ring_serve_loop(ring, words, slots, slot_bytes, src_hi, src_lo, rstate, tabl
                 break
             continue
         rx = monotonic_ns()
-        n = word & 0xFFFFFFFF
-        o = i * slot_bytes
-        process_datagram(ring[o:o + body], n, rx, 0, 0, src_hi, src_lo, 0, 0, FLUSH_NONE, tables, state, ws, tx)
-        L.store_release(words, w, 0)
-        rstate[RS_NEXT] = seq + 1
-        rstate[RS_CONSUMED] += 1
-        handled += 1
-        if parallel:
-            poll_parallel(tables, state, ws, tx, FLUSH_NONE)
-        if tx.q[0] > 0 or rstate[RS_CONSUMED] - rstate[RS_CREDITED] >= (slots >> 2):
-            _post(tx, state, rstate)
+        counters[CNT_BATCHES] += 1
+        full = turn_read(ctl, counters, got, batch, full)  # a whole batch waiting: a backlog, if it lasts
+        for _ in range(got):
+            seq = rstate[RS_NEXT]
+            i = (seq - 1) & mask
+            w = (i * slot_bytes + body) >> 3
+            n = _ready(words, seq, mask, slot_bytes, body)
+            o = i * slot_bytes
+            process_datagram(ring[o:o + body], n, rx, 0, 0, src_hi, src_lo, 0, ctl[CTL_SHED], FLUSH_NONE, tables,
+                             state, ws, tx)
+            L.store_release(words, w, 0)
+            rstate[RS_NEXT] = seq + 1
+            rstate[RS_CONSUMED] += 1
+            handled += 1
+            if parallel:
+                poll_parallel(tables, state, ws, tx, FLUSH_NONE)
+            if tx.q[0] > 0 or rstate[RS_CONSUMED] - rstate[RS_CREDITED] >= (slots >> 2):
+                _post(tx, state, rstate)
     if parallel:  # the helpers' jobs come back before the loop returns (and its helpers stop)
         settle_parallel(tables, state, ws, tx, FLUSH_NONE, PARALLEL_WAIT_NS)
         if tx.q[0] > 0:

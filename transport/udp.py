@@ -27,10 +27,9 @@ import struct
 from numba import njit
 
 from rtdecoder.dataplane import (PARALLEL_WAIT_NS, drained, flush, poll_parallel, process_datagram, queue_reply,
-                                 row_addr, settle_parallel)
+                                 row_addr, settle_parallel, turn_empty, turn_read)
 from rtdecoder.kernels.clock import monotonic_ns
-from rtdecoder.kernels.tables import CNT_BATCHES, CNT_OVERLOADED, CNT_POLLS, CNT_RECV_ERRORS, CTL_BUSY_BATCHES, \
-    CTL_DRAIN, CTL_BEHIND, CTL_SHED, CTL_STOP
+from rtdecoder.kernels.tables import CNT_BATCHES, CNT_POLLS, CNT_RECV_ERRORS, CTL_DRAIN, CTL_SHED, CTL_STOP
 from rtdecoder.transport import Opened, Probe, ServeContext, TransportSpec, register
 from rtdecoder.transport import libc as L
 
@@ -180,9 +179,8 @@ def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
                 empty = e == L.EAGAIN
                 if e != L.EAGAIN and e != L.EINTR:
                     counters[CNT_RECV_ERRORS] += 1
-            if full and empty:  # the socket is empty: no backlog
-                full = 0
-                ctl[CTL_SHED] = 0
+            if empty:  # the socket is empty: no backlog
+                full = turn_empty(ctl)
             if parallel and poll_parallel(tables, state, ws, tx, fd) >= 0 and tx.q[0] > 0:
                 flush(fd, tx, state)  # windows the helpers finished: their replies go now
             if draining and drained(ctl, tables.st):
@@ -190,15 +188,7 @@ def serve_loop(fd, rxhdr, rxname, rxbuf, batch, echo, tables, state, ws, tx):
             continue
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
-        ctl[CTL_BEHIND] = 1 if r == batch else 0
-        if r == batch:  # the socket held a whole batch: a backlog, if it lasts
-            full += 1
-            if full == ctl[CTL_BUSY_BATCHES]:
-                ctl[CTL_SHED] = 1
-                counters[CNT_OVERLOADED] += 1
-        else:
-            full = 0
-            ctl[CTL_SHED] = 0
+        full = turn_read(ctl, counters, r, batch, full)  # a whole batch read: a backlog, if it lasts
         for i in range(r):
             s = slot + i
             n = rxhdr[s, L.H_LEN] & 0xFFFFFFFF

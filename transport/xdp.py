@@ -29,7 +29,7 @@ from numba import njit
 
 from rtdecoder import protocol as P
 from rtdecoder.dataplane import (FLUSH_NONE, PARALLEL_WAIT_NS, drained, flush, poll_parallel, process_datagram,
-                                 settle_parallel)
+                                 settle_parallel, turn_empty, turn_read)
 from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import frames as F
 from rtdecoder.kernels.clock import monotonic_ns
@@ -197,13 +197,14 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
     fdesc = fill[DESC]
     fmask = fdesc.shape[0] - 1
     handled = 0
-    ctl[CTL_SHED] = 0
+    full = turn_empty(ctl)
     while L.load_acquire(ctl, CTL_STOP) == 0:
         counters[CNT_POLLS] += 1
         draining = L.load_acquire(ctl, CTL_DRAIN) != 0
         prod = L.load_acquire(rxr[PROD], 0)
         cons = np.int64(rxr[CONS][0])
         if prod == cons:
+            full = turn_empty(ctl)
             if parallel:
                 poll_parallel(tables, state, ws, tx, FLUSH_NONE)
             if tx.q[0] > 0:
@@ -214,6 +215,7 @@ def xdp_serve_loop(fd, port, umem, rxr, fill, txr, comp, free, free_n, fout, bat
         n = min((prod - cons) & 0xFFFFFFFF, batch)
         rx = monotonic_ns()
         counters[CNT_BATCHES] += 1
+        full = turn_read(ctl, counters, n, batch, full)  # a whole batch waiting: a backlog, if it lasts
         if echo:
             nfree = xdp_echo(fd, port, umem, rdesc, cons, n, txr, comp, free, nfree, out, counters)
         for i in range(0 if echo else n):
