@@ -1,5 +1,5 @@
 """CPU time per round of each built-in decoder through the service's own data path, the figures
-``rtdecoder shard`` costs streams with (``rtdecoder.shard.COST_US``).
+``rtdecoder shard`` costs streams with (each decoder's ``DecoderSpec.cost_us``).
 
     .venv/bin/python bench/decode_cost.py              # d = 13, 60 shots of 5d rounds, windows 2d/d
     .venv/bin/python bench/decode_cost.py --distance 9 --shots 100

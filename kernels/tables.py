@@ -20,6 +20,7 @@ resized on the data path.
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -28,106 +29,111 @@ from rtdecoder import protocol as P
 from rtdecoder.kernels import frames as F
 
 # --- stream table columns (``st``) --------------------------------------------------------------
-C_CONFIGURED = 0
-C_READY = 1
+_column = itertools.count()
+"""Each column's index is the next number: the order of the declarations below is the layout."""
+C_CONFIGURED = next(_column)
+C_READY = next(_column)
 """0 while the stream is being rebuilt by a reload: SYNDROME datagrams get NOT_READY."""
-C_NROUNDS = 2
-C_RBYTES = 3
-C_NDET = 4
-C_NOBS = 5
-C_OFF_BASE = 6
+C_NROUNDS = next(_column)
+C_RBYTES = next(_column)
+C_NDET = next(_column)
+C_NOBS = next(_column)
+C_OFF_BASE = next(_column)
 """The stream's first entry in ``offs`` (its round offsets)."""
-C_SYN_BASE = 7
+C_SYN_BASE = next(_column)
 """The stream's first detector in ``syn``/``keep``."""
-C_WIN_BASE = 8
-C_NWIN = 9
-C_MAXDG = 10
-C_WINDOW = 11
-C_COMMIT = 12
-C_DECODER = 13
+C_WIN_BASE = next(_column)
+C_NWIN = next(_column)
+C_MAXDG = next(_column)
+C_WINDOW = next(_column)
+C_COMMIT = next(_column)
+C_DECODER = next(_column)
 """The decoder's wire id (HELLO_REPLY, §4.2; ``rtdecoder.decoders``)."""
-C_CALL = 14
+C_CALL = next(_column)
 """How the data plane calls the stream's decoder: ``CALL_*``."""
-C_ALLOW_BASE = 15
-C_ALLOW_N = 16
-C_FINGERPRINT = 17
+C_ALLOW_BASE = next(_column)
+C_ALLOW_N = next(_column)
+C_FINGERPRINT = next(_column)
 """The DEM fingerprint of DESCRIBE_REPLY (§4.8), as int64 bits."""
-C_INPUT = 18
+C_INPUT = next(_column)
 """What SYNDROME blocks carry: ``protocol.INPUT_DETECTION_EVENTS`` or ``INPUT_MEASUREMENTS``."""
-C_MOFF_BASE = 19
+C_MOFF_BASE = next(_column)
 """Measurement streams: the stream's first entry in ``moffs`` (its measurement round offsets)."""
-C_DET_BASE = 20
+C_DET_BASE = next(_column)
 """Measurement streams: the stream's first entry in ``dptr``/``dflip`` (its detector definitions)."""
-C_MEAS_BASE = 21
+C_MEAS_BASE = next(_column)
 """Measurement streams: the stream's first measurement in ``meas``."""
-C_KPTR_BASE = 22
+C_KPTR_BASE = next(_column)
 """Measurement streams: the stream's first entry in ``dkptr`` (its kept detectors per round)."""
-C_CQ_BASE = 23
+C_CQ_BASE = next(_column)
 """The stream's first byte in ``cqbits``: the bits a CUQR controller has enqueued for the
 current shot (``rtdecoder.kernels.cuqr``)."""
-C_CQ_BITS = 24
+C_CQ_BITS = next(_column)
 """Bits per shot in the CUQR dialect: the stream's measurements, or its detectors."""
-C_DEADLINE = 25
+C_DEADLINE = next(_column)
 """Streams whose decoder escapes: the stream's ``deadline_us`` in ns (0: none). A window whose
 decode would end later than this after its last round was received is decoded by the compiled
 union-find instead (``rtdecoder.dataplane.process_native``)."""
-C_FAST = 26
+C_FAST = next(_column)
 """Streams with a deadline whose decoder has a fast mode (``DecoderSpec.fast``): that
 decoder's wire id + 1, else 0. Past the deadline such a window is decoded in the fast mode when
 its estimate still meets the deadline, and by union-find otherwise."""
-C_PARALLEL = 27
+C_PARALLEL = next(_column)
 """Workers decoding the stream's windows (``StreamConfig.parallel``): 1 sliding windows; ``k > 1``
 the parallel-window plan, its windows dealt to the owning worker and its helpers
 (``rtdecoder.kernels.parallel.parallel_step``)."""
-C_PRES_BASE = 28
+C_PRES_BASE = next(_column)
 """Parallel streams: the stream's first row in ``pres`` (one row per window of its plan; streams
 sharing a plan share its window rows, not their results)."""
-C_HERALDS = 29
+C_HERALDS = next(_column)
 """Herald detectors per shot (``rtdecoder.heralds``; HELLO_REPLY's ``HERALDS`` flag when not 0)."""
-S_HAS_SHOT = 30
-S_SHOT = 31
-S_NEXT_ROUND = 32
-S_POISONED = 33
-S_DONE = 34
-S_NEXT_WIN = 35
-S_CUM = 36
-S_RX_NS = 37
-S_TS = 38
-S_CQ_POS = 39
+C_FALLBACK = next(_column)
+"""Streams with a deadline: the wire id of the compiled decoder their windows fall back to
+(``DecoderSpec.fallback``): its ``HIST_DECODE`` row takes the fallback's time."""
+S_HAS_SHOT = next(_column)
+S_SHOT = next(_column)
+S_NEXT_ROUND = next(_column)
+S_POISONED = next(_column)
+S_DONE = next(_column)
+S_NEXT_WIN = next(_column)
+S_CUM = next(_column)
+S_RX_NS = next(_column)
+S_TS = next(_column)
+S_CQ_POS = next(_column)
 """CUQR: bits of the current shot enqueued so far."""
-S_CQ_ROUNDS = 40
+S_CQ_ROUNDS = next(_column)
 """CUQR: rounds of the current shot handed to the data path so far."""
-S_CQ_STATE = 41
+S_CQ_STATE = next(_column)
 """CUQR: ``CQ_COLLECTING``, ``CQ_READY`` (the shot's correction can be read) or ``CQ_FAILED``."""
-S_CQ_DROPPED = 42
+S_CQ_DROPPED = next(_column)
 """CUQR: 1 once an enqueue was dropped (overload), until ``reset_decoder``."""
-S_CQ_SHOT = 43
+S_CQ_SHOT = next(_column)
 """CUQR: the shot id under which the current shot's rounds go through the data path."""
-S_CQ_RESULT = 44
+S_CQ_RESULT = next(_column)
 """CUQR: the observable flips of the last decoded shot (a mask, observable ``i`` at bit ``i``)."""
-S_ESCAPE_NS = 45
+S_ESCAPE_NS = next(_column)
 """Streams with a deadline: a running estimate of the escape decoder's time per window, ns
 (``rtdecoder.dataplane.process_native``: an exponential average, weight 1/8)."""
-S_FAST_NS = 46
+S_FAST_NS = next(_column)
 """Streams with a fast mode: a running estimate of its time per window, ns (as ``S_ESCAPE_NS``)."""
-S_PGEN = 47
+S_PGEN = next(_column)
 """Shots begun on the stream (``ingest.reset_shot``): tags a parallel stream's jobs and results."""
-S_PA_NEXT = 48
+S_PA_NEXT = next(_column)
 """Parallel streams: the next A window to dispatch (a window index local to the stream)."""
-S_PB_NEXT = 49
+S_PB_NEXT = next(_column)
 """Parallel streams: the next B window to dispatch (local index)."""
-S_PREPLY = 50
+S_PREPLY = next(_column)
 """Parallel streams: the next window whose CORRECTION is due (local index; replies go in round
 order)."""
-S_PIN = 51
+S_PIN = next(_column)
 """Parallel streams: jobs with a helper for shots of even ``S_PGEN``; ``S_PIN + 1`` (``S_PIN_ODD``)
 for odd ones (a column per parity: ``S_PIN + (S_PGEN & 1)``)."""
-S_PIN_ODD = 52
-S_PCLEAN = 53
+S_PIN_ODD = next(_column)
+S_PCLEAN = next(_column)
 """Parallel streams: the shot (``S_PGEN``) whose carry rows were cleared."""
-S_PADDRLEN = 54
+S_PADDRLEN = next(_column)
 """Parallel streams: length of the controller's address in ``paddr`` (0: replies stay queued)."""
-NUM_COLS = 55
+NUM_COLS = next(_column)
 
 CQ_COLLECTING = 0
 CQ_READY = 1

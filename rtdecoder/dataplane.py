@@ -41,7 +41,6 @@ import numpy as np
 from numba import njit, objmode
 
 from rtdecoder import protocol as P
-from rtdecoder.decoders.union_find import SPEC as UF_SPEC
 from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import parallel as KP
 from rtdecoder.kernels import slots as GS
@@ -56,7 +55,7 @@ from rtdecoder.kernels.tables import (
     CNT_OVERLOADED, CNT_PAR_OWNER, CNT_SEND_DROPPED, CQ_COLLECTING, CQ_FAILED, CQ_READY, CTL_BEHIND, CTL_BUSY_BATCHES,
     CTL_DRAIN, CTL_HELPERS, CTL_SHED,
     CTL_WORKER, CTL_WORKERS, C_ALLOW_BASE, C_ALLOW_N, C_CALL, C_CONFIGURED, C_CQ_BASE, C_CQ_BITS, C_DEADLINE,
-    C_DECODER, C_FAST, C_INPUT, C_MOFF_BASE, C_NDET, C_NOBS, C_NROUNDS, C_NWIN, C_OFF_BASE, C_PARALLEL, C_PRES_BASE,
+    C_DECODER, C_FALLBACK, C_FAST, C_INPUT, C_MOFF_BASE, C_NDET, C_NOBS, C_NROUNDS, C_NWIN, C_OFF_BASE, C_PARALLEL, C_PRES_BASE,
     C_READY, C_SYN_BASE, C_WIN_BASE, HIST_CHECK, HIST_DECODE, HIST_ESCAPE, HIST_SEND, HIST_SERVER, HIST_STAGE_DECODE,
     M_NEXT, M_PENDING, OUT_REPLY_LEN, OUT_STAMP, OUT_STREAM, REJECT_NOT_ALLOWED, S_CQ_DROPPED, S_CQ_POS, S_CQ_RESULT,
     S_CQ_ROUNDS, S_CQ_STATE, S_DONE, S_ESCAPE_NS, S_FAST_NS, S_HAS_SHOT, S_NEXT_ROUND, S_NEXT_WIN, S_PADDRLEN,
@@ -72,8 +71,6 @@ from rtdecoder.transport import libc as L
 warnings.filterwarnings("ignore", message="Code running in object mode won't allow parallel execution")
 
 ST_INTERNAL = int(P.Status.INTERNAL)
-UF_WIRE_ID = int(UF_SPEC.wire_id)
-"""union_find's wire id: a deadline fallback's time goes to its ``HIST_DECODE`` row."""
 TX_BYTES = 256
 """Transmit buffer per reply; the longest reply (a CORRECTION for 64 observables) is 72 bytes."""
 STAMP = 1
@@ -546,7 +543,7 @@ def process_native(buf, n, rx, name_addr, namelen, src_hi, src_lo, src_port, she
                     counters[CNT_FALLBACK_FAST + dec] += 1
                 else:
                     way = CALL_COMPILED  # past the deadline, or behind: union-find on the CPU instead
-                    used = UF_WIRE_ID
+                    used = st[sid, C_FALLBACK]
                     counters[CNT_FALLBACK + dec] += 1
         if way == CALL_COMPILED and call == CALL_COMPILED and gq.shape[0] > 0:
             nchosen = _decode_gpu(gq, state.gpu_result, win[k, W_GRAPH], sbase + offs[obase + win[k, W_START]])

@@ -275,8 +275,8 @@ class Engine:
                 lines.append(f"  note: window {rt.cfg.window} covers the whole shot ({rt.layout.num_rounds} round "
                              "blocks): each shot is decoded whole, as with --window all")
             if rt.num_heralds:
-                use = {"union_find": "erased by union-find", "matching_correlated": "reweighted by correlated matching"}
-                how = use.get(rt.spec.name, f"not used by {rt.spec.name}: union_find or matching_correlated use them")
+                users = [s.name for s in decoders.specs() if s.heralds]
+                how = rt.spec.heralds or f"not used by {rt.spec.name}: {' or '.join(users)} use them"
                 lines.append(f"  heralds: {rt.num_heralds} herald detectors per shot, {how}")
         return lines
 
@@ -337,6 +337,7 @@ class Engine:
             row[K.C_CALL] = rt.spec.call_id
             row[K.C_DEADLINE] = int(round(rt.cfg.deadline_us * 1000))
             row[K.C_FAST] = decoders.get(rt.spec.fast).wire_id + 1 if rt.spec.fast and rt.cfg.deadline_us > 0 else 0
+            row[K.C_FALLBACK] = decoders.fallback().wire_id if rt.cfg.deadline_us > 0 else -1
             row[K.C_PARALLEL] = rt.cfg.parallel
             row[K.C_HERALDS] = rt.num_heralds
             if rt.cfg.parallel > 1:

@@ -166,12 +166,14 @@ class EngineCollector(Collector):
                                       "buffer was full (/proc/net/udp).", value=float(dropped))
         fb = CounterMetricFamily("rtdecoder_deadline_fallbacks", "Windows of streams with a deadline_us that "
                                  "their escape decoder (from) would have finished past the deadline, decoded by "
-                                 "its fast mode or by union-find (to) instead.", labels=["from", "to"])
+                                 "its fast mode or by the compiled fallback decoder (to) instead.",
+                                 labels=["from", "to"])
+        last = next((s.name for s in decoders.specs() if s.fallback), "none")
         for spec in decoders.specs():
             if spec.call == "escape":
                 if spec.fast:
                     fb.add_metric([spec.name, spec.fast], float(c[K.CNT_FALLBACK_FAST + spec.wire_id]))
-                fb.add_metric([spec.name, "union_find"], float(c[K.CNT_FALLBACK + spec.wire_id]))
+                fb.add_metric([spec.name, last], float(c[K.CNT_FALLBACK + spec.wire_id]))
         yield fb
         fr = CounterMetricFamily("rtdecoder_frames", "Frames an AF_XDP worker took from its RX ring, by what "
                                  "rtdecoder.kernels.frames.parse_udp found (ok: handed to the data path).",

@@ -236,8 +236,8 @@ def decode_file(in_path: str, out_path: str, dem: stim.DetectorErrorModel, *, in
         return _finish(preds, out_path, out_format, truth, decoder, how, seconds, 0, nd, no, fit)
     rt = whole_shot_stream(dem, decoder, herald_circuit if herald_circuit is not None else circuit)
     graph = rt.plan.graphs[0]
-    if rt.num_heralds and backend == "gpu" and rt.spec.name == "union_find":
-        backend = "cpu"  # the batch kernel has no heralds
+    if rt.num_heralds and backend == "gpu" and rt.spec.gpu:
+        backend = "cpu"  # the GPU batch kernel takes no heralds
     events = np.ascontiguousarray(data[:, :nd], np.uint8) & rt.keep
     t0 = time.perf_counter()
     if rt.spec.decode_batch is not None:

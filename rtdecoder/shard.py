@@ -2,7 +2,8 @@
 decode cost, and write one configuration per node.
 
 Cost of a stream: the CPU time its decoder spends per round of the controller's cycle,
-``detectors per round × µs per detector-round of its decoder`` (``COST_US``), the controllers of
+``detectors per round × µs per detector-round of its decoder`` (``DecoderSpec.cost_us``,
+``decoder_cost_us``), the controllers of
 all streams taken to run at the same cycle. Detectors per round come from the stream's circuit
 (or its CUDA-Q matrices), counted as its detector layout counts them; the per-decoder figures are
 ``bench/decode_cost.py``'s on the reference 2-core VM (d = 13, windows 26/13, p = 0.001, through
@@ -27,9 +28,13 @@ from pathlib import Path
 
 from rtdecoder.config import ConfigError, load_config
 
-COST_US = {"union_find": 0.00947, "matching": 0.02337, "matching_correlated": 0.08261}
-"""µs per detector per round of each built-in decoder (module docstring); a plug-in decoder is
-costed as matching."""
+def decoder_cost_us(name: str) -> float:
+    """µs per detector per round of the registered decoder ``name`` (``DecoderSpec.cost_us``); a
+    decoder without a measured figure is costed as the costliest registered one."""
+    from rtdecoder import decoders
+
+    spec = decoders.get(name)
+    return spec.cost_us or max(s.cost_us for s in decoders.specs())
 
 
 @dataclass
@@ -54,7 +59,7 @@ def stream_cost(cfg) -> tuple[float, int]:
     else:
         layout = detector_layout(make_circuit(cfg))
     per_round = layout.num_detectors / max(layout.num_rounds, 1)
-    return per_round * COST_US.get(cfg.decoder, COST_US["matching"]), int(round(per_round))
+    return per_round * decoder_cost_us(cfg.decoder), int(round(per_round))
 
 
 def shard(path: str | Path, nodes: int) -> tuple[dict, list[Assignment], dict[int, tuple[float, int]]]:

@@ -174,3 +174,25 @@ def test_engines_replaced_by_reloads_are_freed():
     gc.collect()
     alive = [r for r in refs if r() is not None]
     assert alive == [refs[-1]], f"{len(alive)} of 51 engines still alive"
+
+
+def test_decoder_roles_are_fields_of_the_spec_not_names_in_the_service():
+    """Cost, herald use and the fallback role live in ``DecoderSpec``: the service's modules name
+    no decoder."""
+    import re
+    from pathlib import Path
+
+    from rtdecoder import decoders
+    from rtdecoder.shard import decoder_cost_us
+
+    root = Path(__file__).resolve().parent.parent / "rtdecoder"
+    for name in ("shard.py", "metrics.py", "dataplane.py", "engine.py"):
+        text = (root / name).read_text()
+        assert not re.search(r"[\"'](union_find|matching|matching_correlated)[\"']", text), name
+    assert decoders.fallback().name == "union_find"
+    assert all(decoder_cost_us(s.name) > 0 for s in decoders.specs())
+    with pytest.raises(ValueError, match="already the deadline's fallback"):
+        decoders.register(decoders.DecoderSpec(name="second_fallback", wire_id=30, description=object,
+                                               call="compiled", fallback=True))
+    with pytest.raises(ValueError, match="only a compiled decoder"):
+        decoders.DecoderSpec(name="x", wire_id=31, description=object, call="escape", fallback=True)

@@ -92,6 +92,13 @@ class DecoderSpec:
             ``decode_window_fast(graph, events)`` equals (same contract as ``decode_window``,
             same graphs, less time): the middle level of the deadline's fallback chain
             (``rtdecoder.dataplane.process_native``). Empty: none.
+        fallback: this compiled decoder is the last level of every deadline's fallback chain
+            (``call == "compiled"``; at most one registered decoder has it).
+        heralds: how the decoder uses herald detectors (``rtdecoder.heralds``), for the start-up
+            log, e.g. ``"erased by union-find"``. Empty: it ignores them.
+        cost_us: its CPU time per detector-round, µs, as ``bench/decode_cost.py`` measures it
+            (``rtdecoder shard`` costs streams by it). 0: not measured (``shard`` then takes the
+            costliest registered decoder's).
     """
 
     name: str
@@ -103,6 +110,9 @@ class DecoderSpec:
     decode_batch: Callable | None = field(default=None, compare=False)
     correlations: bool = False
     fast: str = ""
+    fallback: bool = False
+    heralds: str = ""
+    cost_us: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -115,6 +125,10 @@ class DecoderSpec:
             raise ValueError(f"decoder {self.name!r}: only a compiled decoder runs on the GPU backend")
         if self.fast and self.call != "escape":
             raise ValueError(f"decoder {self.name!r}: only an escape decoder has a fast mode")
+        if self.fallback and self.call != "compiled":
+            raise ValueError(f"decoder {self.name!r}: only a compiled decoder can be the deadline's fallback")
+        if self.cost_us < 0:
+            raise ValueError(f"decoder {self.name!r}: cost_us {self.cost_us} must not be negative")
 
     @property
     def call_id(self) -> int:
@@ -140,6 +154,8 @@ def register(spec: DecoderSpec) -> DecoderSpec:
             raise ValueError(f"decoder name {spec.name!r} is already registered")
         if other.wire_id == spec.wire_id and other.name != spec.name:
             raise ValueError(f"decoder {spec.name!r}: wire id {spec.wire_id} is taken by {other.name!r}")
+        if spec.fallback and other.fallback and other.name != spec.name:
+            raise ValueError(f"decoder {spec.name!r}: {other.name!r} is already the deadline's fallback")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -177,6 +193,18 @@ def get(name: str) -> DecoderSpec:
     except KeyError:
         raise ConfigError(f"unknown decoder {name!r}: use one of {', '.join(names())} (a plug-in decoder "
                           "registers itself when its module is imported: see RTDECODER_PLUGINS)") from None
+
+
+def fallback() -> DecoderSpec:
+    """The compiled decoder every deadline falls back to (``DecoderSpec.fallback``).
+
+    Raises:
+        ConfigError: none is registered.
+    """
+    spec = next((s for s in specs() if s.fallback), None)
+    if spec is None:
+        raise ConfigError("no registered decoder is the deadline's fallback (DecoderSpec.fallback)")
+    return spec
 
 
 def by_wire_id(wire_id: int) -> DecoderSpec | None:
