@@ -59,7 +59,7 @@ def run_point(d: int, total: float, f: float, shots: int, seed: int) -> dict:
 
     from rtdecoder.config import StreamConfig
     from rtdecoder.dem import make_circuit
-    from rtdecoder.heralds import whole_shot
+    from rtdecoder.windows import whole_shot
     from rtdecoder.kernels import union_find as uf
 
     cfg = StreamConfig(distance=d, rounds=3 * d, p=total * (1 - f), erasure=total * f)

@@ -14,6 +14,7 @@ Public surface:
 
 __version__ = "0.1.0"
 
-from rtdecoder.config import ConfigError, ServerConfig, StreamConfig, load_config
+from rtdecoder.config import ConfigError, ServerConfig, StreamConfig
+from rtdecoder.configfile import load_config
 
 __all__ = ["ConfigError", "ServerConfig", "StreamConfig", "load_config", "__version__"]

@@ -18,7 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, format_ids, load_config, parse_cpu_list
+from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, format_ids, parse_cpu_list
+from rtdecoder.configfile import load_config
 
 
 def _window(value: str) -> int:
@@ -559,7 +560,7 @@ def cmd_shard(a: argparse.Namespace) -> int:
 
 
 def cmd_replay(a: argparse.Namespace) -> int:
-    from rtdecoder.record import replay
+    from rtdecoder.replay import replay
 
     try:
         rep = replay(a.dir, a.host, a.port, paced=not a.fast, timeout_s=a.timeout,

@@ -30,12 +30,19 @@ Every value is checked when loaded; an unknown key raises ``ConfigError`` naming
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import stim
+
+from rtdecoder.backends import BACKENDS
+from rtdecoder.errors import ConfigError
 
 INPUTS = ("detection_events", "measurements")
 """What a stream's controller may send in SYNDROME blocks."""
@@ -45,10 +52,6 @@ MAX_PARALLEL = 64
 """The most workers one stream's parallel windows may have."""
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 """The default ``allow`` list: loopback only."""
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message says which and how to fix it."""
 
 
 def parse_cpu_list(value: str) -> tuple[int, ...]:
@@ -82,6 +85,54 @@ def format_ids(ids) -> str:
         else:
             out.append([i, i])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in out) or "none"
+
+
+@dataclass(frozen=True, eq=False)
+class MatrixModel:
+    """A stream's model given as matrices rather than a circuit (``StreamConfig.model``).
+
+    Attributes:
+        source: where it came from, for messages (``"decoders.yaml decoder 3"``).
+        dem: the detector error model, graphlike, every detector with coordinates ``(0, 0, t)``,
+            ``t`` its round.
+        detector_round: int64 ``(num_detectors,)``, non-decreasing.
+        d_rows: each detector's measurements (absolute indices within a shot, canonical: no
+            repeats).
+        num_measurements: measurements per shot (one more than the largest index in D).
+    """
+
+    source: str
+    dem: stim.DetectorErrorModel
+    detector_round: np.ndarray
+    d_rows: tuple[tuple[int, ...], ...]
+    num_measurements: int
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of what the stream is built from (DEM, rounds, D): equal models, equal digests.
+        A reload (SIGHUP) keeps the streams whose models did not change."""
+        d = self.__dict__.get("_digest")
+        if d is None:
+            h = hashlib.sha256(str(self.dem).encode())
+            h.update(np.ascontiguousarray(self.detector_round, np.int64).tobytes())
+            h.update(repr((self.d_rows, self.num_measurements)).encode())
+            d = h.hexdigest()
+            object.__setattr__(self, "_digest", d)
+        return d
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MatrixModel) and self.digest == other.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    @property
+    def num_detectors(self) -> int:
+        return len(self.d_rows)
+
+    @property
+    def num_rounds(self) -> int:
+        return int(self.detector_round[-1]) + 1 if len(self.detector_round) else 1
 
 
 @dataclass(frozen=True)
@@ -188,8 +239,6 @@ class StreamConfig:
                               f"matching); {self.decoder} runs compiled in the loop already, with nothing faster "
                               "to fall back to")
         if self.model is not None:
-            from rtdecoder.cudaq_config import MatrixModel
-
             if not isinstance(self.model, MatrixModel):
                 raise ConfigError(f"stream {self.id}: model must be a MatrixModel (from a CUDA-Q YAML configuration)")
             if self.input != "measurements":
@@ -261,9 +310,6 @@ class StreamConfig:
         src += f" erasure={self.erasure}" if self.erasure > 0 else ""
         sends = ", measurements in" if self.input == "measurements" else ""
         return f"stream {self.id}: {src}, decoder={self.decoder}, window/commit={w}{sends}{dl}"
-
-
-BACKENDS = ("cpu", "gpu", "auto")
 
 
 @dataclass(frozen=True)
@@ -361,9 +407,9 @@ class ServerConfig:
         if not 0 <= self.drain_s <= 3600:
             raise ConfigError(f"drain_s {self.drain_s} must be in 0..3600 seconds")
         if self.transport != "auto":
-            from rtdecoder import transport
+            from rtdecoder.transport import get as transport_spec
 
-            transport.get(self.transport)
+            transport_spec(self.transport)
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if not 1 <= self.recv_batch <= self.ring_slots:
@@ -420,18 +466,13 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def load_config(path: str | os.PathLike[str]) -> ServerConfig:
-    """Load and validate a TOML server config (see the module docstring for the schema), or a
-    CUDA-Q QEC decoder configuration when the file ends ``.yaml``/``.yml``
-    (``rtdecoder.cudaq_config.load_yaml``).
+def load_toml(path: str | os.PathLike[str]) -> ServerConfig:
+    """Load and validate a TOML server config (see the module docstring for the schema);
+    ``rtdecoder.configfile.load_config`` reads either form.
 
     Raises:
         ConfigError: the file is missing or not TOML, a key is unknown, or a value is invalid.
     """
-    from rtdecoder.cudaq_config import is_yaml, load_yaml
-
-    if is_yaml(path):
-        return load_yaml(path)
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())

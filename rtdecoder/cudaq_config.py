@@ -38,14 +38,13 @@ accepted and have no effect: rtdecoder's ``--transport`` and ``--backend`` choos
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import stim
 
-from rtdecoder.config import ConfigError, ServerConfig, StreamConfig
+from rtdecoder.config import MatrixModel, ServerConfig, StreamConfig
+from rtdecoder.errors import ConfigError
 
 MAX_DATAGRAM = 65507
 """The YAML streams' ``max_datagram``: a whole shot may be one round."""
@@ -171,54 +170,6 @@ def gf2_row(row: list[int]) -> list[int]:
     for m in row:
         odd ^= {m}
     return sorted(odd)
-
-
-@dataclass(frozen=True, eq=False)
-class MatrixModel:
-    """A stream's model given as matrices rather than a circuit (``StreamConfig.model``).
-
-    Attributes:
-        source: where it came from, for messages (``"decoders.yaml decoder 3"``).
-        dem: the detector error model, graphlike, every detector with coordinates ``(0, 0, t)``,
-            ``t`` its round.
-        detector_round: int64 ``(num_detectors,)``, non-decreasing.
-        d_rows: each detector's measurements (absolute indices within a shot, canonical: no
-            repeats).
-        num_measurements: measurements per shot (one more than the largest index in D).
-    """
-
-    source: str
-    dem: stim.DetectorErrorModel
-    detector_round: np.ndarray
-    d_rows: tuple[tuple[int, ...], ...]
-    num_measurements: int
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 of what the stream is built from (DEM, rounds, D): equal models, equal digests.
-        A reload (SIGHUP) keeps the streams whose models did not change."""
-        d = self.__dict__.get("_digest")
-        if d is None:
-            h = hashlib.sha256(str(self.dem).encode())
-            h.update(np.ascontiguousarray(self.detector_round, np.int64).tobytes())
-            h.update(repr((self.d_rows, self.num_measurements)).encode())
-            d = h.hexdigest()
-            object.__setattr__(self, "_digest", d)
-        return d
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MatrixModel) and self.digest == other.digest
-
-    def __hash__(self) -> int:
-        return hash(self.digest)
-
-    @property
-    def num_detectors(self) -> int:
-        return len(self.d_rows)
-
-    @property
-    def num_rounds(self) -> int:
-        return int(self.detector_round[-1]) + 1 if len(self.detector_round) else 1
 
 
 def _declarations(detector_round: np.ndarray, num_observables: int) -> list[str]:

@@ -27,7 +27,8 @@ import stim
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from rtdecoder.config import ConfigError, StreamConfig
+from rtdecoder.config import StreamConfig
+from rtdecoder.errors import ConfigError
 
 MAX_OBSERVABLES = 64
 """Observable flips travel as one uint64 mask on the hot path."""

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtdecoder.config import BACKENDS, ConfigError
+from rtdecoder.backends import BACKENDS
+from rtdecoder.errors import ConfigError
 from rtdecoder.kernels import slots as S
 
 

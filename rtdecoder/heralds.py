@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import stim
 
-from rtdecoder.config import ConfigError
+from rtdecoder.errors import ConfigError
 
 HERALDED = ("HERALDED_ERASE", "HERALDED_PAULI_CHANNEL_1")
 ERASE_AT = 0.25
@@ -232,40 +232,3 @@ def kernel_arrays(hm: HeraldMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hedge = np.concatenate([hm.erase_edge[hm.erase_ptr[h]:hm.erase_ptr[h + 1]] for h in hnode] or
                            [np.zeros(0, np.int32)]).astype(np.int32)
     return (hidx if len(hnode) else hidx[:0]), hptr, (hedge if len(hedge) else np.zeros(1, np.int32))
-
-
-@dataclass
-class WholeShot:
-    """A circuit's whole-shot decoding graph with its heralds (``whole_shot``).
-
-    Attributes:
-        graph: the ``rtdecoder.windows.WindowGraph`` of all rounds, every detector kept, with
-            ``errors_dem`` (correlated matching).
-        heralds: its ``HeraldMap``.
-        hnode: int64, the herald detectors.
-        kernel: union-find's ``(hidx, hptr, hedge)`` (``kernel_arrays``).
-    """
-
-    graph: object
-    heralds: HeraldMap
-    hnode: np.ndarray
-    kernel: tuple
-
-
-def whole_shot(circuit: stim.Circuit) -> WholeShot:
-    """The whole-shot graph and herald map of ``circuit`` (its DEM: ``rtdecoder.dem.circuit_dem``).
-
-    Raises:
-        ConfigError: the circuit's detectors have no round layout (``rtdecoder.dem.detector_layout``).
-    """
-    from rtdecoder.dem import circuit_dem, dem_components, detector_layout
-    from rtdecoder.windows import cut_components, plan_windows
-
-    layout = detector_layout(circuit)
-    comps = dem_components(circuit_dem(circuit))
-    keep = np.ones(layout.num_detectors, np.uint8)
-    graph = plan_windows(layout, comps, 0, 0, keep, correlations=True).graphs[0]
-    n, p, u, v, _, err = cut_components(comps, layout.round_offsets, 0, layout.num_rounds, keep, False, True)
-    is_h = herald_detectors(circuit)
-    hm = herald_map(graph, u, v, p, err, is_h)
-    return WholeShot(graph, hm, np.flatnonzero(is_h), kernel_arrays(hm))

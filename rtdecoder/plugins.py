@@ -18,7 +18,7 @@ import importlib
 import os
 from importlib.metadata import entry_points
 
-from rtdecoder.config import ConfigError
+from rtdecoder.errors import ConfigError
 
 ENV = "RTDECODER_PLUGINS"
 GROUP = "rtdecoder.plugins"

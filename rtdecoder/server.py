@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry
 from rtdecoder import dataplane as D
 from rtdecoder import transport
 from rtdecoder.config import ConfigError, ServerConfig
-from rtdecoder.config import load_config
+from rtdecoder.configfile import load_config
 from rtdecoder.engine import Engine
 from rtdecoder.gpu import PersistentDecoder, choose_backend, mapped_zeros
 from rtdecoder.kernels import tables as K

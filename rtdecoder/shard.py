@@ -26,7 +26,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rtdecoder.config import ConfigError, load_config
+from rtdecoder.config import ConfigError
+from rtdecoder.configfile import load_config
 
 def decoder_cost_us(name: str) -> float:
     """µs per detector per round of the registered decoder ``name`` (``DecoderSpec.cost_us``); a

@@ -41,8 +41,9 @@ import numpy as np
 import pymatching
 import stim
 
-from rtdecoder.config import ConfigError
 from rtdecoder.dem import Components, DemComponents, DetectorLayout
+from rtdecoder.errors import ConfigError
+from rtdecoder.heralds import herald_detectors, herald_map, kernel_arrays
 
 
 @dataclass
@@ -234,8 +235,6 @@ class _GraphSet:
             if self.correlations:
                 g.errors_dem = _errors_dem(n, p, u, v, ob, err)
             if self.heralds is not None:
-                from rtdecoder.heralds import herald_map
-
                 g.heralds = herald_map(g, u, v, p, err, self.heralds[off[start]:off[end]])
             self.graphs.append(g)
         return self._seen[key]
@@ -454,3 +453,39 @@ def _window_dem(n: int, p: np.ndarray, u: np.ndarray, v: np.ndarray, obs: np.nda
              for pi, ui, vi, oi in zip(p.tolist(), u.tolist(), v.tolist(), obs.tolist())]
     lines.append(f"detector D{n - 1}")
     return stim.DetectorErrorModel("\n".join(lines))
+
+
+@dataclass
+class WholeShot:
+    """A circuit's whole-shot decoding graph with its heralds (``whole_shot``).
+
+    Attributes:
+        graph: the ``rtdecoder.windows.WindowGraph`` of all rounds, every detector kept, with
+            ``errors_dem`` (correlated matching).
+        heralds: its ``HeraldMap``.
+        hnode: int64, the herald detectors.
+        kernel: union-find's ``(hidx, hptr, hedge)`` (``kernel_arrays``).
+    """
+
+    graph: object
+    heralds: object
+    hnode: np.ndarray
+    kernel: tuple
+
+
+def whole_shot(circuit: stim.Circuit) -> WholeShot:
+    """The whole-shot graph and herald map of ``circuit`` (its DEM: ``rtdecoder.dem.circuit_dem``).
+
+    Raises:
+        ConfigError: the circuit's detectors have no round layout (``rtdecoder.dem.detector_layout``).
+    """
+    from rtdecoder.dem import circuit_dem, dem_components, detector_layout
+
+    layout = detector_layout(circuit)
+    comps = dem_components(circuit_dem(circuit))
+    keep = np.ones(layout.num_detectors, np.uint8)
+    graph = plan_windows(layout, comps, 0, 0, keep, correlations=True).graphs[0]
+    n, p, u, v, _, err = cut_components(comps, layout.round_offsets, 0, layout.num_rounds, keep, False, True)
+    is_h = herald_detectors(circuit)
+    hm = herald_map(graph, u, v, p, err, is_h)
+    return WholeShot(graph, hm, np.flatnonzero(is_h), kernel_arrays(hm))

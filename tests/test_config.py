@@ -2,7 +2,8 @@
 
 import pytest
 
-from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig, load_config
+from rtdecoder.config import WINDOW_ALL, ConfigError, ServerConfig, StreamConfig
+from rtdecoder.configfile import load_config
 
 
 def test_defaults_follow_distance():

@@ -18,7 +18,8 @@ from rtdecoder import cuqr_client as C
 from rtdecoder import dataplane as D
 from rtdecoder import protocol as P
 from rtdecoder.cli import ServiceProcess, _stream_argv, main
-from rtdecoder.config import ConfigError, StreamConfig, load_config
+from rtdecoder.config import ConfigError, StreamConfig
+from rtdecoder.configfile import load_config
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import cuqr as CQ
 from rtdecoder.kernels import tables as T

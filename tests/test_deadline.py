@@ -6,7 +6,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from rtdecoder.cli import ServiceProcess, _stream_argv, main
-from rtdecoder.config import ConfigError, StreamConfig, load_config
+from rtdecoder.config import ConfigError, StreamConfig
+from rtdecoder.configfile import load_config
 from rtdecoder.engine import Engine
 from rtdecoder.kernels import tables as T
 from rtdecoder.metrics import make_registry

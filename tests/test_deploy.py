@@ -91,7 +91,7 @@ commit = 5
 def test_shard_splits_by_decode_cost_not_by_count(tmp_path):
     """One costly stream (correlated matching at d = 13) against four cheap ones on two nodes:
     the costly one gets a node to itself; every stream lands once, in a config the service loads."""
-    from rtdecoder.config import load_config
+    from rtdecoder.configfile import load_config
 
     src = tmp_path / "streams.toml"
     src.write_text(STREAMS_TOML)

@@ -12,7 +12,8 @@ from rtdecoder import protocol as P
 from rtdecoder.config import ConfigError, StreamConfig
 from rtdecoder.dem import circuit_dem, detector_layout, make_circuit
 from rtdecoder.engine import Engine
-from rtdecoder.heralds import ERASE_AT, herald_detectors, whole_shot, with_erasure
+from rtdecoder.heralds import ERASE_AT, herald_detectors, with_erasure
+from rtdecoder.windows import whole_shot
 
 VECTORS = {v["name"]: v for v in json.loads((Path(__file__).parents[1] / "docs" / "wire-vectors.json").read_text())
            ["vectors"]}

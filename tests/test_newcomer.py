@@ -299,7 +299,7 @@ def test_measurements_made_for_a_matrix_model_give_back_its_detection_events(tmp
     import stim
 
     import cudaq_fixture as F
-    from rtdecoder.config import load_config
+    from rtdecoder.configfile import load_config
     from rtdecoder.shots import ShotSource, check_roundtrip, gf2_right_inverse
 
     c = stim.Circuit.generated("surface_code:rotated_memory_z", distance=3, rounds=3, after_clifford_depolarization=0.01,

@@ -17,7 +17,8 @@ import pytest
 from rtdecoder import decoders
 from rtdecoder import protocol as P
 from rtdecoder import transport
-from rtdecoder.config import ConfigError, ServerConfig, StreamConfig, load_config
+from rtdecoder.config import ConfigError, ServerConfig, StreamConfig
+from rtdecoder.configfile import load_config
 from rtdecoder.engine import Engine
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"

@@ -31,7 +31,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from rtdecoder.config import ConfigError
+from rtdecoder.errors import ConfigError
 from rtdecoder.kernels.tables import CALL_COMPILED, CALL_ESCAPE, MAX_DECODERS
 
 CALLS = {"escape": CALL_ESCAPE, "compiled": CALL_COMPILED}

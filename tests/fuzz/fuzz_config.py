@@ -17,7 +17,8 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports(include=["rtdecoder.config", "rtdecoder.cudaq_config"]):
-    from rtdecoder.config import ConfigError, load_config
+    from rtdecoder.config import ConfigError
+    from rtdecoder.configfile import load_config
     from rtdecoder.cudaq_config import load_yaml
 
 DIR = tempfile.mkdtemp(prefix="rtdecoder-fuzz-config-")
