@@ -121,7 +121,7 @@ def get(name: str) -> TransportSpec:
     Raises:
         rtdecoder.config.ConfigError: no transport has that name.
     """
-    from rtdecoder.config import ConfigError
+    from rtdecoder.errors import ConfigError
 
     try:
         return _loaded()[name]
@@ -138,7 +138,7 @@ def choose(name: str, cfg: Any = None) -> tuple[TransportSpec, str]:
         rtdecoder.config.ConfigError: an unknown name, or a named transport that cannot run here
             (the message says what is missing).
     """
-    from rtdecoder.config import ConfigError
+    from rtdecoder.errors import ConfigError
 
     if name != "auto":
         spec = get(name)
