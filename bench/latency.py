@@ -165,10 +165,11 @@ def dialects(args, console, client_cpu, pin) -> int:
     rotated Z memory (d rounds, p = 0.001, ``type: pymatching``: the whole shot is one window,
     decoded by matching once its last measurement is in). Each shot's raw measurements go
     (a) natively, as one SYNDROME datagram of the stream's one measurement round, answered by its
-    final CORRECTION; (b) as CUQR in cudaqx main's layout, ``reset_decoder``, one
-    ``enqueue_syndromes`` of all the bits followed at once by ``get_corrections``, each in a
-    256-byte slot, answered by OK and the flips (``rtdecoder.cuqr_client``'s compiled loop):
-    round trip = the enqueue's send → the correction received. Blocks alternate
+    final CORRECTION; (b) as CUQR in cudaqx main's layout, ``reset_decoder``, then 20 µs later
+    (its answer back) one ``enqueue_syndromes`` of all the bits followed at once by
+    ``get_corrections``, each in a 256-byte slot, answered by OK and the flips
+    (``rtdecoder.cuqr_client``'s compiled loop): round trip = the enqueue's send → the correction
+    received. Blocks alternate
     native, CUQR, each with a fresh service. Targets: CUQR's p50 within 1 µs of the native p50;
     0 disagreements with offline PyMatching (``Matching.from_check_matrix`` on the same matrices,
     ``tests/cudaq_fixture.py``). In the same blocks, the transport floor of each exchange:
@@ -237,7 +238,10 @@ def dialects(args, console, client_cpu, pin) -> int:
                     round_trips(sock.fileno(), dgrams[idx], dgrams.shape[1], 1 + args.warmup, False, 100_000_000,
                                 rx, out[0], out[1])
                     native.append(out[0])
-                    drv = C.ShotDriver(sock, 0, np.array([0, c.num_measurements]), 1, 1, 0.0, 0.1)
+                    # a 20 µs "cycle": each shot's reset_decoder (cudaqx main's per-shot pattern) is
+                    # answered before its enqueue leaves, so the timed exchange is the enqueue and the
+                    # get_corrections, the two datagrams the 2-datagram echo floor measures
+                    drv = C.ShotDriver(sock, 0, np.array([0, c.num_measurements]), 1, 1, 20.0, 0.1)
                     pred = np.zeros(1, np.uint8)
                     for i in range(args.warmup):
                         drv.run(meas[i], pred)
