@@ -315,3 +315,15 @@ def test_measurements_made_for_a_matrix_model_give_back_its_detection_events(tmp
     r = gf2_right_inverse([(0, 1), (1, 2)], 3)
     d = np.array([[1, 1, 0], [0, 1, 1]], np.uint8)
     assert np.array_equal((d @ r) % 2, np.eye(2, dtype=np.uint8))
+
+
+def test_every_flag_of_replay_and_hello_has_help_and_drain_names_sigint():
+    import re
+
+    for cmd in ("replay", "hello"):
+        text = run(cmd, "--help").stdout
+        for flag in ("--host", "--port"):
+            line = re.search(rf"^\s+{flag} \S+\s*(.*)$", text, re.M)
+            assert line and line.group(1).strip(), f"{cmd} {flag} has no help:\n{text}"
+    serve = " ".join(run("serve", "--help").stdout.split())
+    assert "SIGTERM or SIGINT" in serve and "--allow-failures" in " ".join(run("emulate", "--help").stdout.split())
