@@ -405,11 +405,11 @@ def run_emulator(cfg: StreamConfig, opts: EmulatorOptions) -> Report:
         EmulatorError: the service does not answer HELLO, or its stream differs from ``cfg``.
     """
     from rtdecoder import transport as T
-    from rtdecoder.shots import ShotSource
+    from rtdecoder.shots import ShotSource, stream_layout
 
     if opts.dialect == "cuqr":
         return _run_cuqr(cfg, opts, ShotSource(cfg, opts.seed, cfg.input == "measurements"))
-    layout = ShotSource(cfg, opts.seed, False).layout
+    layout = stream_layout(cfg)
     spec, why = T.choose(opts.transport)
     if opts.progress:
         print(f"rtdecoder emulate: {why}", file=sys.stderr)

@@ -64,6 +64,11 @@ def gf2_right_inverse(rows, num_columns: int) -> np.ndarray:
     return r
 
 
+def stream_layout(cfg: StreamConfig):
+    """The detector layout of stream ``cfg`` (its circuit's, or its matrix model's DEM's)."""
+    return detector_layout(make_circuit(cfg) if cfg.model is None else cfg.model.dem)
+
+
 class ShotSource:
     """Shots of stream ``cfg`` (seeded): its circuit's (stim's samplers and measurement-to-
     detection converter), or its matrix model's (the DEM's sampler; measurements ``R · events``
@@ -118,17 +123,3 @@ class ShotSource:
             return dets, dets, obs
         meas = (np.rint(dets.astype(np.float32) @ self._r.T).astype(np.int64) & 1).astype(np.uint8)
         return meas, dets, obs
-
-
-def check_roundtrip(source: ShotSource, n: int = 16) -> None:
-    """That the measurements ``source`` sends give back its detection events through ``D`` (a
-    self-check, for tests)."""
-    sent, dets, _ = source.sample(n)
-    if source.mlayout is None or source.model is None:
-        return
-    back = np.zeros_like(dets)
-    for j, row in enumerate(source.model.d_rows):
-        back[:, j] = np.bitwise_xor.reduce(sent[:, list(row)], axis=1) if row else 0
-    if not np.array_equal(back, dets):
-        raise AssertionError("D · measurements differs from the sampled detection events")
-

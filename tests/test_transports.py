@@ -43,7 +43,22 @@ DEADLINE = StreamConfig(id=12, distance=3, rounds=3, p=0.01, decoder="matching",
 windows fall back to union-find."""
 
 
-class UdpChannel:
+class LoopThread:
+    """A channel's service loop (``self.loop``, stopped by ``self.ctl[CTL_STOP]``) in a thread that
+    the tests can pause, so that what arrives meanwhile waits as behind a busy worker."""
+
+    def pause(self) -> None:
+        """Stop the loop (what arrives meanwhile waits, as behind a busy worker)."""
+        self.ctl[T.CTL_STOP] = 1
+        self.thread.join(30)
+
+    def resume(self) -> None:
+        self.ctl[T.CTL_STOP] = 0
+        self.thread = threading.Thread(target=self.loop)
+        self.thread.start()
+
+
+class UdpChannel(LoopThread):
     """``serve_loop`` on a loopback socket; the client is a plain UDP socket."""
 
     def __init__(self, engine):
@@ -69,16 +84,6 @@ class UdpChannel:
     def recv(self) -> bytes:
         return self.client.recv(65536)
 
-    def pause(self) -> None:
-        """Stop the loop (what arrives meanwhile waits, as behind a busy worker)."""
-        self.ctl[T.CTL_STOP] = 1
-        self.thread.join(30)
-
-    def resume(self) -> None:
-        self.ctl[T.CTL_STOP] = 0
-        self.thread = threading.Thread(target=self.loop)
-        self.thread.start()
-
     def close(self) -> None:
         self.pause()
         self.client.close()
@@ -95,7 +100,7 @@ def poll_reply(poll, where: str, timeout_s: float = 10.0) -> bytes:
     raise TimeoutError(f"no reply {where}")
 
 
-class RingChannel:
+class RingChannel(LoopThread):
     """``ring_serve_loop`` on a region the client writes into by the §11.3 rules (body, then the
     ready word), replies through ``MemoryLink`` into the client's region."""
 
@@ -125,15 +130,6 @@ class RingChannel:
         self.loop = lambda: RG.ring_serve_loop(*args)
         self.batch = int(RG.ring_batch(self.SLOTS))
         self.resume()
-
-    def pause(self) -> None:
-        self.ctl[T.CTL_STOP] = 1
-        self.thread.join(30)
-
-    def resume(self) -> None:
-        self.ctl[T.CTL_STOP] = 0
-        self.thread = threading.Thread(target=self.loop)
-        self.thread.start()
 
     def send(self, datagram: bytes) -> None:
         n = len(datagram)
@@ -190,7 +186,7 @@ class RoceChannel(RingChannel):
         self.link.close()
 
 
-class XdpChannel:
+class XdpChannel(LoopThread):
     """``xdp_serve_loop`` (the AF_XDP transport's own ``XdpEndpoint``) on a socket bound to queue 0
     of ``va``, one end of a veth pair, in namespace ``a``, the redirect program attached in generic
     mode (veth has no zero-copy); the client a plain UDP socket in namespace ``b`` sending to
@@ -241,15 +237,6 @@ class XdpChannel:
 
     def recv(self) -> bytes:
         return self.client.recv(65536)
-
-    def pause(self) -> None:
-        self.ctl[T.CTL_STOP] = 1
-        self.thread.join(30)
-
-    def resume(self) -> None:
-        self.ctl[T.CTL_STOP] = 0
-        self.thread = threading.Thread(target=self.loop)
-        self.thread.start()
 
     def close(self) -> None:
         self.stack.close()

@@ -11,7 +11,6 @@ message): any other exception is a crash, and libFuzzer saves the input.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
 import atheris
@@ -83,13 +82,6 @@ commit = 2
 
 
 if __name__ == "__main__":
-    if "--write-seeds" in sys.argv:
-        import pathlib
+    from harness import main
 
-        out = pathlib.Path(sys.argv[sys.argv.index("--write-seeds") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        for i, s in enumerate(seeds()):
-            (out / f"seed{i}").write_bytes(s)
-        sys.exit(0)
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    main(seeds, TestOneInput)

@@ -20,7 +20,6 @@ low 12 bits, in bit 15 whether it comes from a stranger (10.9.9.9) rather than l
 from __future__ import annotations
 
 import struct
-import sys
 import types
 
 import atheris
@@ -119,13 +118,6 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    if "--write-seeds" in sys.argv:
-        import pathlib
+    from harness import main
 
-        out = pathlib.Path(sys.argv[sys.argv.index("--write-seeds") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        for i, s in enumerate(seeds()):
-            (out / f"seed{i}").write_bytes(s)
-        sys.exit(0)
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    main(seeds, TestOneInput)

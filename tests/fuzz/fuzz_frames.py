@@ -70,13 +70,6 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    if "--write-seeds" in sys.argv:
-        import pathlib
+    from harness import main
 
-        out = pathlib.Path(sys.argv[sys.argv.index("--write-seeds") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        for i, s in enumerate(seeds()):
-            (out / f"seed{i}").write_bytes(s)
-        sys.exit(0)
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    main(seeds, TestOneInput)

@@ -13,7 +13,6 @@ input.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
 import atheris
@@ -59,13 +58,6 @@ def seeds() -> list[bytes]:
 
 
 if __name__ == "__main__":
-    if "--write-seeds" in sys.argv:
-        import pathlib
+    from harness import main
 
-        d = pathlib.Path(sys.argv[sys.argv.index("--write-seeds") + 1])
-        d.mkdir(parents=True, exist_ok=True)
-        for i, s in enumerate(seeds()):
-            (d / f"seed{i}").write_bytes(s)
-        sys.exit(0)
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
+    main(seeds, TestOneInput)
